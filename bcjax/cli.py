@@ -1,0 +1,59 @@
+"""`scripts/train.py`: parse flags, load the expert and its data, run, report errors on one line."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from bcjax.config import Config, parse_config
+from bcjax.errors import BcjaxError
+
+
+def _select_device(cfg: Config) -> None:
+    # Must happen before JAX picks its backend.
+    if cfg.no_gpu:
+        os.environ["JAX_PLATFORMS"] = "cpu"
+    else:
+        os.environ.setdefault("CUDA_VISIBLE_DEVICES", str(cfg.which_gpu))
+
+
+def run(cfg: Config) -> int:
+    import jax
+
+    if cfg.no_gpu:
+        jax.config.update("jax_platforms", "cpu")
+    from bcjax.expert import load_expert
+    from bcjax.expert_data import load_expert_data
+    from bcjax.logger import RunLogger, make_run_dir, write_config
+    from bcjax.train_loop import train
+
+    if cfg.expert_policy_file is None:
+        raise BcjaxError("no expert policy: pass --expert_policy_file PATH (a CS285 expert .pkl)")
+    if cfg.expert_data is None:
+        raise BcjaxError("no expert data: pass --expert_data PATH (CS285 expert data .pkl)")
+    expert = load_expert(cfg.expert_policy_file)
+    paths = load_expert_data(cfg.expert_data)
+    run_dir = make_run_dir(cfg)
+    write_config(run_dir, cfg)
+    print(f"run directory: {run_dir}")
+    logger = RunLogger(run_dir)
+    try:
+        result = train(cfg, expert, paths, logger)
+    finally:
+        logger.close()
+    t = result.timings
+    print("time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = parse_config(argv)
+        _select_device(cfg)
+        return run(cfg)
+    except BcjaxError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the run directory keeps what was logged so far", file=sys.stderr)
+        return 130

@@ -1,0 +1,133 @@
+"""Run configuration: the CS285 flags (same names, short forms, defaults) plus bcjax's own."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+
+from bcjax.errors import BcjaxError
+from bcjax.policy import ACTIVATIONS
+
+DEFAULT_ENV = "Hopper-v4"
+DEFAULT_DAGGER_ITERS = 10
+
+
+@dataclass(frozen=True)
+class Config:
+    algo: str = "bc"
+    expert_policy_file: str | None = None
+    expert_data: str | None = None
+    env_name: str = DEFAULT_ENV
+    exp_name: str = "run"
+    ep_len: int | None = None
+    num_agent_train_steps_per_iter: int = 1000
+    n_iter: int = 1
+    batch_size: int = 1000
+    eval_batch_size: int = 1000
+    train_batch_size: int = 100
+    n_layers: int = 2
+    size: int = 64
+    activation: str = "tanh"
+    learning_rate: float = 5e-3
+    video_log_freq: int = 5
+    scalar_log_freq: int = 1
+    no_gpu: bool = False
+    which_gpu: int = 0
+    max_replay_buffer_size: int = 1_000_000
+    save_params: bool = False
+    seed: int = 1
+    logdir: str = "data"
+    num_seeds: int = 1
+    num_envs: int = 1
+    deterministic_eval: bool = False
+    per_step_updates: bool = False
+    quiet: bool = False
+    resume: str | None = None
+
+    @property
+    def is_dagger(self) -> bool:
+        return self.algo == "dagger"
+
+    def replace(self, **kw: object) -> "Config":
+        return dataclasses.replace(self, **kw)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="train.py",
+        description="Behavioral Cloning and DAgger (CS285 hw1) in JAX/Flax.",
+    )
+    a = p.add_argument
+    a("--algo", choices=["bc", "dagger"], default=None, help="bc (one iteration) or dagger (default: bc)")
+    a("--do_dagger", action="store_true", help="same as --algo dagger")
+    a("--expert_policy_file", "-epf", default=None, help="CS285 expert .pkl (default: the bundled expert for the task)")
+    a("--expert_data", "-ed", default=None, help="CS285 expert data .pkl (default: collected from the expert)")
+    a("--env_name", "-env", default=DEFAULT_ENV, help=f"gymnasium task id (default {DEFAULT_ENV})")
+    a("--exp_name", "-exp", default="run", help="name in the run directory")
+    a("--ep_len", type=int, default=None, help="max episode length (default: the task's max_episode_steps)")
+    a("--num_agent_train_steps_per_iter", type=int, default=1000)
+    a("--n_iter", "-n", type=int, default=None, help=f"iterations (bc: 1; dagger default {DEFAULT_DAGGER_ITERS})")
+    a("--batch_size", type=int, default=1000, help="env steps collected per DAgger iteration")
+    a("--eval_batch_size", type=int, default=1000, help="env steps of evaluation per iteration")
+    a("--train_batch_size", type=int, default=100, help="minibatch size of each update")
+    a("--n_layers", type=int, default=2)
+    a("--size", type=int, default=64)
+    a("--activation", choices=sorted(ACTIVATIONS), default="tanh")
+    a("--learning_rate", "-lr", type=float, default=5e-3)
+    a("--video_log_freq", type=int, default=5, help="iterations between videos; -1 disables")
+    a("--scalar_log_freq", type=int, default=1, help="iterations between evaluations/logs; -1 disables")
+    a("--no_gpu", action="store_true", help="run JAX on the CPU")
+    a("--which_gpu", type=int, default=0)
+    a("--max_replay_buffer_size", type=int, default=1_000_000)
+    a("--save_params", action="store_true", help="checkpoint the policy after every iteration")
+    a("--seed", type=int, default=1)
+    a("--logdir", default="data", help="root of the run directories")
+    a("--num_seeds", type=int, default=1, help="independent policies trained side by side (vmapped)")
+    a("--num_envs", type=int, default=1, help="vector environments for collection and evaluation")
+    a("--deterministic_eval", action="store_true", help="evaluate the mean action instead of sampling")
+    a("--per_step_updates", action="store_true", help="one jitted call per update instead of one fused scan")
+    a("--quiet", action="store_true", help="no progress bars")
+    a("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
+    return p
+
+
+def _positive(name: str, value: int | float | None, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or value <= 0:
+        raise BcjaxError(f"--{name} must be positive, got {value}")
+
+
+def config_from_args(ns: argparse.Namespace) -> Config:
+    """Resolve and check the parsed flags; impossible combinations raise BcjaxError."""
+    if ns.do_dagger and ns.algo == "bc":
+        raise BcjaxError("--do_dagger contradicts --algo bc: pass one of them")
+    algo = "dagger" if ns.do_dagger else (ns.algo or "bc")
+    n_iter = ns.n_iter
+    if algo == "bc":
+        if n_iter is not None and n_iter != 1:
+            raise BcjaxError(f"BC runs exactly one iteration, got --n_iter {n_iter}: drop --n_iter or use --algo dagger")
+        n_iter = 1
+    else:
+        n_iter = DEFAULT_DAGGER_ITERS if n_iter is None else n_iter
+        if n_iter < 2:
+            raise BcjaxError(f"DAgger needs more than one iteration, got --n_iter {n_iter}: use --n_iter 2 or more, or --algo bc")
+    for name in ("num_agent_train_steps_per_iter", "batch_size", "eval_batch_size", "train_batch_size",
+                 "size", "learning_rate", "max_replay_buffer_size", "num_seeds", "num_envs"):
+        _positive(name, getattr(ns, name))
+    _positive("ep_len", ns.ep_len, allow_none=True)
+    if ns.n_layers < 0:
+        raise BcjaxError(f"--n_layers must be 0 or more, got {ns.n_layers}")
+    for name in ("video_log_freq", "scalar_log_freq"):
+        v = getattr(ns, name)
+        if v == 0 or v < -1:
+            raise BcjaxError(f"--{name} must be positive or -1 (off), got {v}")
+    fields = {f.name for f in dataclasses.fields(Config)}
+    kw = {k: v for k, v in vars(ns).items() if k in fields}
+    kw.update(algo=algo, n_iter=n_iter)
+    return Config(**kw)
+
+
+def parse_config(argv: list[str] | None = None) -> Config:
+    return config_from_args(build_parser().parse_args(argv))

@@ -1,0 +1,131 @@
+"""CS285 expert policies: load the pickle into a pure, jitted, batched mean-action function."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bcjax.errors import BcjaxError
+from bcjax.safe_pickle import as_array, load_pickle
+
+NONLINEARITIES: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "tanh": jnp.tanh,
+    "lrelu": partial(jax.nn.leaky_relu, negative_slope=0.01),
+}
+
+# Relabelling runs on batches of varying length; padding them to whole chunks
+# keeps one compiled shape for the whole run.
+_CHUNK = 4096
+
+
+def expert_mean_action(params: dict[str, Any], obs: jax.Array, nonlin: str) -> jax.Array:
+    """Mean action of a CS285 GaussianPolicy for a batch of observations (pure)."""
+    in_dim = params["obs_mean"].shape[-1]
+    d = obs.shape[-1]
+    # Pad with zeros or truncate to the expert's input size, as the homework does (Ant: 27 -> 111).
+    obs = jnp.pad(obs, ((0, 0), (0, in_dim - d))) if d < in_dim else obs[:, :in_dim]
+    h = (obs - params["obs_mean"]) / params["obs_std"]
+    act = NONLINEARITIES[nonlin]
+    for w, b in params["hidden"]:
+        h = act(h @ w + b)
+    w, b = params["out"]
+    return h @ w + b
+
+
+@dataclass(frozen=True)
+class ExpertPolicy:
+    """A loaded expert: float32 params, its nonlinearity and a jitted batched mean-action function."""
+
+    params: dict[str, Any]
+    nonlin: str
+    log_std: np.ndarray
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self.params["obs_mean"].shape[-1])
+
+    @property
+    def act_dim(self) -> int:
+        return int(self.params["out"][1].shape[-1])
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_fn", jax.jit(partial(expert_mean_action, nonlin=self.nonlin)))
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        """Mean actions for a (B, obs_dim) batch; obs of another size is padded or truncated."""
+        obs = np.asarray(obs, np.float32)
+        if obs.shape[0] <= 1:
+            return np.asarray(self._fn(self.params, obs))
+        out = []
+        for start in range(0, len(obs), _CHUNK):
+            chunk = obs[start:start + _CHUNK]
+            padded = np.zeros((_CHUNK, obs.shape[1]), np.float32)
+            padded[: len(chunk)] = chunk
+            out.append(np.asarray(self._fn(self.params, padded))[: len(chunk)])
+        return np.concatenate(out)
+
+
+def _get(d: Any, key: str, where: str) -> Any:
+    if not isinstance(d, dict) or key not in d:
+        raise BcjaxError(f"{where} is not a CS285 expert policy: missing '{key}' (give a CS285 expert .pkl)")
+    return d[key]
+
+
+def _affine(d: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
+    layer = _get(d, "AffineLayer", where)
+    w = as_array(_get(layer, "W", where), f"{where}: W", 2).astype(np.float32)
+    b = as_array(_get(layer, "b", where), f"{where}: b").astype(np.float32).reshape(-1)
+    if w.shape[1] != b.shape[0]:
+        raise BcjaxError(f"{where}: W {w.shape} and b {b.shape} do not fit together")
+    return w, b
+
+
+def _layer_order(name: str) -> tuple[int, str]:
+    # "layer_10" sorts after "layer_2".
+    m = re.search(r"(\d+)$", name)
+    return (int(m.group(1)) if m else -1, name)
+
+
+def expert_params_from_dict(data: Any, where: str) -> tuple[dict[str, Any], str, np.ndarray]:
+    """Validate a CS285 expert dict and turn it into (params, nonlin, log_std)."""
+    nonlin = _get(data, "nonlin_type", where)
+    if nonlin not in NONLINEARITIES:
+        raise BcjaxError(f"{where}: unknown nonlin_type {nonlin!r}; expected one of {sorted(NONLINEARITIES)}")
+    pol = _get(data, "GaussianPolicy", where)
+    std = _get(_get(pol, "obsnorm", where), "Standardizer", where)
+    mean = as_array(_get(std, "mean_1_D", where), f"{where}: mean_1_D").astype(np.float64).reshape(-1)
+    meansq = as_array(_get(std, "meansq_1_D", where), f"{where}: meansq_1_D").astype(np.float64).reshape(-1)
+    if mean.shape != meansq.shape:
+        raise BcjaxError(f"{where}: obsnorm mean {mean.shape} and meansq {meansq.shape} differ in size")
+    obs_std = np.sqrt(np.maximum(0.0, meansq - mean**2)) + 1e-6
+    net = _get(_get(pol, "hidden", where), "FeedforwardNet", where)
+    if not isinstance(net, dict):
+        raise BcjaxError(f"{where}: hidden FeedforwardNet should be a dict of layers")
+    hidden = [_affine(net[k], f"{where}: hidden {k}") for k in sorted(net, key=_layer_order)]
+    out = _affine(_get(pol, "out", where), f"{where}: out")
+    log_std = as_array(_get(pol, "logstdevs_1_Da", where), f"{where}: logstdevs_1_Da").astype(np.float32).reshape(-1)
+    dims = [mean.shape[0]] + [w.shape[0] for w, _ in hidden[1:]] + [out[0].shape[0]]
+    for (w, _), d in zip(hidden + [out], dims):
+        if w.shape[0] != d:
+            raise BcjaxError(f"{where}: layer sizes do not chain (a layer takes {w.shape[0]} inputs, gets {d})")
+    params = {
+        "obs_mean": mean.astype(np.float32),
+        "obs_std": obs_std.astype(np.float32),
+        "hidden": [(w, b) for w, b in hidden],
+        "out": out,
+    }
+    return params, nonlin, log_std
+
+
+def load_expert(path: str | Path, flag: str = "--expert_policy_file") -> ExpertPolicy:
+    """Load a CS285 expert pickle (restricted unpickler) as an ExpertPolicy."""
+    data = load_pickle(path, "expert policy", flag)
+    params, nonlin, log_std = expert_params_from_dict(data, f"expert policy {path}")
+    return ExpertPolicy(params=params, nonlin=nonlin, log_std=log_std)

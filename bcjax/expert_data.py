@@ -1,0 +1,56 @@
+"""CS285 expert data: a pickled list of trajectory dicts."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from bcjax.errors import BcjaxError
+from bcjax.rollout import Trajectory
+from bcjax.safe_pickle import as_array, load_pickle
+
+REQUIRED_KEYS = ("observation", "action", "reward", "next_observation", "terminal")
+
+
+def validate_paths(data: object, where: str) -> list[Trajectory]:
+    """Check a list of CS285 trajectory dicts and return copies with consistent lengths."""
+    if not isinstance(data, list) or not data:
+        raise BcjaxError(f"{where} is not CS285 expert data: expected a non-empty list of trajectory dicts")
+    paths = []
+    for i, traj in enumerate(data):
+        if not isinstance(traj, dict):
+            raise BcjaxError(f"{where}: trajectory {i} is a {type(traj).__name__}, expected a dict")
+        missing = [k for k in REQUIRED_KEYS if k not in traj]
+        if missing:
+            raise BcjaxError(f"{where}: trajectory {i} lacks {', '.join(missing)} (CS285 expert data has {', '.join(REQUIRED_KEYS)})")
+        path = {k: as_array(traj[k], f"{where}: trajectory {i} '{k}'") for k in REQUIRED_KEYS}
+        path["image_obs"] = np.asarray(traj.get("image_obs", np.zeros((0,), np.uint8)))
+        n = len(path["observation"])
+        if n == 0 or any(len(path[k]) != n for k in REQUIRED_KEYS):
+            raise BcjaxError(f"{where}: trajectory {i} has arrays of different or zero lengths")
+        if path["observation"].ndim != 2 or path["next_observation"].shape != path["observation"].shape:
+            raise BcjaxError(f"{where}: trajectory {i} observations should be (T, obs_dim)")
+        if not np.all(np.isfinite(path["observation"])) or not np.all(np.isfinite(path["action"])):
+            raise BcjaxError(f"{where}: trajectory {i} contains NaN or infinite values")
+        paths.append(path)
+    dims = {p["observation"].shape[1] for p in paths}
+    if len(dims) != 1:
+        raise BcjaxError(f"{where}: trajectories have different observation sizes {sorted(dims)}")
+    return paths
+
+
+def load_expert_data(path: str | Path, flag: str = "--expert_data") -> list[Trajectory]:
+    """Load CS285 expert data (restricted unpickler) and validate its structure."""
+    return validate_paths(load_pickle(path, "expert data", flag), f"expert data {path}")
+
+
+def save_expert_data(paths: list[Trajectory], path: str | Path) -> None:
+    """Write trajectories in the CS285 expert-data format (atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("wb") as f:
+        pickle.dump([{k: np.asarray(v) for k, v in p.items()} for p in paths], f)
+    tmp.replace(path)

@@ -1,0 +1,102 @@
+"""Run directory, metrics (TensorBoard + JSONL + CSV) and the per-iteration terminal table.
+
+Metrics arrive per seed (a list of K values per name); files keep the per-seed
+series and the mean, TensorBoard shows the mean (and each seed when K > 1).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bcjax.config import Config
+
+# The CS285 names, in the homework's print order.
+METRICS = (
+    "Eval_AverageReturn", "Eval_StdReturn", "Eval_MaxReturn", "Eval_MinReturn", "Eval_AverageEpLen",
+    "Train_AverageReturn", "Train_StdReturn", "Train_MaxReturn", "Train_MinReturn", "Train_AverageEpLen",
+    "Train_EnvstepsSoFar", "TimeSinceStart", "Training Loss", "Initial_DataCollection_AverageReturn",
+)
+
+
+def make_run_dir(cfg: Config) -> Path:
+    """data/q1_<exp>_<env>_<dd-mm-YYYY_HH-MM-SS> (q2_ for DAgger), made unique if taken."""
+    prefix = "q2" if cfg.is_dagger else "q1"
+    stamp = time.strftime("%d-%m-%Y_%H-%M-%S")
+    base = Path(cfg.logdir) / f"{prefix}_{cfg.exp_name}_{cfg.env_name}_{stamp}"
+    path, n = base, 1
+    while path.exists():
+        path = base.with_name(f"{base.name}_{n}")
+        n += 1
+    path.mkdir(parents=True)
+    return path
+
+
+def write_config(run_dir: Path, cfg: Config, extra: dict | None = None) -> None:
+    data = {**cfg.__dict__, **(extra or {})}
+    (run_dir / "config.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The rows of a run's metrics.jsonl."""
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class RunLogger:
+    """Writes one row per logged iteration to metrics.jsonl, metrics.csv and TensorBoard."""
+
+    def __init__(self, run_dir: Path, print_fn=print):
+        from tensorboardX import SummaryWriter  # heavy import, only when a run logs
+
+        self.run_dir = Path(run_dir)
+        self.writer = SummaryWriter(str(self.run_dir), flush_secs=10)
+        self.print = print_fn
+
+    def log_iteration(self, itr: int, per_seed: dict[str, list[float]]) -> dict:
+        """Log one iteration; returns the JSONL row (means across seeds plus per-seed lists)."""
+        row: dict = {"Iteration": itr}
+        for name, values in per_seed.items():
+            row[name] = float(np.mean(values))
+        row["per_seed"] = {k: [float(x) for x in v] for k, v in per_seed.items()}
+        with (self.run_dir / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        self._append_csv(itr, per_seed)
+        k = len(next(iter(per_seed.values())))
+        for name, values in per_seed.items():
+            self.writer.add_scalar(name, float(np.mean(values)), itr)
+            if k > 1:
+                self.writer.add_scalar(f"{name}_SeedStd", float(np.std(values)), itr)
+        self.writer.flush()
+        self.print(format_table(itr, per_seed))
+        return row
+
+    def _append_csv(self, itr: int, per_seed: dict[str, list[float]]) -> None:
+        # One row per (iteration, seed): the long format plotting tools expect.
+        path = self.run_dir / "metrics.csv"
+        names = list(per_seed)
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["Iteration", "seed_index", *names])
+            for s in range(len(per_seed[names[0]])):
+                w.writerow([itr, s, *[per_seed[n][s] for n in names]])
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def format_table(itr: int, per_seed: dict[str, list[float]]) -> str:
+    """A readable two-column table; with several seeds each value is mean ± std."""
+    lines = [f"---------- iteration {itr} ----------"]
+    width = max(len(n) for n in per_seed)
+    for name, values in per_seed.items():
+        v = np.asarray(values, np.float64)
+        cell = f"{v.mean():12.4f}" + (f" ± {v.std():.4f}" if len(v) > 1 else "")
+        lines.append(f"{name:<{width}}  {cell}")
+    return "\n".join(lines)

@@ -1,0 +1,177 @@
+"""The BC / DAgger iteration loop (CS285 RL_Trainer.run_training_loop), K seeds side by side.
+
+Each iteration: collect (iteration 0: the expert data; later: `batch_size` env
+steps with the current policy, relabelled by the expert), add to each seed's
+ring buffer, run the iteration's updates as one fused jitted call over all
+seeds, evaluate on `eval_batch_size` env steps, log.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax.training.train_state import TrainState
+
+from bcjax.buffer import RingBuffer
+from bcjax.config import Config
+from bcjax.envs import EnvInfo, env_info, make_env
+from bcjax.errors import BcjaxError
+from bcjax.logger import METRICS, RunLogger
+from bcjax.policy import MLPPolicy, host_actor
+from bcjax.rollout import Trajectory, episode_stats, sample_trajectories
+from bcjax.update import create_train_states, train_fused, train_per_step
+
+Expert = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class RunResult:
+    policy: MLPPolicy
+    states: TrainState  # K-stacked
+    buffers: list[RingBuffer]
+    rows: list[dict[str, list[float]]]  # per logged iteration: metric -> per-seed values
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def check_expert_data(paths: list[Trajectory], info: EnvInfo) -> None:
+    """The expert data must fit the task: a real mismatch is a clear error."""
+    obs_dim = paths[0]["observation"].shape[1]
+    if obs_dim != info.obs_dim:
+        raise BcjaxError(
+            f"expert data has {obs_dim}-dim observations but {info.env_name} gives {info.obs_dim}: "
+            "use expert data recorded on this task (--expert_data) or the matching --env_name"
+        )
+    act = paths[0]["action"]
+    if not info.discrete and (act.ndim != 2 or act.shape[1] != info.act_dim):
+        raise BcjaxError(
+            f"expert data has actions of shape {act.shape[1:]} but {info.env_name} takes {info.act_dim}: "
+            "use expert data recorded on this task"
+        )
+
+
+def check_expert(expert: Expert, info: EnvInfo, obs: np.ndarray) -> None:
+    out = np.asarray(expert(obs[:1]))
+    want = (1,) if info.discrete else (1, info.act_dim)
+    if out.shape != want:
+        raise BcjaxError(
+            f"the expert gives actions of shape {out.shape[1:]} but {info.env_name} takes {want[1:]}: "
+            "use the expert policy made for this task (--expert_policy_file)"
+        )
+
+
+def buffer_capacity(cfg: Config, n_expert_rows: int, ep_len: int) -> int:
+    """No more rows than the run can ever insert: a DAgger iteration adds < batch_size + ep_len."""
+    most = n_expert_rows + (cfg.n_iter - 1) * (cfg.batch_size + ep_len - 1)
+    return max(1, min(cfg.max_replay_buffer_size, most))
+
+
+def _numpy_rng(key: jax.Array) -> np.random.Generator:
+    # Rollout noise comes from the run's JAX key stream, so runs repeat exactly.
+    return np.random.default_rng(np.asarray(jax.random.key_data(key)).tolist())
+
+
+def _seed_params(params_host: object, k: int) -> object:
+    return jax.tree.map(lambda x: x[k], params_host)
+
+
+def train(cfg: Config, expert: Expert, expert_paths: list[Trajectory],
+          logger: RunLogger | None = None) -> RunResult:
+    """Run BC (one iteration) or DAgger (`cfg.n_iter`) for `cfg.num_seeds` seeds."""
+    start = time.time()
+    timings: dict[str, float] = defaultdict(float)
+    k_seeds = cfg.num_seeds
+    envs = [make_env(cfg.env_name, seed=cfg.seed + k) for k in range(k_seeds)]
+    info = env_info(envs[0])
+    ep_len = cfg.ep_len or info.max_episode_steps
+    check_expert_data(expert_paths, info)
+    check_expert(expert, info, expert_paths[0]["observation"].astype(np.float32))
+
+    policy = MLPPolicy(act_dim=info.act_dim, n_layers=cfg.n_layers, size=cfg.size,
+                       activation=cfg.activation, discrete=info.discrete)
+    seed_keys = jnp.stack([jax.random.PRNGKey(cfg.seed + k) for k in range(k_seeds)])
+    init_keys, loop_keys = jnp.moveaxis(jax.vmap(jax.random.split)(seed_keys), 1, 0)
+    states = create_train_states(policy, init_keys, info.obs_dim, cfg.learning_rate)
+
+    n_expert_rows = sum(len(p["observation"]) for p in expert_paths)
+    capacity = buffer_capacity(cfg, n_expert_rows, ep_len)
+    act_shape, act_dtype = ((), np.int32) if info.discrete else ((info.act_dim,), np.float32)
+    buffers = [RingBuffer(capacity, info.obs_dim, act_shape, act_dtype) for _ in range(k_seeds)]
+    train_fn = train_per_step if cfg.per_step_updates else train_fused
+
+    initial_return = float(np.mean([p["reward"].sum() for p in expert_paths]))
+    envsteps = np.zeros(k_seeds, np.int64)
+    rows: list[dict[str, list[float]]] = []
+
+    for itr in range(cfg.n_iter):
+        split = jax.vmap(lambda k: jax.random.split(k, 3))(loop_keys)
+        loop_keys, train_keys, roll_keys = split[:, 0], split[:, 1], split[:, 2]
+        rngs = [_numpy_rng(roll_keys[k]) for k in range(k_seeds)]
+        params_host = jax.device_get(states.params)
+
+        # 1. Collect: the expert data first, then on-policy steps relabelled by the expert.
+        t = time.time()
+        if itr == 0:
+            paths_per_seed = [expert_paths] * k_seeds
+        else:
+            paths_per_seed = []
+            for k in range(k_seeds):
+                actor = host_actor(policy, _seed_params(params_host, k), rngs[k])
+                paths, steps = sample_trajectories(envs[k], actor, cfg.batch_size, ep_len)
+                envsteps[k] += steps
+                paths_per_seed.append(paths)
+        timings["collection"] += time.time() - t
+        if itr > 0:  # DAgger: every collected observation gets the expert's action.
+            t = time.time()
+            for paths in paths_per_seed:
+                labels = np.asarray(expert(np.concatenate([p["observation"] for p in paths])))
+                offsets = np.cumsum([0] + [len(p["observation"]) for p in paths])
+                for p, a, b in zip(paths, offsets[:-1], offsets[1:]):
+                    p["action"] = labels[a:b].astype(act_dtype)
+            timings["relabel"] += time.time() - t
+        for buf, paths in zip(buffers, paths_per_seed):
+            buf.add_rollouts(paths)
+
+        # 2. Train: all of the iteration's updates for all seeds in one call.
+        t = time.time()
+        obs = jnp.asarray(np.stack([b.arrays["observation"] for b in buffers]))
+        acs = jnp.asarray(np.stack([b.arrays["action"] for b in buffers]))
+        sizes = jnp.asarray([len(b) for b in buffers], jnp.int32)
+        states, losses = train_fn(policy, cfg.train_batch_size, cfg.num_agent_train_steps_per_iter,
+                                  states, train_keys, obs, acs, sizes)
+        last_loss = np.asarray(losses[:, -1])
+        timings["training"] += time.time() - t
+        if not np.all(np.isfinite(last_loss)):
+            raise BcjaxError(f"training diverged (loss {last_loss}) at iteration {itr}: lower --learning_rate")
+
+        # 3. Evaluate and log.
+        if cfg.scalar_log_freq == -1 or itr % cfg.scalar_log_freq != 0:
+            continue
+        t = time.time()
+        params_host = jax.device_get(states.params)
+        per_seed: dict[str, list[float]] = defaultdict(list)
+        for k in range(k_seeds):
+            actor = host_actor(policy, _seed_params(params_host, k), None if cfg.deterministic_eval else rngs[k])
+            eval_paths, _ = sample_trajectories(envs[k], actor, cfg.eval_batch_size, ep_len)
+            stats = {**episode_stats(eval_paths, "Eval"), **episode_stats(paths_per_seed[k], "Train"),
+                     "Train_EnvstepsSoFar": float(envsteps[k]), "TimeSinceStart": time.time() - start,
+                     "Training Loss": float(last_loss[k]),
+                     "Initial_DataCollection_AverageReturn": initial_return}
+            for name in METRICS:
+                per_seed[name].append(stats[name])
+        timings["evaluation"] += time.time() - t
+        t = time.time()
+        rows.append(dict(per_seed))
+        if logger is not None:
+            logger.log_iteration(itr, dict(per_seed))
+        timings["logging"] += time.time() - t
+
+    for env in envs:
+        env.close()
+    timings["total"] = time.time() - start
+    return RunResult(policy=policy, states=states, buffers=buffers, rows=rows, timings=dict(timings))
