@@ -22,10 +22,11 @@ def run(cfg: Config) -> int:
 
     if cfg.no_gpu:
         jax.config.update("jax_platforms", "cpu")
+    from bcjax.envs import env_info, make_env
     from bcjax.expert import load_expert
     from bcjax.expert_data import load_expert_data
     from bcjax.logger import RunLogger, make_run_dir, write_config
-    from bcjax.train_loop import train
+    from bcjax.train_loop import check_expert, check_expert_data, train
 
     if cfg.expert_policy_file is None:
         raise BcjaxError("no expert policy: pass --expert_policy_file PATH (a CS285 expert .pkl)")
@@ -33,6 +34,12 @@ def run(cfg: Config) -> int:
         raise BcjaxError("no expert data: pass --expert_data PATH (CS285 expert data .pkl)")
     expert = load_expert(cfg.expert_policy_file)
     paths = load_expert_data(cfg.expert_data)
+    # Check the task and the files against each other before a run directory exists.
+    env = make_env(cfg.env_name)
+    info = env_info(env)
+    env.close()
+    check_expert_data(paths, info)
+    check_expert(expert, info, paths[0]["observation"].astype("float32"))
     run_dir = make_run_dir(cfg)
     write_config(run_dir, cfg)
     print(f"run directory: {run_dir}")

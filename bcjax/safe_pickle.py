@@ -26,12 +26,16 @@ _ALLOWED = {
 }
 
 
+class _Refused(pickle.UnpicklingError):
+    """A global outside the allow-list (as opposed to a corrupt stream)."""
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if module.startswith("numpy.core"):
             module = "numpy._core" + module[len("numpy.core"):]
         if (module, name) not in _ALLOWED:
-            raise pickle.UnpicklingError(
+            raise _Refused(
                 f"it asks for the global {module}.{name}, and only numpy arrays and plain containers are allowed"
             )
         return super().find_class(module, name)
@@ -48,9 +52,9 @@ def load_pickle(path: str | Path, what: str, flag: str) -> Any:
     try:
         with path.open("rb") as f:
             return _RestrictedUnpickler(f).load()
-    except pickle.UnpicklingError as e:
+    except _Refused as e:
         raise BcjaxError(f"{what} file {path} was refused: {e} (give a CS285 pickle with {flag})") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, ImportError, OverflowError) as e:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, ImportError, OverflowError) as e:
         raise BcjaxError(f"{what} file {path} is not a readable pickle ({type(e).__name__}: {e}); check {flag}") from None
 
 

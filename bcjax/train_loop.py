@@ -36,6 +36,7 @@ class RunResult:
     states: TrainState  # K-stacked
     buffers: list[RingBuffer]
     rows: list[dict[str, list[float]]]  # per logged iteration: metric -> per-seed values
+    losses: list[np.ndarray] = field(default_factory=list)  # per iteration: (K, num_steps) training losses
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -107,6 +108,7 @@ def train(cfg: Config, expert: Expert, expert_paths: list[Trajectory],
     initial_return = float(np.mean([p["reward"].sum() for p in expert_paths]))
     envsteps = np.zeros(k_seeds, np.int64)
     rows: list[dict[str, list[float]]] = []
+    loss_history: list[np.ndarray] = []
 
     for itr in range(cfg.n_iter):
         split = jax.vmap(lambda k: jax.random.split(k, 3))(loop_keys)
@@ -144,7 +146,8 @@ def train(cfg: Config, expert: Expert, expert_paths: list[Trajectory],
         sizes = jnp.asarray([len(b) for b in buffers], jnp.int32)
         states, losses = train_fn(policy, cfg.train_batch_size, cfg.num_agent_train_steps_per_iter,
                                   states, train_keys, obs, acs, sizes)
-        last_loss = np.asarray(losses[:, -1])
+        loss_history.append(np.asarray(losses))
+        last_loss = loss_history[-1][:, -1]
         timings["training"] += time.time() - t
         if not np.all(np.isfinite(last_loss)):
             raise BcjaxError(f"training diverged (loss {last_loss}) at iteration {itr}: lower --learning_rate")
@@ -174,4 +177,5 @@ def train(cfg: Config, expert: Expert, expert_paths: list[Trajectory],
     for env in envs:
         env.close()
     timings["total"] = time.time() - start
-    return RunResult(policy=policy, states=states, buffers=buffers, rows=rows, timings=dict(timings))
+    return RunResult(policy=policy, states=states, buffers=buffers, rows=rows, losses=loss_history,
+                     timings=dict(timings))

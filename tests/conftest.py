@@ -1,0 +1,53 @@
+"""Shared fixtures: the CS285 sample files (skipped when ../shared is absent) and synthetic experts."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "cs285"
+
+
+def cs285_file(kind: str, name: str) -> Path:
+    """A file from ../shared/cs285, or skip the test with the reason."""
+    path = SHARED / kind / name
+    if not path.is_file():
+        pytest.skip(f"CS285 sample file {path} not present (it lives in ../shared beside the repo)")
+    return path
+
+
+def make_expert_dict(obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (64, 64), nonlin: str = "tanh",
+                     seed: int = 0) -> dict:
+    """A random expert in the CS285 pickle layout (layer names as the homework's files have them)."""
+    rng = np.random.default_rng(seed)
+    sizes = (obs_dim, *hidden)
+    layers = {
+        f"layer_{2 * i}": {"AffineLayer": {"W": rng.normal(0, 0.5, (a, b)), "b": rng.normal(0, 0.1, (1, b))}}
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))
+    }
+    mean = rng.normal(0, 1, (1, obs_dim))
+    return {
+        "nonlin_type": nonlin,
+        "GaussianPolicy": {
+            "obsnorm": {"Standardizer": {"mean_1_D": mean, "meansq_1_D": mean**2 + rng.uniform(0.5, 2, (1, obs_dim)),
+                                         "count": np.array(10.0)}},
+            "hidden": {"FeedforwardNet": layers},
+            "out": {"AffineLayer": {"W": rng.normal(0, 0.5, (sizes[-1], act_dim)), "b": rng.normal(0, 0.1, (1, act_dim))}},
+            "logstdevs_1_Da": np.zeros((1, act_dim)),
+        },
+    }
+
+
+def write_pickle(path: Path, obj: object) -> Path:
+    with path.open("wb") as f:
+        pickle.dump(obj, f)
+    return path
+
+
+@pytest.fixture
+def hopper_files():
+    """The real CS285 Hopper expert and data."""
+    return cs285_file("experts", "Hopper.pkl"), cs285_file("expert_data", "expert_data_Hopper-v4.pkl")

@@ -1,0 +1,108 @@
+"""The train.py CLI: a tiny full run, and a one-line error with a non-zero exit for each bad input."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bcjax.cli import main
+from bcjax.logger import METRICS, read_metrics
+from conftest import make_expert_dict, write_pickle
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _data(obs_dim: int, act_dim: int, n: int = 60) -> list[dict]:
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(n, obs_dim))
+    return [{"observation": obs, "action": rng.normal(size=(n, act_dim)).astype(np.float32),
+             "reward": np.ones(n), "next_observation": obs, "terminal": np.eye(1, n, n - 1)[0].astype(bool)}]
+
+
+@pytest.fixture
+def files(tmp_path):
+    """A synthetic Hopper-sized (11 -> 3) expert and expert data in the CS285 format."""
+    return {
+        "epf": str(write_pickle(tmp_path / "expert.pkl", make_expert_dict(11, 3))),
+        "ed": str(write_pickle(tmp_path / "data.pkl", _data(11, 3))),
+        "logdir": str(tmp_path / "runs"),
+        "tmp": tmp_path,
+    }
+
+
+def _args(files, *extra):
+    return ["--env_name", "Hopper-v4", "-epf", files["epf"], "-ed", files["ed"], "--logdir", files["logdir"],
+            "--num_agent_train_steps_per_iter", "20", "--eval_batch_size", "50", "--batch_size", "50",
+            "--video_log_freq", "-1", *extra]
+
+
+def test_tiny_dagger_run_writes_run_dir(files, capsys):
+    assert main(_args(files, "--do_dagger", "-n", "2", "--exp_name", "tiny", "--quiet")) == 0
+    (run_dir,) = Path(files["logdir"]).iterdir()
+    assert re.fullmatch(r"q2_tiny_Hopper-v4_\d\d-\d\d-\d{4}_\d\d-\d\d-\d\d", run_dir.name)
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["algo"] == "dagger" and cfg["n_iter"] == 2 and cfg["train_batch_size"] == 100
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    rows = read_metrics(run_dir)
+    assert [r["Iteration"] for r in rows] == [0, 1]
+    assert all(set(METRICS) <= set(r) for r in rows)
+    assert rows[0]["Initial_DataCollection_AverageReturn"] == 60.0
+    assert "Eval_AverageReturn" in capsys.readouterr().out
+
+
+def test_bc_run_dir_prefix(files):
+    assert main(_args(files, "--algo", "bc", "--quiet")) == 0
+    (run_dir,) = Path(files["logdir"]).iterdir()
+    assert run_dir.name.startswith("q1_run_Hopper-v4_")
+
+
+def _error(capsys, argv, code=2) -> str:
+    assert main(argv) == code
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--algo", "bc", "-n", "3"], "BC runs exactly one iteration"),
+    (["--algo", "dagger", "-n", "1"], "DAgger needs more than one iteration"),
+    (["--algo", "bc", "--do_dagger"], "contradicts"),
+    (["--batch_size", "0"], "--batch_size must be positive"),
+    (["--train_batch_size", "-5"], "--train_batch_size must be positive"),
+    (["--size", "0"], "--size must be positive"),
+    (["-lr", "0"], "--learning_rate must be positive"),
+    (["--ep_len", "0"], "--ep_len must be positive"),
+    (["--n_layers", "-1"], "--n_layers must be 0 or more"),
+    (["--env_name", "NoSuchTask-v9"], "unknown environment id 'NoSuchTask-v9'"),
+])
+def test_bad_flags(files, capsys, extra, message):
+    assert message in _error(capsys, _args(files, *extra))
+    assert not Path(files["logdir"]).exists() or not any(Path(files["logdir"]).iterdir())
+
+
+def test_bad_files(files, capsys):
+    tmp = files["tmp"]
+    missing = _error(capsys, _args(files) + ["-epf", str(tmp / "nope.pkl")])
+    assert "expert policy file not found" in missing and "--expert_policy_file" in missing
+    (tmp / "text.pkl").write_text("hello")
+    assert "not a readable pickle" in _error(capsys, _args(files) + ["-ed", str(tmp / "text.pkl")])
+    wrong = write_pickle(tmp / "wrong.pkl", {"hidden": 1})
+    assert "not a CS285 expert policy" in _error(capsys, _args(files) + ["-epf", str(wrong)])
+    mismatch = write_pickle(tmp / "cheetah_data.pkl", _data(17, 6))
+    err = _error(capsys, _args(files) + ["-ed", str(mismatch)])
+    assert "17-dim observations but Hopper-v4 gives 11" in err
+    nan = _data(11, 3)
+    nan[0]["observation"][3, 2] = np.nan
+    assert "NaN" in _error(capsys, _args(files) + ["-ed", str(write_pickle(tmp / "nan.pkl", nan))])
+
+
+def test_script_exits_nonzero_without_traceback(files):
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), *_args(files, "--algo", "bc", "-n", "2")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == "error: BC runs exactly one iteration, got --n_iter 2: drop --n_iter or use --algo dagger"
