@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pickle
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -129,3 +131,44 @@ def load_expert(path: str | Path, flag: str = "--expert_policy_file") -> ExpertP
     data = load_pickle(path, "expert policy", flag)
     params, nonlin, log_std = expert_params_from_dict(data, f"expert policy {path}")
     return ExpertPolicy(params=params, nonlin=nonlin, log_std=log_std)
+
+
+def tanh_squashed_to_cs285(hidden: Sequence[tuple[np.ndarray, np.ndarray]], mean_layer: tuple[np.ndarray, np.ndarray],
+                           act_scale: np.ndarray, act_bias: np.ndarray, log_std: np.ndarray) -> dict[str, Any]:
+    """A CS285 expert dict whose mean action is exactly tanh(mean_layer(tanh MLP(obs))) * scale + bias.
+
+    The CS285 format has a linear output, so the squashing is represented as one
+    more tanh hidden layer (the mean head) followed by `out` = diag(scale), bias.
+    The observation standardizer is the identity.
+    """
+    obs_dim = hidden[0][0].shape[0] if hidden else mean_layer[0].shape[0]
+    layers = [*hidden, mean_layer]
+
+    def affine(w: np.ndarray, b: np.ndarray) -> dict:
+        return {"AffineLayer": {"W": np.asarray(w, np.float32), "b": np.asarray(b, np.float32).reshape(1, -1)}}
+
+    scale = np.asarray(act_scale, np.float32).reshape(-1)
+    return {
+        "nonlin_type": "tanh",
+        "GaussianPolicy": {
+            # The loader's std is sqrt(meansq - mean^2) + 1e-6: this meansq makes it exactly 1.
+            "obsnorm": {"Standardizer": {"mean_1_D": np.zeros((1, obs_dim)),
+                                         "meansq_1_D": np.full((1, obs_dim), (1 - 1e-6) ** 2),
+                                         "count": np.asarray(0.0)}},
+            # CS285 names hidden layers layer_0, layer_2, ... (odd indices were the nonlinearities).
+            "hidden": {"FeedforwardNet": {f"layer_{2 * i}": affine(w, b) for i, (w, b) in enumerate(layers)}},
+            "out": affine(np.diag(scale), act_bias),
+            "logstdevs_1_Da": np.asarray(log_std, np.float64).reshape(1, -1),
+        },
+    }
+
+
+def save_expert(data: dict[str, Any], path: str | Path) -> None:
+    """Write a CS285 expert dict (checked by the loader first) as a pickle, atomically."""
+    expert_params_from_dict(data, f"expert policy {path}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("wb") as f:
+        pickle.dump(data, f, protocol=4)
+    tmp.replace(path)
