@@ -24,7 +24,9 @@ from bcjax.envs import EnvInfo, env_info, make_env
 from bcjax.errors import BcjaxError
 from bcjax.logger import METRICS, RunLogger
 from bcjax.policy import MLPPolicy, host_actor
+from bcjax.progress import Progress, bars_wanted, summary_line
 from bcjax.rollout import Trajectory, episode_stats, sample_trajectories
+from bcjax.saved_run import LoopState, config_dict, restore_resume, save_policy, save_resume
 from bcjax.update import create_train_states, train_fused, train_per_step
 
 Expert = Callable[[np.ndarray], np.ndarray]
@@ -77,13 +79,27 @@ def _numpy_rng(key: jax.Array) -> np.random.Generator:
     return np.random.default_rng(np.asarray(jax.random.key_data(key)).tolist())
 
 
+def _env_seed(key: jax.Array, tag: int) -> int:
+    # Each phase reseeds its env from the key stream, so an iteration's rollouts depend only on
+    # the keys and params (a resumed run repeats them without saving env RNG state).
+    data = np.asarray(jax.random.key_data(key)).tolist()
+    return int(np.random.SeedSequence([*data, tag]).generate_state(1)[0])
+
+
+ENV_COLLECT, ENV_EVAL, VIDEO_TRAIN, VIDEO_EVAL, VIDEO_NOISE = range(5)  # tags of _env_seed
+
+
 def _seed_params(params_host: object, k: int) -> object:
     return jax.tree.map(lambda x: x[k], params_host)
 
 
 def train(cfg: Config, expert: Expert, expert_paths: list[Trajectory],
           logger: RunLogger | None = None) -> RunResult:
-    """Run BC (one iteration) or DAgger (`cfg.n_iter`) for `cfg.num_seeds` seeds."""
+    """Run BC (one iteration) or DAgger (`cfg.n_iter`) for `cfg.num_seeds` seeds.
+
+    With a logger, videos and checkpoints go to its run directory; `cfg.resume` (that
+    directory) continues after its last saved iteration with the saved buffers and keys.
+    """
     start = time.time()
     timings: dict[str, float] = defaultdict(float)
     k_seeds = cfg.num_seeds
@@ -110,11 +126,27 @@ def train(cfg: Config, expert: Expert, expert_paths: list[Trajectory],
     rows: list[dict[str, list[float]]] = []
     loss_history: list[np.ndarray] = []
 
-    for itr in range(cfg.n_iter):
+    run_dir = logger.run_dir if logger is not None else None
+    meta = {"config": config_dict(cfg), "env_name": cfg.env_name, "obs_dim": info.obs_dim, "act_dim": info.act_dim,
+            "discrete": info.discrete, "num_seeds": k_seeds, "ep_len": ep_len}
+    first_itr = 0
+    if cfg.resume:
+        loop = restore_resume(cfg.resume, LoopState(-1, states, loop_keys, buffers, envsteps, 0.0))
+        states, loop_keys, envsteps, first_itr = loop.states, loop.loop_keys, loop.envsteps, loop.iteration + 1
+        start -= loop.elapsed
+    progress = Progress(bars_wanted(cfg.quiet))
+    video = None
+    if run_dir is not None and cfg.video_log_freq != -1:
+        from bcjax.video import VideoLogger
+
+        video = VideoLogger(cfg.env_name, run_dir, ep_len, writer=logger.writer)
+
+    for itr in range(first_itr, cfg.n_iter):
+        before = dict(timings)
         split = jax.vmap(lambda k: jax.random.split(k, 3))(loop_keys)
         loop_keys, train_keys, roll_keys = split[:, 0], split[:, 1], split[:, 2]
         rngs = [_numpy_rng(roll_keys[k]) for k in range(k_seeds)]
-        params_host = jax.device_get(states.params)
+        params_host = collect_params = jax.device_get(states.params)
 
         # 1. Collect: the expert data first, then on-policy steps relabelled by the expert.
         t = time.time()
@@ -122,11 +154,13 @@ def train(cfg: Config, expert: Expert, expert_paths: list[Trajectory],
             paths_per_seed = [expert_paths] * k_seeds
         else:
             paths_per_seed = []
-            for k in range(k_seeds):
-                actor = host_actor(policy, _seed_params(params_host, k), rngs[k])
-                paths, steps = sample_trajectories(envs[k], actor, cfg.batch_size, ep_len)
-                envsteps[k] += steps
-                paths_per_seed.append(paths)
+            with progress.phase(f"itr {itr} collect", cfg.batch_size * k_seeds) as tick:
+                for k in range(k_seeds):
+                    actor = progress.counting(host_actor(policy, _seed_params(params_host, k), rngs[k]), tick)
+                    envs[k].reset(seed=_env_seed(roll_keys[k], ENV_COLLECT))
+                    paths, steps = sample_trajectories(envs[k], actor, cfg.batch_size, ep_len)
+                    envsteps[k] += steps
+                    paths_per_seed.append(paths)
         timings["collection"] += time.time() - t
         if itr > 0:  # DAgger: every collected observation gets the expert's action.
             t = time.time()
@@ -144,35 +178,64 @@ def train(cfg: Config, expert: Expert, expert_paths: list[Trajectory],
         obs = jnp.asarray(np.stack([b.arrays["observation"] for b in buffers]))
         acs = jnp.asarray(np.stack([b.arrays["action"] for b in buffers]))
         sizes = jnp.asarray([len(b) for b in buffers], jnp.int32)
-        states, losses = train_fn(policy, cfg.train_batch_size, cfg.num_agent_train_steps_per_iter,
-                                  states, train_keys, obs, acs, sizes)
-        loss_history.append(np.asarray(losses))
+        with progress.phase(f"itr {itr} train", cfg.num_agent_train_steps_per_iter) as tick:
+            states, losses = train_fn(policy, cfg.train_batch_size, cfg.num_agent_train_steps_per_iter,
+                                      states, train_keys, obs, acs, sizes)
+            loss_history.append(np.asarray(losses))
+            tick(cfg.num_agent_train_steps_per_iter)  # one fused call: the bar completes when it returns
         last_loss = loss_history[-1][:, -1]
         timings["training"] += time.time() - t
         if not np.all(np.isfinite(last_loss)):
             raise BcjaxError(f"training diverged (loss {last_loss}) at iteration {itr}: lower --learning_rate")
 
         # 3. Evaluate and log.
-        if cfg.scalar_log_freq == -1 or itr % cfg.scalar_log_freq != 0:
-            continue
-        t = time.time()
         params_host = jax.device_get(states.params)
-        per_seed: dict[str, list[float]] = defaultdict(list)
-        for k in range(k_seeds):
-            actor = host_actor(policy, _seed_params(params_host, k), None if cfg.deterministic_eval else rngs[k])
-            eval_paths, _ = sample_trajectories(envs[k], actor, cfg.eval_batch_size, ep_len)
-            stats = {**episode_stats(eval_paths, "Eval"), **episode_stats(paths_per_seed[k], "Train"),
-                     "Train_EnvstepsSoFar": float(envsteps[k]), "TimeSinceStart": time.time() - start,
-                     "Training Loss": float(last_loss[k]),
-                     "Initial_DataCollection_AverageReturn": initial_return}
-            for name in METRICS:
-                per_seed[name].append(stats[name])
-        timings["evaluation"] += time.time() - t
-        t = time.time()
-        rows.append(dict(per_seed))
+        per_seed: dict[str, list[float]] | None = None
+        if cfg.scalar_log_freq != -1 and itr % cfg.scalar_log_freq == 0:
+            t = time.time()
+            per_seed = defaultdict(list)
+            with progress.phase(f"itr {itr} eval", cfg.eval_batch_size * k_seeds) as tick:
+                for k in range(k_seeds):
+                    actor = host_actor(policy, _seed_params(params_host, k), None if cfg.deterministic_eval else rngs[k])
+                    envs[k].reset(seed=_env_seed(roll_keys[k], ENV_EVAL))
+                    eval_paths, _ = sample_trajectories(envs[k], progress.counting(actor, tick), cfg.eval_batch_size,
+                                                        ep_len)
+                    stats = {**episode_stats(eval_paths, "Eval"), **episode_stats(paths_per_seed[k], "Train"),
+                             "Train_EnvstepsSoFar": float(envsteps[k]), "TimeSinceStart": time.time() - start,
+                             "Training Loss": float(last_loss[k]),
+                             "Initial_DataCollection_AverageReturn": initial_return}
+                    for name in METRICS:
+                        per_seed[name].append(stats[name])
+            timings["evaluation"] += time.time() - t
+            t = time.time()
+            rows.append(dict(per_seed))
+            if logger is not None:
+                logger.log_iteration(itr, dict(per_seed))
+            timings["logging"] += time.time() - t
+
+        # 4. Video of seed 0: the iteration's data source (the expert at iteration 0) and the updated
+        # policy. Its own seeds, so a run with video has the same metrics as one without.
+        if video is not None and itr % cfg.video_log_freq == 0:
+            t = time.time()
+            key0 = roll_keys[0]
+            noise = np.random.default_rng(_env_seed(key0, VIDEO_NOISE))
+            train_actor = expert if itr == 0 else host_actor(policy, _seed_params(collect_params, 0), noise)
+            eval_actor = host_actor(policy, _seed_params(params_host, 0), None if cfg.deterministic_eval else noise)
+            video.log(itr, "train", train_actor, _env_seed(key0, VIDEO_TRAIN))
+            video.log(itr, "eval", eval_actor, _env_seed(key0, VIDEO_EVAL))
+            timings["video"] += time.time() - t
+
+        # 5. Checkpoint: the policy (every iteration with --save_params, else the last), and
+        # with --save_params all the loop carries, for --resume.
+        if run_dir is not None and (cfg.save_params or itr == cfg.n_iter - 1):
+            t = time.time()
+            save_policy(run_dir, itr, states, meta)
+            if cfg.save_params:
+                save_resume(run_dir, LoopState(itr, states, loop_keys, buffers, envsteps, time.time() - start), meta)
+            timings["checkpoint"] += time.time() - t
         if logger is not None:
-            logger.log_iteration(itr, dict(per_seed))
-        timings["logging"] += time.time() - t
+            logger.print(summary_line(itr, cfg.n_iter, per_seed,
+                                      {k: v - before.get(k, 0.0) for k, v in timings.items()}))
 
     for env in envs:
         env.close()

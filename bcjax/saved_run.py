@@ -1,0 +1,149 @@
+"""A run directory's checkpoints: the policy per iteration, the resume state, and loading them back.
+
+    <run_dir>/checkpoints/<itr>/  the K-stacked TrainState + metadata (config, dims): every iteration
+                                  with --save_params, else the final one; read by scripts/evaluate.py
+    <run_dir>/resume/<itr>/       everything the loop carries between iterations (TrainState, buffers,
+                                  JAX keys, env step counts, elapsed time); only the latest is kept,
+                                  so a long run does not store its buffer once per iteration
+
+Both are orbax step folders, written to a temporary name and renamed when
+complete: a run killed during a save still has the previous step readable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax.training.train_state import TrainState
+
+from bcjax.buffer import FIELDS, RingBuffer
+from bcjax.checkpoint import checkpoint_steps, restore_checkpoint, restore_meta, save_checkpoint
+from bcjax.config import Config
+from bcjax.errors import BcjaxError
+from bcjax.policy import MLPPolicy
+
+POLICY_DIR = "checkpoints"
+RESUME_DIR = "resume"
+
+
+@dataclass
+class LoopState:
+    """What the training loop carries from one iteration to the next."""
+
+    iteration: int  # the last completed iteration
+    states: TrainState  # K-stacked
+    loop_keys: jax.Array  # (K, ...) JAX keys the next iteration splits
+    buffers: list[RingBuffer]
+    envsteps: np.ndarray  # (K,) env steps collected so far
+    elapsed: float  # seconds of training before this point, so TimeSinceStart continues
+
+
+def config_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(d: dict) -> Config:
+    names = {f.name for f in dataclasses.fields(Config)}
+    return Config(**{k: v for k, v in d.items() if k in names})
+
+
+def _key_data(keys: jax.Array) -> np.ndarray:
+    # Typed keys (jax.random.key) are not arrays orbax can write; their raw uint32 data is.
+    if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
+        return np.asarray(jax.random.key_data(keys))
+    return np.asarray(keys)
+
+
+def _as_keys(data: Any, like: jax.Array) -> jax.Array:
+    data = jnp.asarray(data)
+    if jnp.issubdtype(like.dtype, jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(like))
+    return data
+
+
+def _buffer_tree(buf: RingBuffer) -> dict[str, np.ndarray]:
+    return {**{k: buf.arrays[k] for k in FIELDS}, "size": np.int64(buf.size), "pos": np.int64(buf.pos)}
+
+
+def save_policy(run_dir: str | Path, itr: int, states: TrainState, meta: dict) -> None:
+    save_checkpoint(Path(run_dir) / POLICY_DIR, itr, {"train_state": states}, {**meta, "iteration": itr})
+
+
+def save_resume(run_dir: str | Path, loop: LoopState, meta: dict) -> None:
+    tree = {"train_state": loop.states, "loop_keys": _key_data(loop.loop_keys),
+            "envsteps": np.asarray(loop.envsteps, np.int64), "buffers": [_buffer_tree(b) for b in loop.buffers]}
+    save_checkpoint(Path(run_dir) / RESUME_DIR, loop.iteration, tree,
+                    {**meta, "iteration": loop.iteration, "elapsed": loop.elapsed}, max_to_keep=1)
+
+
+def resume_iteration(run_dir: str | Path) -> int | None:
+    """The last iteration a resume can start after, or None when the run saved no resume state."""
+    steps = checkpoint_steps(Path(run_dir) / RESUME_DIR)
+    return steps[-1] if steps else None
+
+
+def restore_resume(run_dir: str | Path, template: LoopState) -> LoopState:
+    """The saved loop state, restored into freshly built structures of the same shapes."""
+    tree = {"train_state": template.states, "loop_keys": _key_data(template.loop_keys),
+            "envsteps": np.asarray(template.envsteps, np.int64),
+            "buffers": [_buffer_tree(b) for b in template.buffers]}
+    try:
+        out, meta = restore_checkpoint(Path(run_dir) / RESUME_DIR, tree)
+    except BcjaxError:
+        raise
+    except Exception as e:  # noqa: BLE001 - orbax reports shape/structure mismatches in many types
+        raise BcjaxError(f"cannot resume from {run_dir}: its saved state does not fit this configuration "
+                         f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    for buf, saved in zip(template.buffers, out["buffers"]):
+        buf.load_state_dict({k: np.asarray(v) for k, v in saved.items()})
+    return LoopState(iteration=int(meta["iteration"]), states=out["train_state"],
+                     loop_keys=_as_keys(out["loop_keys"], template.loop_keys), buffers=template.buffers,
+                     envsteps=np.asarray(out["envsteps"], np.int64), elapsed=float(meta["elapsed"]))
+
+
+def read_run_config(run_dir: str | Path) -> Config:
+    """The config a run was started with (its config.json)."""
+    import json
+
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise BcjaxError(f"{run_dir} is not a bcjax run directory (no config.json)")
+    return config_from_dict(json.loads(path.read_text()))
+
+
+@dataclass
+class SavedPolicy:
+    policy: MLPPolicy
+    states: TrainState  # K-stacked
+    meta: dict
+    iteration: int
+
+    @property
+    def config(self) -> Config:
+        return config_from_dict(self.meta["config"])
+
+    def params(self, seed_index: int = 0) -> Any:
+        return jax.tree.map(lambda x: x[seed_index], self.states.params)
+
+
+def load_policy(run_dir: str | Path, step: int | None = None) -> SavedPolicy:
+    """The policy saved at iteration `step` (default: the latest), parameters bit-identical."""
+    from bcjax.update import create_train_states
+
+    ckpt = Path(run_dir) / POLICY_DIR
+    if not Path(run_dir).is_dir():
+        raise BcjaxError(f"no run directory {run_dir}")
+    step, meta = restore_meta(ckpt, step)
+    cfg = config_from_dict(meta["config"])
+    policy = MLPPolicy(act_dim=int(meta["act_dim"]), n_layers=cfg.n_layers, size=cfg.size,
+                       activation=cfg.activation, discrete=bool(meta["discrete"]))
+    keys = jnp.stack([jax.random.PRNGKey(k) for k in range(int(meta["num_seeds"]))])
+    template = create_train_states(policy, keys, int(meta["obs_dim"]), cfg.learning_rate)
+    out, meta = restore_checkpoint(ckpt, {"train_state": template}, step)
+    return SavedPolicy(policy=policy, states=out["train_state"], meta=meta, iteration=step)

@@ -1,0 +1,183 @@
+"""Rollout videos: headless MuJoCo rendering to mp4 files and TensorBoard.
+
+Rendering uses software OpenGL through `MUJOCO_GL` (default `egl`; `osmesa`
+also works). Where no GL can be had the run goes on without video after one
+warning line. Anti-aliasing, shadows and reflections are off: on llvmpipe they
+cost 5-10x the frame rate for little visible gain.
+
+TensorBoard gets an animated GIF summary (what tensorboardX's `add_video`
+writes, encoded here with Pillow so it needs no moviepy), the episodes side by
+side; the run directory gets one mp4 per episode at the task's real fps.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from bcjax.envs import TASK_KWARGS, video_fps
+from bcjax.rollout import Actor, Trajectory, sample_trajectory
+
+VIDEO_SIZE = 256  # pixels per side; 480 (MuJoCo's default) renders ~2x slower on software GL
+MAX_NVIDEO = 2  # episodes per video, as in CS285
+GIF_MAX_FPS = 50  # browsers play GIF frame delays under 20 ms slowly, so faster tasks drop frames
+
+
+def configure_gl() -> str:
+    """Pick the headless GL backend before any render context exists; returns its name."""
+    return os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+def _is_mujoco(env_name: str) -> bool:
+    try:
+        return "mujoco" in str(gym.spec(env_name).entry_point)
+    except gym.error.Error:
+        return False
+
+
+def make_render_env(env_name: str, size: int = VIDEO_SIZE) -> gym.Env:
+    """An rgb_array env for video; MuJoCo tasks render at `size`² without anti-aliasing."""
+    configure_gl()
+    kwargs: dict = {**TASK_KWARGS.get(env_name, {}), "render_mode": "rgb_array"}
+    if _is_mujoco(env_name):
+        kwargs.update(width=size, height=size)
+    env = gym.make(env_name, **kwargs)
+    model = getattr(env.unwrapped, "model", None)
+    if model is not None:
+        model.vis.quality.offsamples = 0  # read when the render context is made, i.e. on the first render
+    return env
+
+
+def _fast_scene(env: gym.Env) -> None:
+    renderer = getattr(env.unwrapped, "mujoco_renderer", None)
+    if renderer is None:
+        return
+    import mujoco
+
+    viewer = renderer._get_viewer("rgb_array")  # made on the first render; flags stay set
+    viewer.scn.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+    viewer.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+
+
+def render_episodes(env: gym.Env, actor: Actor, n: int, ep_len: int, seed: int) -> list[Trajectory]:
+    """`n` full episodes with frames in `image_obs`; the first reset uses `seed`."""
+    env.reset(seed=seed)
+    env.render()
+    _fast_scene(env)
+    return [sample_trajectory(env, actor, ep_len, render=True) for _ in range(n)]
+
+
+def gif_stride(fps: float, max_fps: float = GIF_MAX_FPS) -> int:
+    """Keep every s-th frame so the GIF delay is a whole number of 10 ms ticks, >= 1/max_fps, near real time."""
+    lowest = max(1, math.ceil(fps / max_fps))
+    for s in range(lowest, lowest + 20):
+        ticks = 100 * s / fps
+        if abs(ticks - round(ticks)) <= 0.05 * ticks:
+            return s
+    return lowest
+
+
+def tile_episodes(frames: list[np.ndarray]) -> np.ndarray:
+    """Episodes side by side, (T, H, W*n, 3); shorter ones hold their last frame (as CS285 pads)."""
+    t = max(len(f) for f in frames)
+    padded = [np.concatenate([f, np.repeat(f[-1:], t - len(f), axis=0)]) for f in frames]
+    return np.concatenate(padded, axis=2)
+
+
+def encode_gif(frames: np.ndarray, fps: float) -> bytes:
+    """An animated GIF of (T, H, W, 3) uint8 frames shown at `fps`."""
+    from PIL import Image
+
+    images = [Image.fromarray(f) for f in frames]
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:],
+                   duration=round(1000 / fps), loop=0)
+    return buf.getvalue()
+
+
+def tensorboard_video(writer, tag: str, frames: np.ndarray, fps: float, step: int) -> None:
+    """Write (T, H, W, 3) frames as the image summary TensorBoard animates (tensorboardX add_video's format)."""
+    from tensorboardX.proto.summary_pb2 import Summary
+
+    s = gif_stride(fps)
+    gif = encode_gif(frames[::s], fps / s)
+    _, h, w, c = frames.shape
+    image = Summary.Image(height=h, width=w, colorspace=c, encoded_image_string=gif)
+    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+
+
+def write_mp4(path: str | Path, frames: np.ndarray, fps: float) -> Path:
+    """H.264 mp4 (imageio-ffmpeg), one file per episode; sizes are multiples of 16 so no frame is resized."""
+    import imageio.v2 as imageio
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with imageio.get_writer(path, fps=fps, codec="libx264", quality=7, macro_block_size=16,
+                            ffmpeg_log_level="error") as w:
+        for f in frames:
+            w.append_data(f)
+    return path
+
+
+def count_frames(path: str | Path) -> int:
+    import imageio.v2 as imageio
+
+    with imageio.get_reader(path) as r:
+        return r.count_frames()
+
+
+class VideoLogger:
+    """Renders MAX_NVIDEO episodes per call to `<run_dir>/videos/*.mp4` and TensorBoard.
+
+    Any failure (no GL, no ffmpeg) prints one warning line and turns video off
+    for the rest of the run: a video is never worth a crashed training run. The
+    render env lives only during a call, so no GL context outlives it.
+    """
+
+    def __init__(self, env_name: str, run_dir: str | Path, ep_len: int, writer=None,
+                 n: int = MAX_NVIDEO, size: int = VIDEO_SIZE, warn: Callable[[str], None] | None = None):
+        self.env_name, self.run_dir, self.ep_len, self.writer, self.n = env_name, Path(run_dir), ep_len, writer, n
+        self.size = size
+        self.warn = warn or (lambda msg: print(msg, file=sys.stderr))
+        self.enabled = True
+
+    def log(self, itr: int, kind: str, actor: Actor, seed: int) -> list[Path]:
+        """Render and save `n` episodes of `actor` tagged `kind` (train/eval); [] once video is off."""
+        if not self.enabled:
+            return []
+        env = None
+        try:
+            env = make_render_env(self.env_name, self.size)
+            fps = video_fps(env)
+            frames = [p["image_obs"] for p in render_episodes(env, actor, self.n, self.ep_len, seed)]
+            files = [write_mp4(self.run_dir / "videos" / f"itr{itr:03d}_{kind}_{i}.mp4", f, fps)
+                     for i, f in enumerate(frames)]
+            if self.writer is not None:
+                tensorboard_video(self.writer, f"{kind}_rollouts", tile_episodes(frames), fps, itr)
+            return files
+        except Exception as e:  # noqa: BLE001 - any backend failure only costs the video
+            self.enabled = False
+            msg = str(e).splitlines()[0] if str(e) else ""
+            hint = ""
+            if _is_mujoco(self.env_name):
+                hint = (f"; MUJOCO_GL={os.environ.get('MUJOCO_GL', '')}: install GL with scripts/setup_gl.sh "
+                        "or try MUJOCO_GL=osmesa")
+            self.warn(f"warning: video off for this run ({type(e).__name__}: {msg}){hint}")
+            return []
+        finally:
+            if env is not None:
+                _close_quietly(env)
+
+
+def _close_quietly(env: gym.Env) -> None:
+    try:
+        env.close()
+    except Exception as e:  # noqa: BLE001 - a broken GL context must not mask the run's result
+        print(f"warning: closing the render env failed ({type(e).__name__})", file=sys.stderr)
