@@ -1,12 +1,13 @@
 """Python-side gymnasium rollouts: one trajectory, at least N steps, exactly N trajectories.
 
 An actor is any callable mapping a (B, obs_dim) float32 batch to B actions; a
-single env calls it with B = 1.
+single env calls it with B = 1, a vector env of N copies with B = N (one
+batched call per vector step).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -15,42 +16,128 @@ Trajectory = dict[str, np.ndarray]
 Actor = Callable[[np.ndarray], np.ndarray]
 
 
-def sample_trajectory(env: gym.Env, actor: Actor, ep_len: int, render: bool = False) -> Trajectory:
-    """Run one episode until terminated, truncated or `ep_len` steps; terminal is 1 on its last step."""
-    ob, _ = env.reset()
-    obs, acs, rews, next_obs, terminals, frames = [], [], [], [], [], []
-    while True:
-        if render:
-            frames.append(env.render())
-        ob32 = np.asarray(ob, np.float32)
-        ac = actor(ob32[None])[0]
-        next_ob, rew, terminated, truncated, _ = env.step(ac)
-        obs.append(ob32)
-        acs.append(ac)
-        rews.append(rew)
-        next_obs.append(next_ob)
-        done = terminated or truncated or len(obs) >= ep_len
-        terminals.append(done)
-        ob = next_ob
-        if done:
-            break
+def _trajectory(obs: list, acs: list, rews: list, last_ob: np.ndarray, frames: list) -> Trajectory:
+    """Arrays of one finished episode; next_observation is observation shifted by one, ending in `last_ob`."""
+    observation = np.asarray(obs, np.float32)
+    terminal = np.zeros(len(obs), np.float32)
+    terminal[-1] = 1
     return {
-        "observation": np.asarray(obs, np.float32),
+        "observation": observation,
         "action": np.asarray(acs),
         "reward": np.asarray(rews, np.float32),
-        "next_observation": np.asarray(next_obs, np.float32),
-        "terminal": np.asarray(terminals, np.float32),
+        "next_observation": np.concatenate([observation[1:], np.asarray(last_ob, np.float32)[None]]),
+        "terminal": terminal,
         "image_obs": np.asarray(frames, np.uint8) if frames else np.zeros((0,), np.uint8),
     }
 
 
-def sample_trajectories(env: gym.Env, actor: Actor, min_steps: int, ep_len: int) -> tuple[list[Trajectory], int]:
-    """Whole episodes until at least `min_steps` env steps; returns them and the step count."""
-    paths, steps = [], 0
-    while steps < min_steps:
-        paths.append(sample_trajectory(env, actor, ep_len))
-        steps += len(paths[-1]["reward"])
-    return paths, steps
+def sample_trajectory(env: gym.Env, actor: Actor, ep_len: int, render: bool = False) -> Trajectory:
+    """Run one episode until terminated, truncated or `ep_len` steps; terminal is 1 on its last step."""
+    ob, _ = env.reset()
+    obs, acs, rews, frames = [], [], [], []
+    # The loop body is all the per-step overhead a rollout adds to env.step: keep it this small.
+    for _ in range(ep_len):
+        if render:
+            frames.append(env.render())
+        ob32 = np.asarray(ob, np.float32)
+        ac = actor(ob32[None])[0]
+        ob, rew, terminated, truncated, _ = env.step(ac)
+        obs.append(ob32)
+        acs.append(ac)
+        rews.append(rew)
+        if terminated or truncated:
+            break
+    return _trajectory(obs, acs, rews, ob, frames)
+
+
+def sample_trajectories(env: gym.Env | gym.vector.VectorEnv, actor: Actor, min_steps: int,
+                        ep_len: int) -> tuple[list[Trajectory], int]:
+    """Whole episodes until at least `min_steps` env steps; returns them and the step count.
+
+    Episode j is kept iff episodes 0..j-1 hold fewer than `min_steps` steps; a
+    vector env keeps exactly the same episodes by that rule (see `_sample_vector`).
+    """
+    if isinstance(env, gym.vector.VectorEnv):
+        paths = _sample_vector(env, actor, min_steps, ep_len)
+    else:
+        paths, steps = [], 0
+        while steps < min_steps:
+            paths.append(sample_trajectory(env, actor, ep_len))
+            steps += len(paths[-1]["reward"])
+    return paths, sum(len(p["reward"]) for p in paths)
+
+
+class _Episode:
+    __slots__ = ("acs", "last_ob", "obs", "rews")
+
+    def __init__(self) -> None:
+        self.obs: list[np.ndarray] = []
+        self.acs: list[np.ndarray] = []
+        self.rews: list[float] = []
+        self.last_ob: np.ndarray | None = None  # set when the episode ends
+
+
+def _sample_vector(venv: gym.vector.VectorEnv, actor: Actor, min_steps: int, ep_len: int) -> list[Trajectory]:
+    """`sample_trajectories` on N envs stepped together, one batched actor call per vector step.
+
+    Episodes are numbered in launch order (env index order when several envs
+    free up at once) and kept by the one-env rule in that order, never in the
+    order they finish, which would favour short episodes. A freed env starts a
+    new episode only while it may still be needed, i.e. while all launched
+    episodes together hold fewer than `min_steps` steps (a lower bound on the
+    steps before any later episode); sampling stops as soon as the kept
+    episodes have all finished, and the rest are dropped.
+    """
+    mode = venv.metadata.get("autoreset_mode")
+    if mode != gym.vector.AutoresetMode.NEXT_STEP:
+        raise ValueError(f"vector rollouts expect gymnasium's next-step autoreset, got autoreset_mode={mode}")
+    if min_steps <= 0:
+        return []
+    n = venv.num_envs
+    episodes: list[_Episode] = []
+    slots: list[_Episode | None] = [None] * n  # the episode each env is recording; None: idle
+    recorded = 0  # steps recorded by all launched episodes
+    kept, kept_steps = 0, 0  # episodes[:kept] are finished and kept; they hold kept_steps steps
+
+    def launch(envs: np.ndarray) -> None:
+        for i in envs:
+            if recorded < min_steps:
+                slots[i] = _Episode()
+                episodes.append(slots[i])
+
+    ob, _ = venv.reset()
+    launch(np.arange(n))
+    resetting = np.zeros(n, bool)  # envs whose next step is an autoreset
+    while True:
+        ob32 = np.array(ob, np.float32)
+        acs = actor(ob32)
+        next_ob, rew, terminated, truncated, _ = venv.step(acs)
+        ended = terminated | truncated
+        capped = np.zeros(n, bool)  # episodes cut at ep_len that the env itself did not end
+        for i in range(n):
+            ep = slots[i]
+            if ep is None:  # idle, or autoresetting: this step's obs starts an episode
+                continue
+            ep.obs.append(ob32[i])
+            ep.acs.append(acs[i])
+            ep.rews.append(rew[i])
+            recorded += 1
+            if ended[i] or len(ep.rews) >= ep_len:
+                ep.last_ob = np.array(next_ob[i], np.float32)
+                slots[i] = None
+                capped[i] = not ended[i]
+        while kept < len(episodes) and episodes[kept].last_ob is not None and kept_steps < min_steps:
+            kept_steps += len(episodes[kept].rews)
+            kept += 1
+        if kept_steps >= min_steps:
+            return [_trajectory(e.obs, e.acs, e.rews, e.last_ob, []) for e in episodes[:kept]]
+        # Envs freed by an autoreset this step start their episode from next_ob; capped ones need a reset.
+        launch(np.flatnonzero(resetting))
+        if capped.any() and recorded < min_steps:
+            next_ob, _ = venv.reset(options={"reset_mask": capped})
+            launch(np.flatnonzero(capped))
+        resetting = ended
+        ob = next_ob
 
 
 def sample_n_trajectories(env: gym.Env, actor: Actor, n: int, ep_len: int, render: bool = False) -> list[Trajectory]:
