@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from bcjax.config import Config, parse_config
 from bcjax.errors import BcjaxError
@@ -40,10 +41,19 @@ def run(cfg: Config) -> int:
     env.close()
     check_expert_data(paths, info)
     check_expert(expert, info, paths[0]["observation"].astype("float32"))
-    run_dir = make_run_dir(cfg)
-    write_config(run_dir, cfg)
-    print(f"run directory: {run_dir}")
-    logger = RunLogger(run_dir)
+    purge_step = None
+    if cfg.resume:  # same directory; metrics after the saved iteration are logged again
+        from bcjax.saved_run import resume_iteration, truncate_metrics
+
+        run_dir, last = Path(cfg.resume), resume_iteration(cfg.resume)
+        truncate_metrics(run_dir, last)
+        purge_step = last + 1
+        print(f"resuming {run_dir} after iteration {last}")
+    else:
+        run_dir = make_run_dir(cfg)
+        write_config(run_dir, cfg)
+        print(f"run directory: {run_dir}")
+    logger = RunLogger(run_dir, purge_step=purge_step)
     try:
         result = train(cfg, expert, paths, logger)
     finally:
@@ -56,6 +66,10 @@ def run(cfg: Config) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_config(argv)
+        if cfg.resume:
+            from bcjax.saved_run import explicit_flags, resume_config
+
+            cfg = resume_config(cfg.resume, explicit_flags(argv))
         _select_device(cfg)
         return run(cfg)
     except BcjaxError as e:

@@ -50,11 +50,12 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 class RunLogger:
     """Writes one row per logged iteration to metrics.jsonl, metrics.csv and TensorBoard."""
 
-    def __init__(self, run_dir: Path, print_fn=print):
+    def __init__(self, run_dir: Path, print_fn=print, purge_step: int | None = None):
         from tensorboardX import SummaryWriter  # heavy import, only when a run logs
 
         self.run_dir = Path(run_dir)
-        self.writer = SummaryWriter(str(self.run_dir), flush_secs=10)
+        # purge_step (a resumed run): TensorBoard hides the earlier events from that step on.
+        self.writer = SummaryWriter(str(self.run_dir), flush_secs=10, purge_step=purge_step)
         self.print = print_fn
 
     def log_iteration(self, itr: int, per_seed: dict[str, list[float]]) -> dict:

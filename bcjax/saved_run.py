@@ -12,7 +12,11 @@ complete: a run killed during a save still has the previous step readable.
 
 from __future__ import annotations
 
+import argparse
+import csv
 import dataclasses
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,8 +113,6 @@ def restore_resume(run_dir: str | Path, template: LoopState) -> LoopState:
 
 def read_run_config(run_dir: str | Path) -> Config:
     """The config a run was started with (its config.json)."""
-    import json
-
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise BcjaxError(f"{run_dir} is not a bcjax run directory (no config.json)")
@@ -147,3 +149,58 @@ def load_policy(run_dir: str | Path, step: int | None = None) -> SavedPolicy:
     template = create_train_states(policy, keys, int(meta["obs_dim"]), cfg.learning_rate)
     out, meta = restore_checkpoint(ckpt, {"train_state": template}, step)
     return SavedPolicy(policy=policy, states=out["train_state"], meta=meta, iteration=step)
+
+
+# Flags a resumed run may set anew: they change how it runs, not what it computes.
+RESUME_RUNTIME_FLAGS = ("resume", "quiet", "no_gpu", "which_gpu", "video_log_freq")
+
+
+def explicit_flags(argv: list[str] | None) -> dict:
+    """The flags given on the command line (not defaulted), with their parsed values."""
+    from bcjax.config import build_parser
+
+    parser = build_parser()
+    parser.set_defaults(**{a.dest: argparse.SUPPRESS for a in parser._actions if a.dest != "help"})
+    return vars(parser.parse_args(argv))
+
+
+def resume_config(run_dir: str | Path, explicit: dict) -> Config:
+    """The saved config of `run_dir`, set to resume after its last saved iteration."""
+    run_dir = Path(run_dir)
+    cfg = read_run_config(run_dir)
+    other = sorted(set(explicit) - set(RESUME_RUNTIME_FLAGS))
+    if other:
+        raise BcjaxError(f"--resume continues {run_dir} with its saved configuration: drop "
+                         + ", ".join(f"--{k}" for k in other))
+    last = resume_iteration(run_dir)
+    if last is None:
+        raise BcjaxError(f"{run_dir} has no resume state (it was trained without --save_params); "
+                         "its final policy can still be evaluated with scripts/evaluate.py")
+    if last >= cfg.n_iter - 1:
+        raise BcjaxError(f"{run_dir} already finished all {cfg.n_iter} iterations: nothing to resume")
+    keep = {k: v for k, v in explicit.items() if k in RESUME_RUNTIME_FLAGS and k != "resume"}
+    return cfg.replace(resume=str(run_dir), **keep)
+
+
+def _rewrite(path: Path, lines: list[str]) -> None:
+    # Write a sibling then rename: a crash here leaves the old file, never a half one.
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(lines))
+    os.replace(tmp, path)
+
+
+def truncate_metrics(run_dir: str | Path, last_iteration: int) -> None:
+    """Drop metric rows logged after `last_iteration` (the resumed run logs those iterations again)."""
+    run_dir = Path(run_dir)
+    jsonl = run_dir / "metrics.jsonl"
+    if jsonl.is_file():
+        lines = jsonl.read_text().splitlines(keepends=True)
+        kept = [x for x in lines if x.strip() and json.loads(x)["Iteration"] <= last_iteration]
+        if len(kept) != len(lines):
+            _rewrite(jsonl, kept)
+    table = run_dir / "metrics.csv"
+    if table.is_file():
+        lines = table.read_text().splitlines(keepends=True)
+        kept = lines[:1] + [x for x, row in zip(lines[1:], csv.reader(lines[1:])) if int(row[0]) <= last_iteration]
+        if len(kept) != len(lines):
+            _rewrite(table, kept)

@@ -7,7 +7,10 @@ cost 5-10x the frame rate for little visible gain.
 
 TensorBoard gets an animated GIF summary (what tensorboardX's `add_video`
 writes, encoded here with Pillow so it needs no moviepy), the episodes side by
-side; the run directory gets one mp4 per episode at the task's real fps.
+side; the run directory gets one mp4 per episode. Videos play in real time: a
+task simulated faster than MAX_FPS (Hopper: 125 steps/s) is rendered every
+s-th step and played at fps/s (Hopper: every 5th step, 25 fps), which also
+makes rendering s times cheaper.
 """
 
 from __future__ import annotations
@@ -16,18 +19,20 @@ import io
 import math
 import os
 import sys
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 
 from bcjax.envs import TASK_KWARGS, video_fps
-from bcjax.rollout import Actor, Trajectory, sample_trajectory
+from bcjax.rollout import Actor
 
 VIDEO_SIZE = 256  # pixels per side; 480 (MuJoCo's default) renders ~2x slower on software GL
 MAX_NVIDEO = 2  # episodes per video, as in CS285
-GIF_MAX_FPS = 50  # browsers play GIF frame delays under 20 ms slowly, so faster tasks drop frames
+MAX_FPS = 30  # rendered frames per second of simulated time
 
 
 def configure_gl() -> str:
@@ -47,7 +52,9 @@ def make_render_env(env_name: str, size: int = VIDEO_SIZE) -> gym.Env:
     configure_gl()
     kwargs: dict = {**TASK_KWARGS.get(env_name, {}), "render_mode": "rgb_array"}
     if _is_mujoco(env_name):
-        kwargs.update(width=size, height=size)
+        # The model's "track" camera follows the body; gymnasium's default free camera stays put
+        # (its trackbodyid is ignored), so a hopper walks out of the picture. No such camera: free view.
+        kwargs.update(width=size, height=size, camera_name="track")
     env = gym.make(env_name, **kwargs)
     model = getattr(env.unwrapped, "model", None)
     if model is not None:
@@ -66,17 +73,44 @@ def _fast_scene(env: gym.Env) -> None:
     viewer.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
 
 
-def render_episodes(env: gym.Env, actor: Actor, n: int, ep_len: int, seed: int) -> list[Trajectory]:
-    """`n` full episodes with frames in `image_obs`; the first reset uses `seed`."""
+@dataclass
+class Episode:
+    frames: np.ndarray  # (ceil(length / stride), H, W, 3) uint8
+    ret: float
+    length: int
+
+
+def render_episodes(env: gym.Env, actor: Actor, n: int, ep_len: int, seed: int, stride: int = 1) -> list[Episode]:
+    """`n` full episodes (to termination, truncation or `ep_len` steps), a frame every `stride` steps.
+
+    The first reset uses `seed`; a frame shows the state the action at that step sees.
+    """
     env.reset(seed=seed)
     env.render()
     _fast_scene(env)
-    return [sample_trajectory(env, actor, ep_len, render=True) for _ in range(n)]
+    episodes = []
+    for _ in range(n):
+        ob, _ = env.reset()
+        frames, ret, t = [], 0.0, 0
+        while t < ep_len:
+            if t % stride == 0:
+                frames.append(env.render())
+            ob, rew, terminated, truncated, _ = env.step(actor(np.asarray(ob, np.float32)[None])[0])
+            ret, t = ret + float(rew), t + 1
+            if terminated or truncated:
+                break
+        episodes.append(Episode(np.asarray(frames, np.uint8), ret, t))
+    return episodes
 
 
-def gif_stride(fps: float, max_fps: float = GIF_MAX_FPS) -> int:
-    """Keep every s-th frame so the GIF delay is a whole number of 10 ms ticks, >= 1/max_fps, near real time."""
-    lowest = max(1, math.ceil(fps / max_fps))
+def frame_stride(fps: float, max_fps: float = MAX_FPS) -> int:
+    """Render every s-th step: the smallest s with fps / s <= max_fps."""
+    return max(1, math.ceil(fps / max_fps - 1e-9))
+
+
+def gif_stride(fps: float) -> int:
+    """Keep every s-th frame so the GIF frame delay is a whole number of 10 ms ticks (>= 20 ms), near real time."""
+    lowest = max(1, math.ceil(fps / 50 - 1e-9))  # browsers slow down delays under 20 ms
     for s in range(lowest, lowest + 20):
         ticks = 100 * s / fps
         if abs(ticks - round(ticks)) <= 0.05 * ticks:
@@ -119,10 +153,13 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with imageio.get_writer(path, fps=fps, codec="libx264", quality=7, macro_block_size=16,
-                            ffmpeg_log_level="error") as w:
-        for f in frames:
-            w.append_data(f)
+    with warnings.catch_warnings():
+        # JAX warns on any fork; ffmpeg's is a fork+exec that never runs JAX code.
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called")
+        with imageio.get_writer(path, fps=fps, codec="libx264", quality=7, macro_block_size=16,
+                                ffmpeg_log_level="error") as w:
+            for f in frames:
+                w.append_data(f)
     return path
 
 
@@ -155,8 +192,9 @@ class VideoLogger:
         env = None
         try:
             env = make_render_env(self.env_name, self.size)
-            fps = video_fps(env)
-            frames = [p["image_obs"] for p in render_episodes(env, actor, self.n, self.ep_len, seed)]
+            stride = frame_stride(video_fps(env))
+            fps = video_fps(env) / stride
+            frames = [e.frames for e in render_episodes(env, actor, self.n, self.ep_len, seed, stride)]
             files = [write_mp4(self.run_dir / "videos" / f"itr{itr:03d}_{kind}_{i}.mp4", f, fps)
                      for i, f in enumerate(frames)]
             if self.writer is not None:
