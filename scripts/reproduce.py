@@ -80,7 +80,14 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--eval_batch_size", type=int, default=5000)
     p.add_argument("--quick", action="store_true", help="tiny settings, to check the script end to end")
+    p.add_argument("--redraw", action="store_true", help="only redo tables and figures from OUT/results.json")
     args = p.parse_args()
+    out = Path(args.out)
+    if args.redraw:
+        results = json.loads((out / "results.json").read_text())
+        (out / "results_tables.md").write_text(render_tables(results))
+        make_figures(results, out)
+        return
     if not (Path(args.shared) / "experts").is_dir():
         sys.exit(f"error: no CS285 files in {args.shared}: pass --shared DIR holding experts/ and expert_data/")
     if args.quick:
@@ -88,7 +95,6 @@ def main() -> None:
     steps = ["--num_agent_train_steps_per_iter", "50"] if args.quick else []
     study_steps = (10, 50) if args.quick else STUDY_STEPS
     n_iter = "3" if args.quick else "10"
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     results: dict = {"machine": machine(), "seeds": args.seeds, "eval_batch_size": args.eval_batch_size,
@@ -154,7 +160,18 @@ def render_tables(results: dict) -> str:
 
 
 def make_figures(results: dict, out: Path) -> None:
-    pass
+    """The homework's figure 2 per task (DAgger curve, BC and expert lines) and the BC study plot."""
+    from bcjax.plots import load_run, plot_hparam, plot_learning_curves
+
+    k = results["seeds"]
+    for task in results["dagger"]:
+        runs = [load_run(REPO / results[kind][task]["run_dir"]) for kind in ("bc", "dagger")]
+        path = plot_learning_curves(runs, out / f"dagger_{task}.png", title=f"{task}: DAgger vs BC ({k} seeds, mean ± std)")
+        print(f"wrote {path}")
+    study = [load_run(REPO / run["run_dir"]) for run in results["study"].values()]
+    path = plot_hparam(study, "num_agent_train_steps_per_iter", out / f"bc_steps_{STUDY_TASK}.png",
+                       title=f"BC on {STUDY_TASK}: return vs training steps ({k} seeds, mean ± std)")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
