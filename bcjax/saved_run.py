@@ -72,7 +72,9 @@ def _as_keys(data: Any, like: jax.Array) -> jax.Array:
 
 
 def _buffer_tree(buf: RingBuffer) -> dict[str, np.ndarray]:
-    return {**{k: buf.arrays[k] for k in FIELDS}, "size": np.int64(buf.size), "pos": np.int64(buf.pos)}
+    # 0-d arrays: orbax restores numpy arrays but not numpy scalars.
+    return {**{k: buf.arrays[k] for k in FIELDS},
+            "size": np.array(buf.size, np.int64), "pos": np.array(buf.pos, np.int64)}
 
 
 def save_policy(run_dir: str | Path, itr: int, states: TrainState, meta: dict) -> None:
@@ -97,13 +99,18 @@ def restore_resume(run_dir: str | Path, template: LoopState) -> LoopState:
     tree = {"train_state": template.states, "loop_keys": _key_data(template.loop_keys),
             "envsteps": np.asarray(template.envsteps, np.int64),
             "buffers": [_buffer_tree(b) for b in template.buffers]}
+    misfit = f"cannot resume from {run_dir}: its saved state does not fit this configuration"
     try:
         out, meta = restore_checkpoint(Path(run_dir) / RESUME_DIR, tree)
     except BcjaxError:
         raise
-    except Exception as e:  # noqa: BLE001 - orbax reports shape/structure mismatches in many types
-        raise BcjaxError(f"cannot resume from {run_dir}: its saved state does not fit this configuration "
-                         f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    except Exception as e:  # noqa: BLE001 - orbax reports structure mismatches in many types
+        raise BcjaxError(f"{misfit} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    # orbax restores the saved shapes whatever the template says: check them.
+    for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(tree), jax.tree.leaves(out)):
+        if np.shape(want) != np.shape(got):
+            raise BcjaxError(f"{misfit} ({jax.tree_util.keystr(path)}: saved {np.shape(got)}, "
+                             f"expected {np.shape(want)})")
     for buf, saved in zip(template.buffers, out["buffers"]):
         buf.load_state_dict({k: np.asarray(v) for k, v in saved.items()})
     return LoopState(iteration=int(meta["iteration"]), states=out["train_state"],
@@ -146,7 +153,8 @@ def load_policy(run_dir: str | Path, step: int | None = None) -> SavedPolicy:
     policy = MLPPolicy(act_dim=int(meta["act_dim"]), n_layers=cfg.n_layers, size=cfg.size,
                        activation=cfg.activation, discrete=bool(meta["discrete"]))
     keys = jnp.stack([jax.random.PRNGKey(k) for k in range(int(meta["num_seeds"]))])
-    template = create_train_states(policy, keys, int(meta["obs_dim"]), cfg.learning_rate)
+    # Shapes only: initializing real parameters just to overwrite them costs ~1 s.
+    template = jax.eval_shape(lambda k: create_train_states(policy, k, int(meta["obs_dim"]), cfg.learning_rate), keys)
     out, meta = restore_checkpoint(ckpt, {"train_state": template}, step)
     return SavedPolicy(policy=policy, states=out["train_state"], meta=meta, iteration=step)
 
@@ -160,7 +168,8 @@ def explicit_flags(argv: list[str] | None) -> dict:
     from bcjax.config import build_parser
 
     parser = build_parser()
-    parser.set_defaults(**{a.dest: argparse.SUPPRESS for a in parser._actions if a.dest != "help"})
+    for action in parser._actions:  # no defaults: only what argv sets lands in the namespace
+        action.default = argparse.SUPPRESS
     return vars(parser.parse_args(argv))
 
 

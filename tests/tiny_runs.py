@@ -1,0 +1,63 @@
+"""Tiny runs for the run-management tests: scripted experts, expert data made by a short rollout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bcjax.config import Config
+from bcjax.envs import make_env
+from bcjax.logger import RunLogger, make_run_dir, write_config
+from bcjax.rollout import sample_n_trajectories
+from bcjax.train_loop import RunResult, train
+
+
+def cartpole_expert(obs: np.ndarray) -> np.ndarray:
+    """Push the cart toward the side the pole falls to."""
+    obs = np.asarray(obs)
+    return (obs[:, 2] + 0.5 * obs[:, 3] > 0).astype(np.int32)
+
+
+def hopper_expert(obs: np.ndarray) -> np.ndarray:
+    """Zero torques: the hopper stands a while, then falls (enough for pipeline tests)."""
+    return np.zeros((len(obs), 3), np.float32)
+
+
+def expert_data(env_name: str, expert, n: int = 2, ep_len: int = 100) -> list[dict]:
+    return sample_n_trajectories(make_env(env_name, seed=0), expert, n, ep_len)
+
+
+def cartpole_cfg(logdir: Path, **kw) -> Config:
+    return Config(algo="dagger", n_iter=3, env_name="CartPole-v1", batch_size=120, num_agent_train_steps_per_iter=40,
+                  eval_batch_size=120, video_log_freq=-1, logdir=str(logdir), quiet=True).replace(**kw)
+
+
+def hopper_cfg(logdir: Path, **kw) -> Config:
+    return Config(algo="dagger", n_iter=2, env_name="Hopper-v4", ep_len=30, batch_size=60,
+                  num_agent_train_steps_per_iter=20, eval_batch_size=60, video_log_freq=-1, logdir=str(logdir),
+                  quiet=True).replace(**kw)
+
+
+def run_logged(cfg: Config, expert, paths: list[dict], run_dir: Path | None = None,
+               purge_step: int | None = None) -> tuple[Path, RunResult]:
+    """train() with a run directory and a silent logger, as scripts/train.py runs it."""
+    if run_dir is None:
+        run_dir = make_run_dir(cfg)
+        write_config(run_dir, cfg)
+    logger = RunLogger(run_dir, print_fn=lambda s: None, purge_step=purge_step)
+    try:
+        return run_dir, train(cfg, expert, paths, logger)
+    finally:
+        logger.close()
+
+
+def metrics_without_time(run_dir: Path) -> list[dict]:
+    from bcjax.logger import read_metrics
+
+    rows = []
+    for row in read_metrics(run_dir):
+        row = {k: v for k, v in row.items() if k != "TimeSinceStart"}
+        row["per_seed"] = {k: v for k, v in row["per_seed"].items() if k != "TimeSinceStart"}
+        rows.append(row)
+    return rows
