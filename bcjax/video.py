@@ -15,6 +15,8 @@ makes rendering s times cheaper.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import io
 import math
 import os
@@ -38,6 +40,27 @@ MAX_FPS = 30  # rendered frames per second of simulated time
 def configure_gl() -> str:
     """Pick the headless GL backend before any render context exists; returns its name."""
     return os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+@functools.cache
+def gl_problem(backend: str) -> str | None:
+    """Why a MuJoCo GL context cannot be made with `backend`, or None when it can.
+
+    Probed here, before gymnasium builds a viewer: a viewer that fails half-way
+    also fails in its destructor, printing a traceback at exit.
+    """
+    if backend not in ("egl", "osmesa", "glfw"):
+        return f"MUJOCO_GL={backend!r} is not one of egl, osmesa, glfw"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # glfw warns instead of raising when it has no display
+            ctx = importlib.import_module(f"mujoco.{backend}").GLContext(16, 16)
+        if not getattr(ctx, "_context", True):  # a NULL window pointer
+            return f"MUJOCO_GL={backend}: no window could be opened (no display); use egl or osmesa"
+        ctx.free()
+    except Exception as e:  # noqa: BLE001 - missing libraries show up as many exception types
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no GL context'}"
+    return None
 
 
 def _is_mujoco(env_name: str) -> bool:
@@ -191,6 +214,9 @@ class VideoLogger:
             return []
         env = None
         try:
+            problem = gl_problem(configure_gl()) if _is_mujoco(self.env_name) else None
+            if problem:
+                raise RuntimeError(problem)
             env = make_render_env(self.env_name, self.size)
             stride = frame_stride(video_fps(env))
             fps = video_fps(env) / stride
