@@ -59,7 +59,7 @@ def run(cfg: Config) -> int:
     finally:
         logger.close()
     t = result.timings
-    print("time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()))
+    print("time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()) + f"; peak RSS {result.peak_rss_mib:.0f} MiB")
     return 0
 
 

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 from dataclasses import dataclass
 
+from bcjax.envs import VECTOR_MODES
 from bcjax.errors import BcjaxError
 from bcjax.policy import ACTIVATIONS
 
@@ -40,6 +41,7 @@ class Config:
     logdir: str = "data"
     num_seeds: int = 1
     num_envs: int = 1
+    vector_mode: str = "auto"
     deterministic_eval: bool = False
     per_step_updates: bool = False
     quiet: bool = False
@@ -85,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--logdir", default="data", help="root of the run directories")
     a("--num_seeds", type=int, default=1, help="independent policies trained side by side (vmapped)")
     a("--num_envs", type=int, default=1, help="vector environments for collection and evaluation")
+    a("--vector_mode", choices=VECTOR_MODES, default="auto",
+      help="sync: one process; async: a process per env; auto: async only with a core per env to spare")
     a("--deterministic_eval", action="store_true", help="evaluate the mean action instead of sampling")
     a("--per_step_updates", action="store_true", help="one jitted call per update instead of one fused scan")
     a("--quiet", action="store_true", help="no progress bars")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -47,15 +48,32 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _summary_writer_class() -> type:
+    """tensorboardX's SummaryWriter, imported only when a run logs, and without torch.
+
+    tensorboardX imports torch whenever it is installed (over a second of start-up)
+    only to accept torch tensors, which bcjax never logs; a None entry in
+    sys.modules makes that import fail fast, and tensorboardX then uses numpy.
+    """
+    if "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+        return SummaryWriter
+    sys.modules["torch"] = None  # type: ignore[assignment]
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
+
+
 class RunLogger:
     """Writes one row per logged iteration to metrics.jsonl, metrics.csv and TensorBoard."""
 
     def __init__(self, run_dir: Path, print_fn=print, purge_step: int | None = None):
-        from tensorboardX import SummaryWriter  # heavy import, only when a run logs
-
+        writer_class = _summary_writer_class()
         self.run_dir = Path(run_dir)
         # purge_step (a resumed run): TensorBoard hides the earlier events from that step on.
-        self.writer = SummaryWriter(str(self.run_dir), flush_secs=10, purge_step=purge_step)
+        self.writer = writer_class(str(self.run_dir), flush_secs=10, purge_step=purge_step)
         self.print = print_fn
 
     def log_iteration(self, itr: int, per_seed: dict[str, list[float]]) -> dict:

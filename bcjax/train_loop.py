@@ -20,14 +20,15 @@ from flax.training.train_state import TrainState
 
 from bcjax.buffer import RingBuffer
 from bcjax.config import Config
-from bcjax.envs import EnvInfo, env_info, make_env
+from bcjax.envs import EnvInfo, env_info, make_env, make_vector_env
 from bcjax.errors import BcjaxError
 from bcjax.logger import METRICS, RunLogger
+from bcjax.perf import compile_totals, peak_rss_mib
 from bcjax.policy import MLPPolicy, host_actor
 from bcjax.progress import Progress, bars_wanted, summary_line
 from bcjax.rollout import Trajectory, episode_stats, sample_trajectories
 from bcjax.saved_run import LoopState, config_dict, restore_resume, save_policy, save_resume
-from bcjax.update import create_train_states, train_fused, train_per_step
+from bcjax.update import compile_trainer, create_train_states
 
 Expert = Callable[[np.ndarray], np.ndarray]
 
@@ -39,7 +40,8 @@ class RunResult:
     buffers: list[RingBuffer]
     rows: list[dict[str, list[float]]]  # per logged iteration: metric -> per-seed values
     losses: list[np.ndarray] = field(default_factory=list)  # per iteration: (K, num_steps) training losses
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase; compile: all JAX compilation
+    peak_rss_mib: float = 0.0  # the process's peak resident memory when the run ended
 
 
 def check_expert_data(paths: list[Trajectory], info: EnvInfo) -> None:
@@ -101,10 +103,14 @@ def train(cfg: Config, expert: Expert, expert_paths: list[Trajectory],
     directory) continues after its last saved iteration with the saved buffers and keys.
     """
     start = time.time()
+    compile_start = compile_totals()[0]
     timings: dict[str, float] = defaultdict(float)
     k_seeds = cfg.num_seeds
-    envs = [make_env(cfg.env_name, seed=cfg.seed + k) for k in range(k_seeds)]
-    info = env_info(envs[0])
+    info_env = make_env(cfg.env_name)
+    info = env_info(info_env)
+    info_env.close()
+    envs = [make_env(cfg.env_name, seed=cfg.seed + k) if cfg.num_envs == 1
+            else make_vector_env(cfg.env_name, cfg.num_envs, cfg.vector_mode, seed=cfg.seed + k) for k in range(k_seeds)]
     ep_len = cfg.ep_len or info.max_episode_steps
     check_expert_data(expert_paths, info)
     check_expert(expert, info, expert_paths[0]["observation"].astype(np.float32))
@@ -119,7 +125,14 @@ def train(cfg: Config, expert: Expert, expert_paths: list[Trajectory],
     capacity = buffer_capacity(cfg, n_expert_rows, ep_len)
     act_shape, act_dtype = ((), np.int32) if info.discrete else ((info.act_dim,), np.float32)
     buffers = [RingBuffer(capacity, info.obs_dim, act_shape, act_dtype) for _ in range(k_seeds)]
-    train_fn = train_per_step if cfg.per_step_updates else train_fused
+    # Compile now, once per shape (the buffers' shapes never change), so no iteration compiles:
+    # the updates, and the expert's relabelling batch.
+    shape = jax.ShapeDtypeStruct
+    train_fn = compile_trainer(policy, cfg.train_batch_size, cfg.num_agent_train_steps_per_iter, states, loop_keys,
+                               shape((k_seeds, capacity, info.obs_dim), jnp.float32),
+                               shape((k_seeds, capacity, *act_shape), act_dtype), shape((k_seeds,), jnp.int32),
+                               per_step=cfg.per_step_updates)
+    expert(expert_paths[0]["observation"][:2].astype(np.float32))
 
     initial_return = float(np.mean([p["reward"].sum() for p in expert_paths]))
     envsteps = np.zeros(k_seeds, np.int64)
@@ -179,8 +192,7 @@ def train(cfg: Config, expert: Expert, expert_paths: list[Trajectory],
         acs = jnp.asarray(np.stack([b.arrays["action"] for b in buffers]))
         sizes = jnp.asarray([len(b) for b in buffers], jnp.int32)
         with progress.phase(f"itr {itr} train", cfg.num_agent_train_steps_per_iter) as tick:
-            states, losses = train_fn(policy, cfg.train_batch_size, cfg.num_agent_train_steps_per_iter,
-                                      states, train_keys, obs, acs, sizes)
+            states, losses = train_fn(states, train_keys, obs, acs, sizes)
             loss_history.append(np.asarray(losses))
             tick(cfg.num_agent_train_steps_per_iter)  # one fused call: the bar completes when it returns
         last_loss = loss_history[-1][:, -1]
@@ -239,6 +251,7 @@ def train(cfg: Config, expert: Expert, expert_paths: list[Trajectory],
 
     for env in envs:
         env.close()
+    timings["compile"] = compile_totals()[0] - compile_start
     timings["total"] = time.time() - start
     return RunResult(policy=policy, states=states, buffers=buffers, rows=rows, losses=loss_history,
-                     timings=dict(timings))
+                     timings=dict(timings), peak_rss_mib=peak_rss_mib())

@@ -1,0 +1,57 @@
+"""The run's speed machinery: compile once before the loop, vector envs wired in, costs reported."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from bcjax.config import Config
+from bcjax.envs import make_env
+from bcjax.rollout import sample_n_trajectories
+from bcjax.train_loop import train
+
+_compiles: list[str] = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, duration, **kw: _compiles.append(kw.get("fun_name", "")) if event.endswith("backend_compile_duration")
+    else None)
+
+
+def cartpole_expert(obs: np.ndarray) -> np.ndarray:
+    obs = np.asarray(obs)
+    return (obs[:, 2] + 0.5 * obs[:, 3] > 0).astype(np.int32)
+
+
+def expert_paths() -> list[dict]:
+    return sample_n_trajectories(make_env("CartPole-v1", seed=0), cartpole_expert, 1, 200)
+
+
+def test_iterations_after_the_first_compile_nothing():
+    marks = []  # compiles so far, at each expert call: check, warm-up, then one relabel per iteration
+
+    def expert(obs):
+        marks.append(len(_compiles))
+        return cartpole_expert(obs)
+
+    # Sizes no other test uses, so this run's programs really compile here.
+    cfg = Config(algo="dagger", n_iter=4, env_name="CartPole-v1", batch_size=150, num_agent_train_steps_per_iter=30,
+                 train_batch_size=37, size=23, eval_batch_size=150, video_log_freq=-1)
+    start = len(_compiles)
+    result = train(cfg, expert, expert_paths())
+    assert len(marks) == 2 + 3
+    assert any("train_fused" in name for name in _compiles[start:marks[1]])  # compiled before the loop
+    assert _compiles[marks[2]:] == []  # iteration 1's relabel onwards: nothing compiles
+    assert result.timings["compile"] > 0
+    assert 0 < result.peak_rss_mib < 64 * 1024
+
+
+def test_dagger_with_vector_envs():
+    cfg = Config(algo="dagger", n_iter=3, env_name="CartPole-v1", batch_size=300, num_agent_train_steps_per_iter=200,
+                 eval_batch_size=400, video_log_freq=-1, num_envs=3, vector_mode="sync", num_seeds=2)
+    result = train(cfg, cartpole_expert, expert_paths())
+    for k, buf in enumerate(result.buffers):
+        collected = int(result.rows[-1]["Train_EnvstepsSoFar"][k])
+        assert collected >= 2 * 300
+        assert len(buf) == 200 + collected
+        rows = buf.ordered()
+        np.testing.assert_array_equal(rows["action"][200:], cartpole_expert(rows["observation"][200:]))
+    assert all(row["Eval_AverageEpLen"][k] > 0 for row in result.rows for k in range(2))
