@@ -15,6 +15,7 @@ makes rendering s times cheaper.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import io
@@ -22,7 +23,7 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,26 +171,31 @@ def tensorboard_video(writer, tag: str, frames: np.ndarray, fps: float, step: in
     writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
 
+@contextlib.contextmanager
+def _spawning_ffmpeg() -> Iterator[None]:
+    with warnings.catch_warnings():
+        # JAX warns on any fork; imageio-ffmpeg's is a fork+exec that never runs JAX code.
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called")
+        yield
+
+
 def write_mp4(path: str | Path, frames: np.ndarray, fps: float) -> Path:
     """H.264 mp4 (imageio-ffmpeg), one file per episode; sizes are multiples of 16 so no frame is resized."""
     import imageio.v2 as imageio
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        # JAX warns on any fork; ffmpeg's is a fork+exec that never runs JAX code.
-        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called")
-        with imageio.get_writer(path, fps=fps, codec="libx264", quality=7, macro_block_size=16,
-                                ffmpeg_log_level="error") as w:
-            for f in frames:
-                w.append_data(f)
+    with _spawning_ffmpeg(), imageio.get_writer(path, fps=fps, codec="libx264", quality=7, macro_block_size=16,
+                            ffmpeg_log_level="error") as w:
+        for f in frames:
+            w.append_data(f)
     return path
 
 
 def count_frames(path: str | Path) -> int:
     import imageio.v2 as imageio
 
-    with imageio.get_reader(path) as r:
+    with _spawning_ffmpeg(), imageio.get_reader(path) as r:
         return r.count_frames()
 
 

@@ -72,6 +72,7 @@ def _tensorboard_images(run_dir: Path) -> list[tuple[int, str, object]]:
     return out
 
 
+@pytest.mark.filterwarnings("ignore:os.fork")  # reading the mp4 back spawns ffmpeg
 def test_video_logger_writes_mp4s_and_a_tensorboard_gif(gl, tmp_path):
     from tensorboardX import SummaryWriter
 

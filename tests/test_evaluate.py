@@ -1,0 +1,90 @@
+"""scripts/evaluate.py on a saved run: the restored policy scores what the in-memory one scores."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+import pytest
+from tiny_runs import cartpole_cfg, cartpole_expert, expert_data, hopper_cfg, hopper_expert, run_logged
+
+from bcjax.envs import make_env
+from bcjax.evaluate import evaluate_run, main
+from bcjax.policy import host_actor
+from bcjax.rollout import sample_n_trajectories
+
+
+@pytest.fixture(scope="module")
+def cartpole_run(tmp_path_factory):
+    """A 2-seed DAgger run without --save_params: only its final policy is saved."""
+    paths = expert_data("CartPole-v1", cartpole_expert, n=1, ep_len=120)
+    cfg = cartpole_cfg(tmp_path_factory.mktemp("runs"), n_iter=2, num_seeds=2)
+    return run_logged(cfg, cartpole_expert, paths)
+
+
+def test_final_policy_is_saved_without_save_params(cartpole_run):
+    run_dir, _ = cartpole_run
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["1"]
+    assert not (run_dir / "resume").exists()
+
+
+def test_evaluate_matches_a_rollout_of_the_trained_params(cartpole_run):
+    run_dir, result = cartpole_run
+    r = evaluate_run(run_dir, episodes=3, seed=5)
+    assert r.iteration == 1 and r.env_name == "CartPole-v1"
+    assert r.returns.shape == r.lengths.shape == (2, 3)
+    for k in range(2):  # independent truth: the same episodes run with the in-memory parameters
+        env = make_env("CartPole-v1")
+        env.reset(seed=5)
+        params = jax.tree.map(lambda x, k=k: x[k], result.states.params)
+        paths = sample_n_trajectories(env, host_actor(result.policy, params, None), 3, 500)
+        assert r.returns[k].tolist() == [float(p["reward"].sum()) for p in paths]
+        assert r.lengths[k].tolist() == [len(p["reward"]) for p in paths]
+
+
+def test_evaluate_cli_prints_statistics(cartpole_run, capsys):
+    run_dir, _ = cartpole_run
+    assert main([str(run_dir), "--episodes", "2", "--sample", "--seed_index", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "iteration 1, CartPole-v1, 2 episodes x 1 seed(s), sampled actions" in out
+    assert "return " in out and "(min " in out and "episode length" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--step", "7"], "no checkpoint step 7"),
+    (["--episodes", "0"], "--episodes must be positive"),
+    (["--seed_index", "2"], "--seed_index 2 out of range"),
+])
+def test_evaluate_bad_input_is_one_line(cartpole_run, capsys, argv, message):
+    run_dir, _ = cartpole_run
+    assert main([str(run_dir), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_evaluate_writes_the_first_episode_as_video(tmp_path, capsys):
+    from bcjax.video import configure_gl, count_frames, gl_problem
+
+    problem = gl_problem(configure_gl())
+    if problem:
+        pytest.skip(f"no headless GL ({problem}); install it with scripts/setup_gl.sh")
+    paths = expert_data("Hopper-v4", hopper_expert, n=1, ep_len=30)
+    run_dir, _ = run_logged(hopper_cfg(tmp_path, n_iter=2), hopper_expert, paths)
+    out = tmp_path / "eval.mp4"
+    assert main([str(run_dir), "--episodes", "2", "--video", str(out)]) == 0
+    assert f"video: {out}" in capsys.readouterr().out
+    first_len = evaluate_run(run_dir, episodes=1).lengths[0, 0]
+    assert 0 < first_len <= 30  # the run's ep_len caps the episode
+    # the video re-runs evaluation episode 1 (same seed, mean actions); Hopper renders every 5th step
+    assert count_frames(out) == math.ceil(first_len / 5)
+
+
+def test_evaluate_without_gl_still_prints_statistics(cartpole_run, tmp_path, capsys):
+    # CartPole renders through pygame, absent here or not: either way the statistics come out
+    run_dir, _ = cartpole_run
+    assert main([str(run_dir), "--episodes", "1", "--video", str(tmp_path / "x.mp4")]) == 0
+    out, err = capsys.readouterr()
+    assert "return " in out
+    assert (tmp_path / "x.mp4").exists() or "warning: no video" in err
+    assert np.isfinite(evaluate_run(run_dir, episodes=1).returns).all()
