@@ -132,7 +132,10 @@ def _groups(runs: list[Run]) -> dict[tuple[str, str, str], list[Run]]:
 def _label(group: tuple[str, str, str], runs: list[Run]) -> str:
     _, algo, name = group
     n_seeds = sum(len(r.per_seed(r.rows[-1], "Eval_AverageReturn")) for r in runs) if runs else 0
-    return f"{'DAgger' if algo == 'dagger' else 'BC'} {name}" + (f" ({n_seeds} seeds)" if n_seeds > 1 else "")
+    label = "DAgger" if algo == "dagger" else "BC"
+    if name.lower() not in ("run", "bc", "dagger", algo):  # the default or a repeat of the algorithm adds nothing
+        label += f" {name}"
+    return label + (f" ({n_seeds} seeds)" if n_seeds > 1 else "")
 
 
 def _save(fig, out: str | Path) -> Path:
