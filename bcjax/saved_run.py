@@ -153,8 +153,11 @@ def load_policy(run_dir: str | Path, step: int | None = None) -> SavedPolicy:
     policy = MLPPolicy(act_dim=int(meta["act_dim"]), n_layers=cfg.n_layers, size=cfg.size,
                        activation=cfg.activation, discrete=bool(meta["discrete"]))
     keys = jnp.stack([jax.random.PRNGKey(k) for k in range(int(meta["num_seeds"]))])
-    # Shapes only: initializing real parameters just to overwrite them costs ~1 s.
-    template = jax.eval_shape(lambda k: create_train_states(policy, k, int(meta["obs_dim"]), cfg.learning_rate), keys)
+    # Shapes only (initializing real parameters to overwrite them costs ~1 s), placed on this
+    # machine's default device: the saved sharding names the devices of the machine that trained.
+    shapes = jax.eval_shape(lambda k: create_train_states(policy, k, int(meta["obs_dim"]), cfg.learning_rate), keys)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shapes)
     out, meta = restore_checkpoint(ckpt, {"train_state": template}, step)
     return SavedPolicy(policy=policy, states=out["train_state"], meta=meta, iteration=step)
 

@@ -161,3 +161,26 @@ def test_a_run_killed_while_saving_keeps_a_readable_checkpoint(tmp_path):
     out, meta = restore_checkpoint(tmp_path / "ckpt", {"x": np.zeros((16_000_000,), np.float32)})
     assert meta["step"] == steps[-1]
     assert np.all(np.asarray(out["x"]) == steps[-1])
+
+
+_SAVE_ON_DEVICE_1 = """
+import dataclasses, sys, jax, jax.numpy as jnp
+from bcjax.config import Config
+from bcjax.policy import MLPPolicy
+from bcjax.saved_run import save_policy
+from bcjax.update import create_train_states
+states = create_train_states(MLPPolicy(act_dim=3, size=16), jnp.stack([jax.random.PRNGKey(0)]), 11, 1e-3)
+states = jax.device_put(states, jax.devices()[1])
+meta = {"config": dataclasses.asdict(Config(size=16)), "env_name": "Hopper-v4", "obs_dim": 11, "act_dim": 3,
+        "discrete": False, "num_seeds": 1, "ep_len": 1000}
+save_policy(sys.argv[1], 0, states, meta)
+"""
+
+
+def test_a_policy_saved_on_other_devices_restores_here(tmp_path):
+    """Trained where the arrays lived on device 1 of 2 (a GPU box, say), evaluated on this machine's device 0."""
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO), "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "JAX_PLATFORMS": "cpu"}
+    subprocess.run([sys.executable, "-c", _SAVE_ON_DEVICE_1, str(tmp_path)], check=True, env=env, cwd=REPO)
+    saved = load_policy(tmp_path)
+    assert {d for x in jax.tree.leaves(saved.states.params) for d in x.devices()} == {jax.devices()[0]}
