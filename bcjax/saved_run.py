@@ -163,7 +163,7 @@ def load_policy(run_dir: str | Path, step: int | None = None) -> SavedPolicy:
 
 
 # Flags a resumed run may set anew: they change how it runs, not what it computes.
-RESUME_RUNTIME_FLAGS = ("resume", "quiet", "no_gpu", "which_gpu", "video_log_freq")
+RESUME_RUNTIME_FLAGS = ("resume", "quiet", "no_gpu", "which_gpu", "cpu_threads", "video_log_freq")
 
 
 def explicit_flags(argv: list[str] | None) -> dict:
