@@ -124,38 +124,26 @@ def expert_return(run: dict) -> float:
     return run["rows"][0]["Initial_DataCollection_AverageReturn"]
 
 
-def _cell(s: dict) -> str:
-    return f"{s['mean']:.0f} ± {s['std']:.0f}"
-
-
-def _iqm_cell(s: dict) -> str:
-    return f"{s['iqm']:.0f} [{s['iqm_ci_low']:.0f}, {s['iqm_ci_high']:.0f}]"
+def _table(title: str, first: str, runs: dict[str, dict]) -> list[str]:
+    head = [first, "expert", "return (mean ± std)", "IQM [95% CI]", "% of expert", "iterations", "wall time",
+            "run directory"]
+    lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for name, run in runs.items():
+        s, e = run["summary"], expert_return(run)
+        cells = [name, f"{e:.0f}", f"{s['mean']:.0f} ± {s['std']:.0f}",
+                 f"{s['iqm']:.0f} [{s['iqm_ci_low']:.0f}, {s['iqm_ci_high']:.0f}]", f"{100 * s['mean'] / e:.0f}%",
+                 str(len(run["rows"])), f"{run['wall_s']:.0f} s", f"`{run['run_dir']}`"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def render_tables(results: dict) -> str:
     k = results["seeds"]
-    lines = [f"### BC (mean ± std over {k} seeds; IQM with 95% bootstrap CI)", "",
-             "| task | expert | BC return | BC IQM [95% CI] | BC % of expert | wall time | run directory |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    for task, run in results["bc"].items():
-        s, e = run["summary"], expert_return(run)
-        lines.append(f"| {task} | {e:.0f} | {_cell(s)} | {_iqm_cell(s)} | {100 * s['mean'] / e:.0f}% | "
-                     f"{run['wall_s']:.0f} s | `{run['run_dir']}` |")
-    lines += ["", f"### DAgger, final iteration (mean ± std over {k} seeds; IQM with 95% bootstrap CI)", "",
-              "| task | expert | DAgger return | DAgger IQM [95% CI] | % of expert | iterations | wall time | run directory |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for task, run in results["dagger"].items():
-        s, e = run["summary"], expert_return(run)
-        lines.append(f"| {task} | {e:.0f} | {_cell(s)} | {_iqm_cell(s)} | {100 * s['mean'] / e:.0f}% | "
-                     f"{len(run['rows'])} | {run['wall_s']:.0f} s | `{run['run_dir']}` |")
-    lines += ["", f"### BC on {STUDY_TASK} vs training steps (mean ± std over {k} seeds)", "",
-              "| training steps | BC return | IQM [95% CI] | % of expert | wall time | run directory |",
-              "| --- | --- | --- | --- | --- | --- |"]
-    for n, run in results["study"].items():
-        s, e = run["summary"], expert_return(run)
-        lines.append(f"| {n} | {_cell(s)} | {_iqm_cell(s)} | {100 * s['mean'] / e:.0f}% | {run['wall_s']:.0f} s | "
-                     f"`{run['run_dir']}` |")
-    lines += ["", f"Machine: {results['machine']}. Total wall time {results['total_wall_s']:.0f} s.", ""]
+    note = f"mean ± std over {k} seeds of each seed's mean evaluation return; IQM over seeds with a 95% bootstrap CI"
+    lines = _table(f"BC ({note})", "task", results["bc"])
+    lines += _table(f"DAgger, final iteration ({note})", "task", results["dagger"])
+    lines += _table(f"BC on {STUDY_TASK} vs training steps ({note})", "training steps", results["study"])
+    lines += [f"Machine: {results['machine']}. Total wall time {results['total_wall_s']:.0f} s.", ""]
     return "\n".join(lines)
 
 
