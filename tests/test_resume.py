@@ -46,9 +46,10 @@ def _resume(run_dir: Path, paths) -> tuple[Path, object]:
     return run_logged(cfg, cartpole_expert, paths, run_dir=run_dir, purge_step=last + 1)
 
 
-def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("num_envs", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch, num_envs):
     paths = expert_data("CartPole-v1", cartpole_expert, n=1, ep_len=120)
-    cfg = cartpole_cfg(tmp_path, n_iter=4, num_seeds=2, save_params=True)
+    cfg = cartpole_cfg(tmp_path, n_iter=4, num_seeds=2, num_envs=num_envs, vector_mode="sync", save_params=True)
     full_dir, full = run_logged(cfg.replace(logdir=str(tmp_path / "full")), cartpole_expert, paths)
 
     with monkeypatch.context() as m:
