@@ -24,6 +24,9 @@ def run(cfg: Config) -> int:
     if cfg.no_gpu:
         jax.config.update("jax_platforms", "cpu")
     from bcjax.envs import env_info, make_env
+    from bcjax.video import check_mujoco_gl_setting
+
+    check_mujoco_gl_setting()
     from bcjax.expert import load_expert
     from bcjax.expert_data import load_expert_data
     from bcjax.logger import RunLogger, make_run_dir, write_config

@@ -31,11 +31,22 @@ import gymnasium as gym
 import numpy as np
 
 from bcjax.envs import TASK_KWARGS, video_fps
+from bcjax.errors import BcjaxError
 from bcjax.rollout import Actor
 
 VIDEO_SIZE = 256  # pixels per side; 480 (MuJoCo's default) renders ~2x slower on software GL
 MAX_NVIDEO = 2  # episodes per video, as in CS285
 MAX_FPS = 30  # rendered frames per second of simulated time
+
+
+def check_mujoco_gl_setting() -> None:
+    """`import mujoco` itself raises on a MUJOCO_GL value it does not know: say so in one line first."""
+    value = os.environ.get("MUJOCO_GL", "").lower().strip()
+    known = ("", "disable", "disabled", "off", "false", "0", "enable", "enabled", "on", "true", "1",
+             "glfw", "glx", "egl", "osmesa", "wgl", "cgl")
+    if value not in known:
+        raise BcjaxError(f"MUJOCO_GL={value!r} is not a value MuJoCo accepts: use egl or osmesa "
+                         "(headless), glfw (with a display), or unset it")
 
 
 def configure_gl() -> str:
