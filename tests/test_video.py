@@ -127,3 +127,12 @@ def test_a_failing_video_backend_does_not_stop_training(tmp_path, monkeypatch, c
     warnings = [line for line in capsys.readouterr().err.splitlines() if "video off" in line]
     assert len(warnings) == 1 and "MUJOCO_GL=no-such-backend" in warnings[0]
     assert (run_dir / "checkpoints" / "2").is_dir()
+
+
+def test_an_unknown_mujoco_gl_is_a_one_line_cli_error(monkeypatch, capsys):
+    from bcjax.cli import main
+
+    monkeypatch.setenv("MUJOCO_GL", "bogus")  # `import mujoco` would raise a traceback in a fresh process
+    assert main(["--algo", "bc"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: MUJOCO_GL='bogus'") and err.count("\n") == 1
