@@ -23,6 +23,10 @@ def run(cfg: Config) -> int:
 
     if cfg.no_gpu:
         jax.config.update("jax_platforms", "cpu")
+    if cfg.cpu_threads:
+        from bcjax.perf import limit_cpu_threads
+
+        limit_cpu_threads(cfg.cpu_threads)
     from bcjax.envs import env_info, make_env
     from bcjax.video import check_mujoco_gl_setting
 

@@ -42,6 +42,7 @@ class Config:
     num_seeds: int = 1
     num_envs: int = 1
     vector_mode: str = "auto"
+    cpu_threads: int = 1
     deterministic_eval: bool = False
     per_step_updates: bool = False
     quiet: bool = False
@@ -89,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--num_envs", type=int, default=1, help="vector environments for collection and evaluation")
     a("--vector_mode", choices=VECTOR_MODES, default="auto",
       help="sync: one process; async: a process per env; auto: async only with a core per env to spare")
+    a("--cpu_threads", type=int, default=1,
+      help="threads of JAX's CPU pool (default 1: faster for small nets on a small shared CPU; 0: all cores)")
     a("--deterministic_eval", action="store_true", help="evaluate the mean action instead of sampling")
     a("--per_step_updates", action="store_true", help="one jitted call per update instead of one fused scan")
     a("--quiet", action="store_true", help="no progress bars")
@@ -121,6 +124,8 @@ def config_from_args(ns: argparse.Namespace) -> Config:
                  "size", "learning_rate", "max_replay_buffer_size", "num_seeds", "num_envs"):
         _positive(name, getattr(ns, name))
     _positive("ep_len", ns.ep_len, allow_none=True)
+    if ns.cpu_threads < 0:
+        raise BcjaxError(f"--cpu_threads must be 0 (all cores) or more, got {ns.cpu_threads}")
     if ns.n_layers < 0:
         raise BcjaxError(f"--n_layers must be 0 or more, got {ns.n_layers}")
     for name in ("video_log_freq", "scalar_log_freq"):

@@ -104,10 +104,11 @@ def host_actor(policy: MLPPolicy, params: Params, rng: np.random.Generator | Non
     std = None if policy.discrete else np.exp(p["log_std"])
 
     def actor(obs: np.ndarray) -> np.ndarray:
+        # np.dot, not @: on these tiny matrices the matmul ufunc's dispatch costs twice as much.
         x = obs
         for w, b in layers:
-            x = act(x @ w + b)
-        out = x @ w_out + b_out
+            x = act(np.dot(x, w) + b)
+        out = np.dot(x, w_out) + b_out
         if policy.discrete:
             if rng is not None:
                 out = out + rng.gumbel(size=out.shape)  # Gumbel-max: a categorical sample

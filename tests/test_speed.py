@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import jax
 import numpy as np
+import pytest
 
 from bcjax.config import Config
 from bcjax.envs import make_env
@@ -55,3 +60,13 @@ def test_dagger_with_vector_envs():
         rows = buf.ordered()
         np.testing.assert_array_equal(rows["action"][200:], cartpole_expert(rows["observation"][200:]))
     assert all(row["Eval_AverageEpLen"][k] > 0 for row in result.rows for k in range(2))
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux-only")
+def test_cpu_thread_limit_leaves_every_thread_free_to_run_anywhere():
+    code = ("import os; from bcjax.perf import limit_cpu_threads; before = os.sched_getaffinity(0); "
+            "limit_cpu_threads(1); import jax; jax.numpy.ones(3).sum().block_until_ready(); "
+            "tids = os.listdir('/proc/self/task'); "
+            "print(len(tids) > 1 and all(os.sched_getaffinity(int(t)) == before for t in tids))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"

@@ -1,0 +1,185 @@
+#!/usr/bin/env python
+"""Update throughput: gradient steps/s of BC's update (Gaussian NLL, Adam, minibatch 100, 2x64 tanh MLP).
+
+Measured side by side in one process, in interleaved rounds (medians), for Ant
+sizes (111 -> 8) and Hopper sizes (11 -> 3):
+
+- PyTorch per step: the CS285 homework's MLPPolicySL.update (mean net, free
+  log-std, one Adam, loss fetched every step), torch pinned to one thread, on
+  minibatches drawn uniformly with replacement like bcjax's; a second row adds
+  the homework's own sampler (a permutation of the whole buffer per step).
+  Needs the `bench` extra (torch==2.13.0); skipped with a notice without it.
+- JAX per step: one jitted update per Python call (bcjax --per_step_updates).
+- JAX scan: the iteration's updates fused in one lax.scan (bcjax's default).
+- JAX vmap K seeds: the scan vmapped over K independent seeds (--num_seeds K);
+  steps/s per seed and in total.
+
+    python benchmarks/bench_update.py [--rounds 7] [--seeds 8] [--cpu_threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import _common
+import numpy as np
+
+SIZES = {"Ant": (111, 8), "Hopper": (11, 3)}
+BUFFER_ROWS = 20_000  # about the buffer of a default 10-iteration DAgger run
+
+
+def make_data(obs_dim: int, act_dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    obs = rng.standard_normal((BUFFER_ROWS, obs_dim)).astype(np.float32)
+    acs = np.tanh(obs @ rng.standard_normal((obs_dim, act_dim)) / np.sqrt(obs_dim)).astype(np.float32)
+    return obs, acs
+
+
+def torch_variants(obs: np.ndarray, acs: np.ndarray, steps: int, lr: float) -> dict:
+    """The homework's per-step loop: sample a minibatch on the host, MLPPolicySL.update, loss to numpy."""
+    import itertools
+
+    import torch
+    from torch import distributions, nn
+
+    torch.set_num_threads(1)  # 2 threads on a busy 2-core machine collapse to ~20 steps/s (MEASUREMENTS.md)
+    ob_dim, ac_dim = obs.shape[1], acs.shape[1]
+
+    class MLPPolicySL(nn.Module):  # CS285 hw1 policies/MLP_policy.py, solved
+        def __init__(self) -> None:
+            super().__init__()
+            layers: list[nn.Module] = []
+            size_in = ob_dim
+            for _ in range(2):
+                layers += [nn.Linear(size_in, 64), nn.Tanh()]
+                size_in = 64
+            self.mean_net = nn.Sequential(*layers, nn.Linear(size_in, ac_dim))
+            self.logstd = nn.Parameter(torch.zeros(ac_dim, dtype=torch.float32))
+            self.optimizer = torch.optim.Adam(itertools.chain([self.logstd], self.mean_net.parameters()), lr)
+
+        def forward(self, observation: torch.Tensor) -> distributions.Normal:
+            return distributions.Normal(self.mean_net(observation), torch.exp(self.logstd))
+
+        def update(self, observations: np.ndarray, actions: np.ndarray) -> dict:
+            self.optimizer.zero_grad()
+            dist = self.forward(torch.from_numpy(observations).float())
+            loss = -dist.log_prob(torch.from_numpy(actions).float()).sum(-1).mean()
+            loss.backward()
+            self.optimizer.step()
+            return {"Training Loss": loss.to("cpu").detach().numpy()}
+
+    torch.manual_seed(0)
+    policy = MLPPolicySL()
+    rng = np.random.default_rng(0)
+
+    def uniform() -> float:
+        def loop() -> None:
+            for _ in range(steps):
+                idx = rng.integers(0, len(obs), 100)
+                policy.update(obs[idx], acs[idx])
+        return steps / _common.timed(loop)
+
+    def homework_sampler() -> float:
+        def loop() -> None:
+            for _ in range(steps):
+                idx = np.random.permutation(len(obs))[:100]  # ReplayBuffer.sample_random_data
+                policy.update(obs[idx], acs[idx])
+        return steps / _common.timed(loop)
+
+    return {"PyTorch per step (homework update)": uniform,
+            "PyTorch per step, homework sampler": homework_sampler}
+
+
+def jax_variants(obs: np.ndarray, acs: np.ndarray, steps: int, lr: float, seeds: int) -> tuple[dict, dict]:
+    """bcjax's trainers, each compiled ahead (compile seconds returned separately)."""
+    import jax
+    import jax.numpy as jnp
+
+    from bcjax.policy import MLPPolicy
+    from bcjax.update import compile_trainer, create_train_states
+
+    policy = MLPPolicy(act_dim=acs.shape[1])
+    variants, compile_s = {}, {}
+    for name, k, per_step in (("JAX per step (jit)", 1, True), ("JAX scan", 1, False),
+                              (f"JAX vmap {seeds} seeds (scan)", seeds, False)):
+        keys = jax.random.split(jax.random.PRNGKey(0), k)
+        state = {"s": create_train_states(policy, keys, obs.shape[1], lr)}
+        dev_obs = jnp.asarray(np.broadcast_to(obs, (k, *obs.shape)))
+        dev_acs = jnp.asarray(np.broadcast_to(acs, (k, *acs.shape)))
+        sizes = jnp.full((k,), len(obs), jnp.int32)
+        t = time.perf_counter()
+        trainer = compile_trainer(policy, 100, steps, state["s"], keys, dev_obs, dev_acs, sizes, per_step=per_step)
+        compile_s[name] = time.perf_counter() - t
+
+        def run(trainer=trainer, state=state, keys=keys, dev_obs=dev_obs, dev_acs=dev_acs, sizes=sizes, k=k) -> float:
+            def call() -> None:
+                state["s"], losses = trainer(state["s"], keys, dev_obs, dev_acs, sizes)
+                losses.block_until_ready()
+            return k * steps / _common.timed(call)
+
+        run()  # first call: allocations, caches
+        variants[name] = run
+    return variants, compile_s
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=1000, help="updates per timed call (an iteration's worth)")
+    p.add_argument("--torch_steps", type=int, default=500, help="updates per timed PyTorch run")
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--seeds", type=int, default=8)
+    p.add_argument("--cpu_threads", type=int, default=0, help="size JAX's CPU thread pool (0: JAX's default)")
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/update[_cpuN].json)")
+    args = p.parse_args()
+    if args.cpu_threads:
+        from bcjax.perf import limit_cpu_threads
+
+        limit_cpu_threads(args.cpu_threads)
+    try:
+        import torch  # noqa: F401
+        have_torch = True
+    except ImportError:
+        have_torch = False
+        print("torch is not installed: skipping the PyTorch reference (pip install torch==2.13.0, the `bench` extra)")
+
+    lr = 5e-3
+    results = []
+    for task, (obs_dim, act_dim) in SIZES.items():
+        obs, acs = make_data(obs_dim, act_dim)
+        variants, compile_s = jax_variants(obs, acs, args.steps, lr, args.seeds)
+        if have_torch:
+            variants = {**torch_variants(obs, acs, args.torch_steps, lr), **variants}
+        rates = _common.interleaved(variants, args.rounds)
+        torch_rate = _common.median(rates["PyTorch per step (homework update)"]) if have_torch else None
+        for name, rs in rates.items():
+            total = _common.median(rs)
+            k = args.seeds if "vmap" in name else 1
+            results.append({"task": task, "obs_dim": obs_dim, "act_dim": act_dim, "variant": name, "seeds": k,
+                            "steps_per_s_total": total, "steps_per_s_per_seed": total / k, "rounds": rs,
+                            "compile_s": compile_s.get(name), "vs_torch": total / torch_rate if torch_rate else None})
+
+    print(f"\nGradient steps/s, batch 100, 2x64 tanh MLP (medians of {args.rounds} interleaved rounds; "
+          f"JAX CPU threads: {args.cpu_threads or 'default'})\n")
+    rows = [[r["task"], f'{r["obs_dim"]}->{r["act_dim"]}', r["variant"], r["steps_per_s_total"],
+             r["steps_per_s_per_seed"], "" if r["compile_s"] is None else f'{r["compile_s"]:.2f}',
+             "" if r["vs_torch"] is None else f'{r["vs_torch"]:.1f}x'] for r in results]
+    _common.print_table(["task", "sizes", "variant", "steps/s total", "steps/s per seed", "compile s", "vs torch"],
+                        rows)
+    summary = {}
+    for task in SIZES:
+        by = {r["variant"]: r for r in results if r["task"] == task}
+        scan, vm = by["JAX scan"], by[f"JAX vmap {args.seeds} seeds (scan)"]
+        summary[task] = {"scan_vs_torch": scan["vs_torch"],
+                         "vmap_total_vs_one_seed": vm["steps_per_s_total"] / scan["steps_per_s_total"]}
+        print(f"{task}: scan = {scan['vs_torch'] and round(scan['vs_torch'], 1)}x torch (target >= 20x); "
+              f"{args.seeds} seeds vmapped = {summary[task]['vmap_total_vs_one_seed']:.2f}x one seed's total "
+              f"(target >= 1.5x)")
+    suffix = f"_cpu{args.cpu_threads}" if args.cpu_threads else ""
+    _common.write_json(args.out or _common.RESULTS / f"update{suffix}.json",
+                       {"benchmark": "update", "machine": _common.machine(), "args": vars(args),
+                        "results": results, "summary": summary})
+
+
+if __name__ == "__main__":
+    main()
