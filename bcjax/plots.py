@@ -192,8 +192,9 @@ def _numeric(value: object) -> float | None:
 
 
 def plot_hparam(runs: list[Run], hparam: str, out: str | Path, metric: str = "Eval_AverageReturn",
-                title: str | None = None) -> Path:
-    """`metric` at the final iteration vs `hparam` (a config field), one line per task and algorithm."""
+                title: str | None = None, split_by: str | None = None) -> Path:
+    """`metric` at the final iteration vs `hparam` (a config field), one line per task and algorithm
+    (and per value of the config field `split_by`, if given)."""
     from matplotlib.figure import Figure
 
     if not runs:
@@ -205,18 +206,20 @@ def plot_hparam(runs: list[Run], hparam: str, out: str | Path, metric: str = "Ev
                          f"numeric ones: {', '.join(numeric)}")
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.subplots()
-    lines: dict[tuple[str, str], dict[float, list[Run]]] = defaultdict(lambda: defaultdict(list))
+    lines: dict[tuple[str, str, str], dict[float, list[Run]]] = defaultdict(lambda: defaultdict(list))
     for r in runs:
-        lines[(r.env, str(r.config.get("algo", "?")))][_numeric(r.config[hparam])].append(r)
-    xs_all = []
-    for (env, algo), points in sorted(lines.items()):
+        split = f" {split_by}={r.config.get(split_by)}" if split_by else ""
+        lines[(r.env, str(r.config.get("algo", "?")), split)][_numeric(r.config[hparam])].append(r)
+    xs_all, experts_drawn = [], set()
+    for (env, algo, split), points in sorted(lines.items()):
         xs = sorted(points)
         stats = [final_value(points[x], metric) for x in xs]
         ax.errorbar(xs, [m for m, _ in stats], yerr=[e for _, e in stats], marker="o", capsize=3,
-                    label=f"{'DAgger' if algo == 'dagger' else 'BC'} {env}")
+                    label=f"{'DAgger' if algo == 'dagger' else 'BC'} {env}{split}")
         xs_all += xs
         expert = expert_return([r for rs in points.values() for r in rs])
-        if expert is not None and metric.endswith("AverageReturn"):
+        if expert is not None and metric.endswith("AverageReturn") and env not in experts_drawn:
+            experts_drawn.add(env)
             ax.axhline(expert, linestyle=":", color="black", label=f"expert {env}: {expert:.0f}")
     if min(xs_all) > 0 and max(xs_all) / min(xs_all) >= 30:
         ax.set_xscale("log")
@@ -237,12 +240,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="PNG path (default: returns.png, or <hparam>.png with --hparam)")
     p.add_argument("--metric", default="Eval_AverageReturn", help="metric to plot (default Eval_AverageReturn)")
     p.add_argument("--hparam", default=None, help="plot the final metric against this config field instead")
+    p.add_argument("--split_by", default=None, help="with --hparam: one line per value of this config field")
     p.add_argument("--title", default=None)
     args = p.parse_args(argv)
     try:
         runs = find_runs(args.run_dirs)
         if args.hparam:
-            out = plot_hparam(runs, args.hparam, args.out or f"{args.hparam}.png", args.metric, args.title)
+            out = plot_hparam(runs, args.hparam, args.out or f"{args.hparam}.png", args.metric, args.title,
+                              args.split_by)
         else:
             out = plot_learning_curves(runs, args.out or "returns.png", args.metric, args.title)
     except BcjaxError as e:

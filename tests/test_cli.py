@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_expert_dict, write_pickle
 
 from bcjax.cli import main
 from bcjax.logger import METRICS, read_metrics
-from conftest import make_expert_dict, write_pickle
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,6 +4,7 @@ import pickle
 
 import numpy as np
 import pytest
+from conftest import cs285_file, make_expert_dict, write_pickle
 
 from bcjax.envs import make_env
 from bcjax.errors import BcjaxError
@@ -11,7 +12,6 @@ from bcjax.expert import load_expert
 from bcjax.expert_data import load_expert_data
 from bcjax.rollout import sample_n_trajectories
 from bcjax.safe_pickle import load_pickle
-from conftest import cs285_file, make_expert_dict, write_pickle
 
 
 def numpy_forward(d: dict, obs: np.ndarray) -> np.ndarray:
