@@ -36,16 +36,25 @@ def run(cfg: Config) -> int:
     from bcjax.logger import RunLogger, make_run_dir, write_config
     from bcjax.train_loop import check_expert, check_expert_data, train
 
-    if cfg.expert_policy_file is None:
-        raise BcjaxError("no expert policy: pass --expert_policy_file PATH (a CS285 expert .pkl)")
-    if cfg.expert_data is None:
-        raise BcjaxError("no expert data: pass --expert_data PATH (CS285 expert data .pkl)")
-    expert = load_expert(cfg.expert_policy_file)
-    paths = load_expert_data(cfg.expert_data)
     # Check the task and the files against each other before a run directory exists.
     env = make_env(cfg.env_name)
     info = env_info(env)
     env.close()
+    if cfg.expert_policy_file is None:  # the expert bcjax ships for the task (config.json records the path)
+        from bcjax.experts import bundled_expert_path
+
+        cfg = cfg.replace(expert_policy_file=str(bundled_expert_path(cfg.env_name)))
+        print(f"expert policy: bundled {cfg.expert_policy_file}")
+    expert = load_expert(cfg.expert_policy_file)
+    if cfg.expert_data is None:  # roll the expert out once; cached under the logdir
+        import numpy as np
+
+        from bcjax.experts import cached_expert_data
+
+        check_expert(expert, info, np.zeros((1, info.obs_dim), np.float32))
+        cfg = cfg.replace(expert_data=str(cached_expert_data(
+            expert, cfg.expert_policy_file, cfg.env_name, cfg.logdir, cfg.seed, cfg.ep_len)))
+    paths = load_expert_data(cfg.expert_data)
     check_expert_data(paths, info)
     check_expert(expert, info, paths[0]["observation"].astype("float32"))
     purge_step = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -54,3 +55,18 @@ def save_expert_data(paths: list[Trajectory], path: str | Path) -> None:
     with tmp.open("wb") as f:
         pickle.dump([{k: np.asarray(v) for k, v in p.items()} for p in paths], f)
     tmp.replace(path)
+
+
+def collect_expert_paths(expert: Callable[[np.ndarray], np.ndarray], env_name: str, n_traj: int, seed: int,
+                         ep_len: int | None = None) -> list[Trajectory]:
+    """Roll the expert's mean action out for exactly `n_traj` episodes of `env_name` (CS285 format)."""
+    from bcjax.envs import env_info, make_env
+    from bcjax.rollout import sample_n_trajectories
+
+    if n_traj <= 0:
+        raise BcjaxError(f"the number of expert trajectories must be positive, got {n_traj}")
+    env = make_env(env_name, seed)
+    try:
+        return sample_n_trajectories(env, expert, n_traj, ep_len or env_info(env).max_episode_steps)
+    finally:
+        env.close()

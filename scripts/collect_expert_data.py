@@ -1,0 +1,58 @@
+"""Roll an expert out and write CS285-format expert data; prints the mean return.
+
+    python scripts/collect_expert_data.py --env_name Hopper-v4 --n_traj 2 --output expert_data_Hopper-v4.pkl
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bcjax.errors import BcjaxError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="collect_expert_data.py", description=__doc__.split("\n")[0])
+    a = p.add_argument
+    a("--env_name", "-env", default="Hopper-v4", help="gymnasium task id")
+    a("--expert_policy_file", "-epf", default=None, help="CS285 expert .pkl (default: the bundled expert for the task)")
+    a("--n_traj", type=int, default=2, help="number of whole episodes")
+    a("--ep_len", type=int, default=None, help="max episode length (default: the task's)")
+    a("--seed", type=int, default=1)
+    a("--output", "-o", default=None, help="output .pkl (default data/expert_data/expert_data_<env>.pkl)")
+    a("--no_save", action="store_true", help="only report the returns (evaluate an expert)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        ns = build_parser().parse_args(argv)
+        if ns.n_traj <= 0 or (ns.ep_len is not None and ns.ep_len <= 0):
+            raise BcjaxError("--n_traj and --ep_len must be positive")
+        import numpy as np
+
+        from bcjax.expert import load_expert
+        from bcjax.expert_data import collect_expert_paths, save_expert_data
+        from bcjax.experts import bundled_expert_path
+
+        epf = ns.expert_policy_file or bundled_expert_path(ns.env_name)
+        paths = collect_expert_paths(load_expert(epf), ns.env_name, ns.n_traj, ns.seed, ns.ep_len)
+        returns = np.array([p["reward"].sum() for p in paths])
+        lengths = [len(p["reward"]) for p in paths]
+        print(f"{ns.env_name}: {len(paths)} trajectories, {sum(lengths)} steps, "
+              f"return {returns.mean():.1f} ± {returns.std():.1f} (min {returns.min():.1f}, max {returns.max():.1f})")
+        if not ns.no_save:
+            out = Path(ns.output or f"data/expert_data/expert_data_{ns.env_name}.pkl")
+            save_expert_data(paths, out)
+            print(f"wrote {out}")
+        return 0
+    except BcjaxError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
