@@ -1,0 +1,130 @@
+"""SAC: the tanh-Gaussian log-probability, critic learning, the exact CS285 export, and train_expert.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bcjax.checkpoint import checkpoint_steps
+from bcjax.expert import load_expert, save_expert
+from bcjax.sac import (
+    SACConfig,
+    create_sac_state,
+    deterministic_action,
+    empty_buffer,
+    export_cs285,
+    host_act,
+    host_actor_params,
+    sample_action,
+    train_chunk,
+)
+from bcjax.safe_pickle import load_pickle
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _state(obs_dim=3, low=(-2.0,), high=(2.0,), hidden=(32, 32), seed=0, **kw):
+    return create_sac_state(jax.random.PRNGKey(seed), obs_dim, np.array(low), np.array(high),
+                            SACConfig(hidden=hidden, **kw))
+
+
+def test_log_prob_matches_change_of_variables():
+    state = _state(obs_dim=4, low=(-1.0, -1.0), high=(1.0, 1.0))
+    obs = jax.random.normal(jax.random.PRNGKey(1), (5, 4))
+    key = jax.random.PRNGKey(2)
+    act, logp = sample_action(state.actor, state.actor.params, obs, key, state.act_scale, state.act_bias)
+    # Independent: Gaussian density of u = atanh(a), divided by |da/du| = 1 - a^2, in float64.
+    mean, log_std = (np.asarray(x, np.float64) for x in state.actor.apply_fn({"params": state.actor.params}, obs))
+    a = np.asarray(act, np.float64)
+    u = np.arctanh(a)
+    std = np.exp(log_std)
+    want = np.sum(-0.5 * ((u - mean) / std) ** 2 - np.log(std * np.sqrt(2 * np.pi)) - np.log(1 - a**2), -1)
+    np.testing.assert_allclose(np.asarray(logp), want, rtol=1e-3, atol=1e-3)
+
+
+def test_few_hundred_updates_reduce_critic_loss():
+    """Pendulum transitions from random actions: the critic's TD loss falls over 300 fused updates."""
+    env = gym.make("Pendulum-v1")
+    obs, _ = env.reset(seed=0)
+    env.action_space.seed(0)
+    rows = {k: [] for k in ("observation", "action", "reward", "next_observation", "done")}
+    for _ in range(2000):
+        act = env.action_space.sample()
+        nxt, r, term, trunc, _ = env.step(act)
+        for k, v in zip(rows, (obs, act, r, nxt, float(term))):
+            rows[k].append(v)
+        obs = env.reset()[0] if term or trunc else nxt
+    rows = {k: np.asarray(v, np.float32) for k, v in rows.items()}
+    state = _state(hidden=(64, 64))
+    buffer = empty_buffer(4096, 3, 1)
+    losses = []
+    for i in range(6):  # the first call also inserts all rows; later ones insert nothing new
+        chunk = rows if i == 0 else {k: v[:0] for k, v in rows.items()}
+        state, buffer, m, _ = train_chunk(state, buffer, chunk, np.int32(0), np.int32(2000), n_updates=50,
+                                          batch_size=128, gamma=0.99, tau=0.005, target_entropy=-1.0)
+        losses.append(float(m["critic_loss"]))
+    assert int(state.step) == 300
+    assert np.all(np.isfinite(losses))
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_export_reproduces_mean_action_exactly(tmp_path):
+    state = _state(obs_dim=5, low=(-2.0, 0.0), high=(2.0, 1.0), hidden=(16, 8), seed=3)
+    obs = np.random.default_rng(0).normal(0, 2, (64, 5)).astype(np.float32)
+    path = tmp_path / "expert.pkl"
+    save_expert(export_cs285(state, obs), path)
+
+    raw = load_pickle(path, "expert policy", "--expert_policy_file")
+    assert raw["nonlin_type"] == "tanh"
+    assert sorted(raw["GaussianPolicy"]["hidden"]["FeedforwardNet"]) == ["layer_0", "layer_2", "layer_4"]
+    expert = load_expert(path)
+    want = np.asarray(deterministic_action(state, jnp.asarray(obs)))
+    np.testing.assert_allclose(expert(obs), want, atol=2e-6)
+    # The numpy actor used while training acts with the same mean action.
+    np.testing.assert_allclose(host_act(host_actor_params(state), obs, None), want, atol=2e-6)
+    # Scaled bounds: the second action lies in [0, 1].
+    assert np.all(want[:, 1] >= 0) and np.all(want[:, 1] <= 1)
+
+
+def test_train_expert_runs_checkpoints_and_resumes(tmp_path, capsys):
+    mod = _script("train_expert")
+    logdir = tmp_path / "run"
+    args = ["--env_name", "Pendulum-v1", "--hidden", "16", "16", "--batch_size", "64", "--start_steps", "200",
+            "--chunk", "50", "--eval_every", "200", "--eval_episodes", "1", "--ckpt_every", "200",
+            "--buffer_size", "5000", "--logdir", str(logdir), "--no_gpu"]
+    assert mod.main(args + ["--total_steps", "400"]) == 0
+    assert checkpoint_steps(logdir / "checkpoints") == [200, 400]
+    assert mod.main(args + ["--total_steps", "400"]) == 2  # refuses to overwrite a run
+    assert "--resume" in capsys.readouterr().err
+    assert mod.main(args + ["--total_steps", "600", "--resume"]) == 0
+    assert "resumed" in capsys.readouterr().out
+    rows = [json.loads(line) for line in (logdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["Train_EnvstepsSoFar"] for r in rows] == [200, 400, 600]
+    assert "critic_loss" in rows[-1]
+    assert checkpoint_steps(logdir / "checkpoints")[-1] == 600
+    assert load_expert(logdir / "expert.pkl").act_dim == 1
+
+
+def test_train_expert_bad_input_is_one_line(tmp_path, capsys):
+    mod = _script("train_expert")
+    assert mod.main(["--env_name", "Pendulum-v1", "--logdir", str(tmp_path / "x"), "--resume", "--no_gpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --resume: no checkpoint") and "\n" not in err
+    assert mod.main(["--env_name", "CartPole-v1", "--logdir", str(tmp_path / "y"), "--no_gpu"]) == 2
+    assert "needs Box" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        mod.main(["--chunk"])
