@@ -1,0 +1,89 @@
+"""The experts bcjax ships, expert data collection, and the zero-flag default run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bcjax.cli import main as train_main
+from bcjax.envs import env_info, make_env
+from bcjax.errors import BcjaxError
+from bcjax.expert import load_expert
+from bcjax.expert_data import collect_expert_paths, load_expert_data
+from bcjax.experts import bundled_expert_path, bundled_records
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORDS = bundled_records()
+
+
+def test_bundled_records_are_complete():
+    assert {"Hopper-v4", "HalfCheetah-v4"} <= set(RECORDS)
+    for env_name, rec in RECORDS.items():
+        for key in ("command", "seed", "env_steps", "wall_time_s", "return_mean", "return_std", "eval_episodes"):
+            assert key in rec, (env_name, key)
+        assert rec["eval_episodes"] >= 10
+        path = bundled_expert_path(env_name)
+        assert path.is_file() and path.stat().st_size < 1_000_000
+        expert = load_expert(path)
+        env = make_env(env_name)
+        info = env_info(env)
+        assert (expert.obs_dim, expert.act_dim) == (info.obs_dim, info.act_dim)
+
+
+@pytest.mark.parametrize("env_name", sorted(RECORDS))
+def test_bundled_expert_reaches_its_recorded_return(env_name):
+    paths = collect_expert_paths(load_expert(bundled_expert_path(env_name)), env_name, n_traj=2, seed=1)
+    mean = np.mean([p["reward"].sum() for p in paths])
+    assert mean >= 0.9 * RECORDS[env_name]["return_mean"], (mean, RECORDS[env_name]["return_mean"])
+
+
+def test_no_bundled_expert_is_one_line_error_naming_the_tasks():
+    with pytest.raises(BcjaxError) as e:
+        bundled_expert_path("Humanoid-v4")
+    msg = str(e.value)
+    assert "Humanoid-v4" in msg and "Hopper-v4" in msg and "--expert_policy_file" in msg and "\n" not in msg
+
+
+def test_task_without_bundled_expert_fails_cleanly(tmp_path, capsys):
+    rc = train_main(["--env_name", "Pendulum-v1", "--logdir", str(tmp_path), "--video_log_freq", "-1"])
+    assert rc == 2
+    assert capsys.readouterr().err.startswith("error: no bundled expert for Pendulum-v1")
+
+
+def test_collect_expert_data_script(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("collect", ROOT / "scripts" / "collect_expert_data.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "data.pkl"
+    assert mod.main(["--env_name", "Hopper-v4", "--n_traj", "2", "--ep_len", "30", "--output", str(out)]) == 0
+    paths = load_expert_data(out)
+    assert [len(p["reward"]) for p in paths] == [30, 30]
+    assert all(p["terminal"][-1] == 1 for p in paths)
+    printed = capsys.readouterr().out
+    assert f"return {np.mean([p['reward'].sum() for p in paths]):.1f}" in printed
+
+
+def test_zero_flag_dagger_run_end_to_end(tmp_path, capsys):
+    """`train.py --algo dagger` with no expert flags (shrunk): bundled expert, expert data collected and cached."""
+    small = ["--algo", "dagger", "--n_iter", "2", "--num_agent_train_steps_per_iter", "20", "--batch_size", "100",
+             "--eval_batch_size", "100", "--ep_len", "100", "--video_log_freq", "-1", "--logdir", str(tmp_path),
+             "--quiet"]
+    assert train_main(small) == 0
+    out = capsys.readouterr().out
+    assert "expert policy: bundled" in out and "expert data: collected 2 trajectories" in out
+    cached = list((tmp_path / "expert_data").glob("*.pkl"))
+    assert len(cached) == 1
+    run_dir = next(tmp_path.glob("q2_*"))
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert Path(cfg["expert_policy_file"]) == bundled_expert_path(cfg["env_name"])
+    assert Path(cfg["expert_data"]) == cached[0]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    data_return = np.mean([p["reward"].sum() for p in load_expert_data(cached[0])])
+    assert rows[0]["Initial_DataCollection_AverageReturn"] == pytest.approx(data_return)
+    assert train_main(small) == 0  # the second run reuses the cached data
+    assert "expert data: reusing" in capsys.readouterr().out
