@@ -69,7 +69,10 @@ def print_table(headers: list[str], rows: list[list[object]]) -> None:
     """A Markdown table (pastes into the README as is)."""
     cells = [[_fmt(c) for c in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
-    line = lambda vals: "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths)) + " |"
+
+    def line(vals: list[str]) -> str:
+        return "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths)) + " |"
+
     print(line(headers))
     print("| " + " | ".join("-" * w for w in widths) + " |")
     for r in cells:

@@ -14,7 +14,7 @@ sizes (111 -> 8) and Hopper sizes (11 -> 3):
 - JAX vmap K seeds: the scan vmapped over K independent seeds (--num_seeds K);
   steps/s per seed and in total.
 
-    python benchmarks/bench_update.py [--rounds 7] [--seeds 8] [--cpu_threads 1]
+    python benchmarks/bench_update.py [--rounds 7] [--seeds 8] [--cpu_threads 0]
 """
 
 from __future__ import annotations
@@ -27,6 +27,26 @@ import numpy as np
 
 SIZES = {"Ant": (111, 8), "Hopper": (11, 3)}
 BUFFER_ROWS = 20_000  # about the buffer of a default 10-iteration DAgger run
+BATCH, HIDDEN = 100, 64
+
+
+def flops_per_step(obs_dim: int, act_dim: int) -> int:
+    """Matmul FLOPs of one update: forward, weight gradients, and input gradients below the first layer."""
+    i, h, a = obs_dim, HIDDEN, act_dim
+    return 2 * BATCH * (2 * i * h + 3 * h * h + 3 * h * a)
+
+
+def matmul_peak_gflops() -> float:
+    """What JAX's CPU pool reaches on a large float32 matmul: the ceiling for the updates."""
+    import jax
+    import jax.numpy as jnp
+
+    n = 1024
+    x = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    f(x).block_until_ready()
+    seconds = min(_common.timed(lambda: f(x).block_until_ready()) for _ in range(20))
+    return 2 * n**3 / seconds / 1e9
 
 
 def make_data(obs_dim: int, act_dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -129,8 +149,9 @@ def main() -> None:
     p.add_argument("--torch_steps", type=int, default=500, help="updates per timed PyTorch run")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--seeds", type=int, default=8)
-    p.add_argument("--cpu_threads", type=int, default=0, help="size JAX's CPU thread pool (0: JAX's default)")
-    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/update[_cpuN].json)")
+    p.add_argument("--cpu_threads", type=int, default=1,
+                   help="JAX's CPU thread pool, as the CLI sets it (default 1; 0: JAX's default, all cores)")
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/update_cpu<N>.json)")
     args = p.parse_args()
     if args.cpu_threads:
         from bcjax.perf import limit_cpu_threads
@@ -157,15 +178,17 @@ def main() -> None:
             k = args.seeds if "vmap" in name else 1
             results.append({"task": task, "obs_dim": obs_dim, "act_dim": act_dim, "variant": name, "seeds": k,
                             "steps_per_s_total": total, "steps_per_s_per_seed": total / k, "rounds": rs,
+                            "gflops": total * flops_per_step(obs_dim, act_dim) / 1e9,
                             "compile_s": compile_s.get(name), "vs_torch": total / torch_rate if torch_rate else None})
 
+    peak = matmul_peak_gflops()
     print(f"\nGradient steps/s, batch 100, 2x64 tanh MLP (medians of {args.rounds} interleaved rounds; "
-          f"JAX CPU threads: {args.cpu_threads or 'default'})\n")
+          f"JAX CPU threads: {args.cpu_threads or 'all'}; JAX 1024^2 matmul: {peak:.0f} GFLOP/s)\n")
     rows = [[r["task"], f'{r["obs_dim"]}->{r["act_dim"]}', r["variant"], r["steps_per_s_total"],
-             r["steps_per_s_per_seed"], "" if r["compile_s"] is None else f'{r["compile_s"]:.2f}',
+             r["steps_per_s_per_seed"], f'{r["gflops"]:.1f}', "" if r["compile_s"] is None else f'{r["compile_s"]:.2f}',
              "" if r["vs_torch"] is None else f'{r["vs_torch"]:.1f}x'] for r in results]
-    _common.print_table(["task", "sizes", "variant", "steps/s total", "steps/s per seed", "compile s", "vs torch"],
-                        rows)
+    _common.print_table(["task", "sizes", "variant", "steps/s total", "steps/s per seed", "matmul GFLOP/s",
+                         "compile s", "vs torch"], rows)
     summary = {}
     for task in SIZES:
         by = {r["variant"]: r for r in results if r["task"] == task}
@@ -175,9 +198,9 @@ def main() -> None:
         print(f"{task}: scan = {scan['vs_torch'] and round(scan['vs_torch'], 1)}x torch (target >= 20x); "
               f"{args.seeds} seeds vmapped = {summary[task]['vmap_total_vs_one_seed']:.2f}x one seed's total "
               f"(target >= 1.5x)")
-    suffix = f"_cpu{args.cpu_threads}" if args.cpu_threads else ""
-    _common.write_json(args.out or _common.RESULTS / f"update{suffix}.json",
+    _common.write_json(args.out or _common.RESULTS / f"update_cpu{args.cpu_threads}.json",
                        {"benchmark": "update", "machine": _common.machine(), "args": vars(args),
+                        "matmul_peak_gflops": peak,
                         "results": results, "summary": summary})
 
 
