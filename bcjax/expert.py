@@ -133,34 +133,41 @@ def load_expert(path: str | Path, flag: str = "--expert_policy_file") -> ExpertP
     return ExpertPolicy(params=params, nonlin=nonlin, log_std=log_std)
 
 
-def tanh_squashed_to_cs285(hidden: Sequence[tuple[np.ndarray, np.ndarray]], mean_layer: tuple[np.ndarray, np.ndarray],
-                           act_scale: np.ndarray, act_bias: np.ndarray, log_std: np.ndarray) -> dict[str, Any]:
-    """A CS285 expert dict whose mean action is exactly tanh(mean_layer(tanh MLP(obs))) * scale + bias.
-
-    The CS285 format has a linear output, so the squashing is represented as one
-    more tanh hidden layer (the mean head) followed by `out` = diag(scale), bias.
-    The observation standardizer is the identity.
-    """
-    obs_dim = hidden[0][0].shape[0] if hidden else mean_layer[0].shape[0]
-    layers = [*hidden, mean_layer]
+def mlp_to_cs285(hidden: Sequence[tuple[np.ndarray, np.ndarray]], out: tuple[np.ndarray, np.ndarray],
+                 log_std: np.ndarray, nonlin: str = "tanh") -> dict[str, Any]:
+    """A CS285 expert dict for the MLP obs -> nonlin hidden layers -> linear `out`, with an
+    identity observation standardizer (the loader then computes exactly this network)."""
+    if nonlin not in NONLINEARITIES:
+        raise BcjaxError(f"the CS285 format supports nonlinearities {sorted(NONLINEARITIES)}, not {nonlin!r}")
+    obs_dim = (hidden[0] if hidden else out)[0].shape[0]
 
     def affine(w: np.ndarray, b: np.ndarray) -> dict:
         return {"AffineLayer": {"W": np.asarray(w, np.float32), "b": np.asarray(b, np.float32).reshape(1, -1)}}
 
-    scale = np.asarray(act_scale, np.float32).reshape(-1)
     return {
-        "nonlin_type": "tanh",
+        "nonlin_type": nonlin,
         "GaussianPolicy": {
             # The loader's std is sqrt(meansq - mean^2) + 1e-6: this meansq makes it exactly 1.
             "obsnorm": {"Standardizer": {"mean_1_D": np.zeros((1, obs_dim)),
                                          "meansq_1_D": np.full((1, obs_dim), (1 - 1e-6) ** 2),
                                          "count": np.asarray(0.0)}},
             # CS285 names hidden layers layer_0, layer_2, ... (odd indices were the nonlinearities).
-            "hidden": {"FeedforwardNet": {f"layer_{2 * i}": affine(w, b) for i, (w, b) in enumerate(layers)}},
-            "out": affine(np.diag(scale), act_bias),
+            "hidden": {"FeedforwardNet": {f"layer_{2 * i}": affine(w, b) for i, (w, b) in enumerate(hidden)}},
+            "out": affine(*out),
             "logstdevs_1_Da": np.asarray(log_std, np.float64).reshape(1, -1),
         },
     }
+
+
+def tanh_squashed_to_cs285(hidden: Sequence[tuple[np.ndarray, np.ndarray]], mean_layer: tuple[np.ndarray, np.ndarray],
+                           act_scale: np.ndarray, act_bias: np.ndarray, log_std: np.ndarray) -> dict[str, Any]:
+    """A CS285 expert dict whose mean action is exactly tanh(mean_layer(tanh MLP(obs))) * scale + bias.
+
+    The CS285 format has a linear output, so the squashing is represented as one
+    more tanh hidden layer (the mean head) followed by `out` = diag(scale), bias.
+    """
+    scale = np.diag(np.asarray(act_scale, np.float32).reshape(-1))
+    return mlp_to_cs285([*hidden, mean_layer], (scale, act_bias), log_std, "tanh")
 
 
 def save_expert(data: dict[str, Any], path: str | Path) -> None:
