@@ -225,15 +225,17 @@ def train(cfg: Config, expert: Expert, expert_paths: list[Trajectory],
                 logger.log_iteration(itr, dict(per_seed))
             timings["logging"] += time.time() - t
 
-        # 4. Video of seed 0: the iteration's data source (the expert at iteration 0) and the updated
-        # policy. Its own seeds, so a run with video has the same metrics as one without.
+        # 4. Video of seed 0: the policy that collected this iteration's data (none at iteration 0,
+        # which loads expert data, as in CS285) and the updated policy. Its own seeds, so a run with
+        # video has the same metrics as one without.
         if video is not None and itr % cfg.video_log_freq == 0:
             t = time.time()
             key0 = roll_keys[0]
             noise = np.random.default_rng(_env_seed(key0, VIDEO_NOISE))
-            train_actor = expert if itr == 0 else host_actor(policy, _seed_params(collect_params, 0), noise)
+            if itr > 0:
+                video.log(itr, "train", host_actor(policy, _seed_params(collect_params, 0), noise),
+                          _env_seed(key0, VIDEO_TRAIN))
             eval_actor = host_actor(policy, _seed_params(params_host, 0), None if cfg.deterministic_eval else noise)
-            video.log(itr, "train", train_actor, _env_seed(key0, VIDEO_TRAIN))
             video.log(itr, "eval", eval_actor, _env_seed(key0, VIDEO_EVAL))
             timings["video"] += time.time() - t
 
