@@ -90,14 +90,14 @@ def split(wall: float, rss: float, times: dict, out: str) -> dict:
 
 def torch_worker(env_name: str, logdir: str) -> None:
     """The CS285 hw1 DAgger loop (run_hw1.py -> RL_Trainer -> MLPPolicySL), homework defaults."""
-    import itertools
     import pickle
 
     import gymnasium as gym
     import numpy as np
     import torch
     from tensorboardX import SummaryWriter
-    from torch import distributions, nn
+    from torch import nn
+    from torch_homework import MLPPolicySL, from_numpy, to_numpy
 
     from bcjax.envs import TASK_KWARGS  # gymnasium only; the task's kwargs, as the homework sets them
 
@@ -107,12 +107,6 @@ def torch_worker(env_name: str, logdir: str) -> None:
     np.random.seed(1)
     timings = dict.fromkeys(("collection", "relabel", "training", "evaluation", "logging"), 0.0)
     expert_file, data_file = FILES[env_name]
-
-    def from_numpy(x: np.ndarray) -> torch.Tensor:  # cs285.infrastructure.pytorch_util
-        return torch.from_numpy(x).float()
-
-    def to_numpy(t: torch.Tensor) -> np.ndarray:
-        return t.to("cpu").detach().numpy()
 
     class LoadedGaussianPolicy(nn.Module):  # cs285/policies/loaded_gaussian_policy.py: the expert, in torch
         def __init__(self, path: Path) -> None:
@@ -145,34 +139,6 @@ def torch_worker(env_name: str, logdir: str) -> None:
             obs = obs if obs.ndim > 1 else obs[None]
             with torch.no_grad():
                 return to_numpy(self(from_numpy(obs.astype(np.float32))))
-
-    class MLPPolicySL(nn.Module):  # cs285/policies/MLP_policy.py, solved
-        def __init__(self, ac_dim: int, ob_dim: int) -> None:
-            super().__init__()
-            layers: list[nn.Module] = []
-            size_in = ob_dim
-            for _ in range(2):
-                layers += [nn.Linear(size_in, 64), nn.Tanh()]
-                size_in = 64
-            self.mean_net = nn.Sequential(*layers, nn.Linear(size_in, ac_dim))
-            self.logstd = nn.Parameter(torch.zeros(ac_dim, dtype=torch.float32))
-            self.optimizer = torch.optim.Adam(itertools.chain([self.logstd], self.mean_net.parameters()), 5e-3)
-
-        def forward(self, observation: torch.Tensor) -> distributions.Normal:
-            return distributions.Normal(self.mean_net(observation), torch.exp(self.logstd))
-
-        def get_action(self, obs: np.ndarray) -> np.ndarray:
-            observation = obs if obs.ndim > 1 else obs[None]
-            with torch.no_grad():
-                return to_numpy(self(from_numpy(observation.astype(np.float32))).sample())
-
-        def update(self, observations: np.ndarray, actions: np.ndarray) -> dict:
-            self.optimizer.zero_grad()
-            dist = self.forward(from_numpy(observations))
-            loss = -dist.log_prob(from_numpy(actions)).sum(-1).mean()
-            loss.backward()
-            self.optimizer.step()
-            return {"Training Loss": to_numpy(loss)}
 
     def sample_trajectory(env, policy, max_path_length: int) -> dict:  # cs285/infrastructure/utils.py
         ob, _ = env.reset()

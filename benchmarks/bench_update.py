@@ -58,39 +58,12 @@ def make_data(obs_dim: int, act_dim: int, seed: int = 0) -> tuple[np.ndarray, np
 
 def torch_variants(obs: np.ndarray, acs: np.ndarray, steps: int, lr: float) -> dict:
     """The homework's per-step loop: sample a minibatch on the host, MLPPolicySL.update, loss to numpy."""
-    import itertools
-
     import torch
-    from torch import distributions, nn
+    from torch_homework import MLPPolicySL
 
     torch.set_num_threads(1)  # 2 threads on a busy 2-core machine collapse to ~20 steps/s (MEASUREMENTS.md)
-    ob_dim, ac_dim = obs.shape[1], acs.shape[1]
-
-    class MLPPolicySL(nn.Module):  # CS285 hw1 policies/MLP_policy.py, solved
-        def __init__(self) -> None:
-            super().__init__()
-            layers: list[nn.Module] = []
-            size_in = ob_dim
-            for _ in range(2):
-                layers += [nn.Linear(size_in, 64), nn.Tanh()]
-                size_in = 64
-            self.mean_net = nn.Sequential(*layers, nn.Linear(size_in, ac_dim))
-            self.logstd = nn.Parameter(torch.zeros(ac_dim, dtype=torch.float32))
-            self.optimizer = torch.optim.Adam(itertools.chain([self.logstd], self.mean_net.parameters()), lr)
-
-        def forward(self, observation: torch.Tensor) -> distributions.Normal:
-            return distributions.Normal(self.mean_net(observation), torch.exp(self.logstd))
-
-        def update(self, observations: np.ndarray, actions: np.ndarray) -> dict:
-            self.optimizer.zero_grad()
-            dist = self.forward(torch.from_numpy(observations).float())
-            loss = -dist.log_prob(torch.from_numpy(actions).float()).sum(-1).mean()
-            loss.backward()
-            self.optimizer.step()
-            return {"Training Loss": loss.to("cpu").detach().numpy()}
-
     torch.manual_seed(0)
-    policy = MLPPolicySL()
+    policy = MLPPolicySL(acs.shape[1], obs.shape[1], lr)
     rng = np.random.default_rng(0)
 
     def uniform() -> float:
