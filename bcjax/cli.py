@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 from bcjax.config import Config, parse_config
-from bcjax.errors import BcjaxError
+from bcjax.errors import run_script
 
 
 def _select_device(cfg: Config) -> None:
@@ -80,7 +79,7 @@ def run(cfg: Config) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
+    def body() -> int:
         cfg = parse_config(argv)
         if cfg.resume:
             from bcjax.saved_run import explicit_flags, resume_config
@@ -88,9 +87,5 @@ def main(argv: list[str] | None = None) -> int:
             cfg = resume_config(cfg.resume, explicit_flags(argv))
         _select_device(cfg)
         return run(cfg)
-    except BcjaxError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: the run directory keeps what was logged so far", file=sys.stderr)
-        return 130
+
+    return run_script(body, "interrupted: the run directory keeps what was logged so far")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bcjax.errors import BcjaxError
+from bcjax.errors import BcjaxError, run_script
 
 
 @dataclass
@@ -110,14 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def body() -> int:
         if args.no_gpu:
             import jax
 
             jax.config.update("jax_platforms", "cpu")
         r = evaluate_run(args.run_dir, args.step, args.episodes, args.sample, args.seed, args.seed_index, args.video)
-    except BcjaxError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(format_result(args.run_dir, r, args.sample))
-    return 0
+        print(format_result(args.run_dir, r, args.sample))
+        return 0
+
+    return run_script(body)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bcjax.errors import BcjaxError
+from bcjax.errors import BcjaxError, run_script
 from bcjax.logger import read_metrics
 
 
@@ -233,7 +233,6 @@ def plot_hparam(runs: list[Run], hparam: str, out: str | Path, metric: str = "Ev
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
-    import sys
 
     p = argparse.ArgumentParser(prog="plot.py", description="Plot bcjax runs (PNG).")
     p.add_argument("run_dirs", nargs="+", help="run directories, or folders of run directories")
@@ -243,15 +242,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split_by", default=None, help="with --hparam: one line per value of this config field")
     p.add_argument("--title", default=None)
     args = p.parse_args(argv)
-    try:
+
+    def body() -> int:
         runs = find_runs(args.run_dirs)
         if args.hparam:
             out = plot_hparam(runs, args.hparam, args.out or f"{args.hparam}.png", args.metric, args.title,
                               args.split_by)
         else:
             out = plot_learning_curves(runs, args.out or "returns.png", args.metric, args.title)
-    except BcjaxError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {out} ({len(runs)} run(s))")
-    return 0
+        print(f"wrote {out} ({len(runs)} run(s))")
+        return 0
+
+    return run_script(body)

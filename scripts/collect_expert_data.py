@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bcjax.errors import BcjaxError
+from bcjax.errors import BcjaxError, run_script
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,31 +27,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def collect(argv: list[str] | None) -> int:
+    ns = build_parser().parse_args(argv)
+    if ns.n_traj <= 0 or (ns.ep_len is not None and ns.ep_len <= 0):
+        raise BcjaxError("--n_traj and --ep_len must be positive")
+    import numpy as np
+
+    from bcjax.expert import load_expert
+    from bcjax.expert_data import collect_expert_paths, save_expert_data
+    from bcjax.experts import bundled_expert_path
+
+    epf = ns.expert_policy_file or bundled_expert_path(ns.env_name)
+    paths = collect_expert_paths(load_expert(epf), ns.env_name, ns.n_traj, ns.seed, ns.ep_len)
+    returns = np.array([p["reward"].sum() for p in paths])
+    lengths = [len(p["reward"]) for p in paths]
+    print(f"{ns.env_name}: {len(paths)} trajectories, {sum(lengths)} steps, "
+          f"return {returns.mean():.1f} ± {returns.std():.1f} (min {returns.min():.1f}, max {returns.max():.1f})")
+    if not ns.no_save:
+        out = Path(ns.output or f"data/expert_data/expert_data_{ns.env_name}.pkl")
+        save_expert_data(paths, out)
+        print(f"wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    try:
-        ns = build_parser().parse_args(argv)
-        if ns.n_traj <= 0 or (ns.ep_len is not None and ns.ep_len <= 0):
-            raise BcjaxError("--n_traj and --ep_len must be positive")
-        import numpy as np
-
-        from bcjax.expert import load_expert
-        from bcjax.expert_data import collect_expert_paths, save_expert_data
-        from bcjax.experts import bundled_expert_path
-
-        epf = ns.expert_policy_file or bundled_expert_path(ns.env_name)
-        paths = collect_expert_paths(load_expert(epf), ns.env_name, ns.n_traj, ns.seed, ns.ep_len)
-        returns = np.array([p["reward"].sum() for p in paths])
-        lengths = [len(p["reward"]) for p in paths]
-        print(f"{ns.env_name}: {len(paths)} trajectories, {sum(lengths)} steps, "
-              f"return {returns.mean():.1f} ± {returns.std():.1f} (min {returns.min():.1f}, max {returns.max():.1f})")
-        if not ns.no_save:
-            out = Path(ns.output or f"data/expert_data/expert_data_{ns.env_name}.pkl")
-            save_expert_data(paths, out)
-            print(f"wrote {out}")
-        return 0
-    except BcjaxError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_script(lambda: collect(argv))
 
 
 if __name__ == "__main__":

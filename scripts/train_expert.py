@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bcjax.errors import BcjaxError
+from bcjax.errors import BcjaxError, run_script
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -234,19 +234,15 @@ def train(ns: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
+    def body() -> int:
         ns = build_parser().parse_args(argv)
         check_args(ns)
         if ns.no_gpu:
             os.environ["JAX_PLATFORMS"] = "cpu"
         train(ns)
         return 0
-    except BcjaxError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: continue with --resume from the last checkpoint", file=sys.stderr)
-        return 130
+
+    return run_script(body, "interrupted: continue with --resume from the last checkpoint")
 
 
 if __name__ == "__main__":
