@@ -67,20 +67,13 @@ def check_args(ns: argparse.Namespace) -> None:
 
 def evaluate(env, host_params: dict, episodes: int) -> list[float]:
     """Returns of `episodes` episodes of the deterministic policy."""
-    import numpy as np
+    from functools import partial
 
+    from bcjax.rollout import sample_n_trajectories
     from bcjax.sac import host_act
 
-    returns = []
-    for _ in range(episodes):
-        obs, _ = env.reset()
-        total, done = 0.0, False
-        while not done:
-            obs, r, term, trunc, _ = env.step(host_act(host_params, np.asarray(obs, np.float32)[None], None)[0])
-            total += float(r)
-            done = term or trunc
-        returns.append(total)
-    return returns
+    paths = sample_n_trajectories(env, partial(host_act, host_params, rng=None), episodes, env.spec.max_episode_steps)
+    return [float(p["reward"].sum()) for p in paths]
 
 
 def train(ns: argparse.Namespace) -> dict:
