@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from bcjax.config import Config, parse_config
-from bcjax.errors import run_script
+from bcjax.errors import BcjaxError, run_script
 
 
 def _select_device(cfg: Config) -> None:
@@ -15,6 +18,22 @@ def _select_device(cfg: Config) -> None:
         os.environ["JAX_PLATFORMS"] = "cpu"
     else:
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", str(cfg.which_gpu))
+
+
+def check_expert_return(expert: Callable[[np.ndarray], np.ndarray], cfg: Config, paths: list[dict]) -> None:
+    """One episode of the expert before training: far below its data's return means it does not fit the task
+    (another task version, another observation layout), and a student would learn from it in silence."""
+    from bcjax.expert_data import collect_expert_paths
+
+    data_return = float(np.mean([p["reward"].sum() for p in paths]))
+    (ep,) = collect_expert_paths(expert, cfg.env_name, 1, cfg.seed, cfg.ep_len)
+    got = float(ep["reward"].sum())
+    print(f"expert check: one episode returns {got:.1f} in {len(ep['reward'])} steps (expert data: {data_return:.1f})")
+    if got < data_return - 0.5 * abs(data_return) and not cfg.allow_weak_expert:
+        raise BcjaxError(
+            f"the expert returns {got:.1f} on {cfg.env_name}, under half of its data's {data_return:.1f}: it does not "
+            "fit this task (another task version or observation layout?); use the matching --env_name or expert, "
+            "or pass --allow_weak_expert to train anyway")
 
 
 def run(cfg: Config) -> int:
@@ -33,29 +52,41 @@ def run(cfg: Config) -> int:
     from bcjax.expert import load_expert
     from bcjax.expert_data import load_expert_data
     from bcjax.logger import RunLogger, make_run_dir, write_config
+    from bcjax.obs_layout import describe_input
     from bcjax.train_loop import check_expert, check_expert_data, train
 
     # Check the task and the files against each other before a run directory exists.
     env = make_env(cfg.env_name)
     info = env_info(env)
     env.close()
-    if cfg.expert_policy_file is None:  # the expert bcjax ships for the task (config.json records the path)
-        from bcjax.experts import bundled_expert_path
+    if cfg.expert_policy_file is None and cfg.expert_data is not None:
+        if cfg.is_dagger:  # a bundled expert would relabel another expert's data: refuse the silent mix
+            raise BcjaxError("DAgger relabels with the expert that made --expert_data: give that expert with "
+                             "--expert_policy_file (the bundled experts are other policies)")
+        expert = None  # BC learns from the data alone
+        print("expert policy: none (BC from --expert_data only)")
+    else:
+        if cfg.expert_policy_file is None:  # the expert bcjax ships for the task (config.json records the path)
+            from bcjax.experts import bundled_expert_path
 
-        cfg = cfg.replace(expert_policy_file=str(bundled_expert_path(cfg.env_name)))
-        print(f"expert policy: bundled {cfg.expert_policy_file}")
-    expert = load_expert(cfg.expert_policy_file)
+            cfg = cfg.replace(expert_policy_file=str(bundled_expert_path(cfg.env_name)))
+            print(f"expert policy: bundled {cfg.expert_policy_file}")
+        expert = load_expert(cfg.expert_policy_file).for_task(cfg.env_name)
+        note = describe_input(cfg.env_name, info.obs_dim, expert.obs_dim)
+        if note:
+            print(f"expert input: {note}")
+        check_expert(expert, info, np.zeros((1, info.obs_dim), np.float32))
     if cfg.expert_data is None:  # roll the expert out once; cached under the logdir
-        import numpy as np
-
         from bcjax.experts import cached_expert_data
 
-        check_expert(expert, info, np.zeros((1, info.obs_dim), np.float32))
         cfg = cfg.replace(expert_data=str(cached_expert_data(
             expert, cfg.expert_policy_file, cfg.env_name, cfg.logdir, cfg.seed, cfg.ep_len)))
-    paths = load_expert_data(cfg.expert_data)
-    check_expert_data(paths, info)
-    check_expert(expert, info, paths[0]["observation"].astype("float32"))
+        paths = load_expert_data(cfg.expert_data)
+    else:
+        paths = load_expert_data(cfg.expert_data)
+        check_expert_data(paths, info)
+        if expert is not None and not cfg.resume:
+            check_expert_return(expert, cfg, paths)
     purge_step = None
     if cfg.resume:  # same directory; metrics after the saved iteration are logged again
         from bcjax.saved_run import resume_iteration, truncate_metrics

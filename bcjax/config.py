@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from bcjax.envs import VECTOR_MODES
 from bcjax.errors import BcjaxError
-from bcjax.policy import ACTIVATIONS
+from bcjax.policy import ACTIVATIONS, INITS
 
 # The zero-flag run's task: with the bundled (SAC) Ant expert, BC from its 2 trajectories stays far
 # below the expert and DAgger climbs to ~90% of it in 10 iterations (the bundled Hopper and
@@ -33,6 +33,7 @@ class Config:
     n_layers: int = 2
     size: int = 64
     activation: str = "tanh"
+    init: str = "torch"
     learning_rate: float = 5e-3
     video_log_freq: int = 5
     scalar_log_freq: int = 1
@@ -49,6 +50,7 @@ class Config:
     deterministic_eval: bool = False
     per_step_updates: bool = False
     quiet: bool = False
+    allow_weak_expert: bool = False
     resume: str | None = None
 
     @property
@@ -62,42 +64,49 @@ class Config:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="train.py",
-        description="Behavioral Cloning and DAgger (CS285 hw1) in JAX/Flax.",
+        description="Behavioral Cloning and DAgger (CS285 hw1) in JAX/Flax. 'Training Loss' is the Gaussian "
+                    "negative log-likelihood of the expert's actions: it goes below 0 as the policy's sigma shrinks "
+                    "('Policy_Std*' and 'Training MSE' are logged beside it).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     a = p.add_argument
-    a("--algo", choices=["bc", "dagger"], default=None, help="bc (one iteration) or dagger (default: bc)")
+    a("--algo", choices=["bc", "dagger"], default=None, help="bc (one iteration) or dagger; unset: bc")
     a("--do_dagger", action="store_true", help="same as --algo dagger")
-    a("--expert_policy_file", "-epf", default=None, help="CS285 expert .pkl (default: the bundled expert for the task)")
-    a("--expert_data", "-ed", default=None, help="CS285 expert data .pkl (default: collected from the expert)")
-    a("--env_name", "-env", default=DEFAULT_ENV, help=f"gymnasium task id (default {DEFAULT_ENV})")
+    a("--expert_policy_file", "-epf", default=None, help="CS285 expert .pkl; unset: the bundled expert for the task")
+    a("--expert_data", "-ed", default=None, help="CS285 expert data .pkl; unset: collected from the expert")
+    a("--env_name", "-env", default=DEFAULT_ENV, help="gymnasium task id")
     a("--exp_name", "-exp", default="run", help="name in the run directory")
-    a("--ep_len", type=int, default=None, help="max episode length (default: the task's max_episode_steps)")
-    a("--num_agent_train_steps_per_iter", type=int, default=1000)
-    a("--n_iter", "-n", type=int, default=None, help=f"iterations (bc: 1; dagger default {DEFAULT_DAGGER_ITERS})")
+    a("--ep_len", type=int, default=None, help="max episode length; unset: the task's max_episode_steps")
+    a("--num_agent_train_steps_per_iter", type=int, default=1000, help="gradient steps per iteration")
+    a("--n_iter", "-n", type=int, default=None, help=f"iterations; unset: 1 for bc, {DEFAULT_DAGGER_ITERS} for dagger")
     a("--batch_size", type=int, default=1000, help="env steps collected per DAgger iteration")
     a("--eval_batch_size", type=int, default=1000, help="env steps of evaluation per iteration")
     a("--train_batch_size", type=int, default=100, help="minibatch size of each update")
-    a("--n_layers", type=int, default=2)
-    a("--size", type=int, default=64)
-    a("--activation", choices=sorted(ACTIVATIONS), default="tanh")
-    a("--learning_rate", "-lr", type=float, default=5e-3)
+    a("--n_layers", type=int, default=2, help="hidden layers of the policy")
+    a("--size", type=int, default=64, help="units per hidden layer")
+    a("--activation", choices=sorted(ACTIVATIONS), default="tanh", help="hidden-layer activation")
+    a("--init", choices=INITS, default="torch",
+      help="layer initialisation: torch (the homework's nn.Linear: uniform in ±1/sqrt(fan_in)) or flax (lecun-normal, zero bias)")
+    a("--learning_rate", "-lr", type=float, default=5e-3, help="Adam step size")
     a("--video_log_freq", type=int, default=5, help="iterations between videos; -1 disables")
     a("--scalar_log_freq", type=int, default=1, help="iterations between evaluations/logs; -1 disables")
-    a("--no_gpu", action="store_true", help="run JAX on the CPU")
-    a("--which_gpu", type=int, default=0)
-    a("--max_replay_buffer_size", type=int, default=1_000_000)
+    a("--no_gpu", "-ngpu", action="store_true", help="run JAX on the CPU")
+    a("--which_gpu", type=int, default=0, help="GPU index (sets CUDA_VISIBLE_DEVICES)")
+    a("--max_replay_buffer_size", type=int, default=1_000_000, help="ring buffer capacity (rows)")
     a("--save_params", action="store_true", help="checkpoint the policy after every iteration")
-    a("--seed", type=int, default=1)
+    a("--seed", type=int, default=1, help="seed of the run; seed index k of --num_seeds uses fold_in(PRNGKey(seed), k)")
     a("--logdir", default="data", help="root of the run directories")
     a("--num_seeds", type=int, default=1, help="independent policies trained side by side (vmapped)")
     a("--num_envs", type=int, default=1, help="vector environments for collection and evaluation")
     a("--vector_mode", choices=VECTOR_MODES, default="auto",
       help="sync: one process; async: a process per env; auto: async only with a core per env to spare")
     a("--cpu_threads", type=int, default=1,
-      help="threads of JAX's CPU pool (default 1: faster for small nets on a small shared CPU; 0: all cores)")
+      help="threads of JAX's CPU pool (1 is faster for small nets on a small shared CPU; 0: all cores)")
     a("--deterministic_eval", action="store_true", help="evaluate the mean action instead of sampling")
     a("--per_step_updates", action="store_true", help="one jitted call per update instead of one fused scan")
     a("--quiet", action="store_true", help="no progress bars")
+    a("--allow_weak_expert", action="store_true",
+      help="train even when the expert's check episode returns under half of its data's return")
     a("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
     return p
 

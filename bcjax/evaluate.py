@@ -18,16 +18,18 @@ class EvalResult:
     env_name: str
     returns: np.ndarray  # (seeds, episodes)
     lengths: np.ndarray  # (seeds, episodes)
+    sampled: bool  # sampled actions (else the mean action)
     video: Path | None = None
 
 
-def evaluate_run(run_dir: str | Path, step: int | None = None, episodes: int = 10, sample: bool = False,
+def evaluate_run(run_dir: str | Path, step: int | None = None, episodes: int = 10, sample: bool | None = None,
                  seed: int = 0, seed_index: int | None = None, video: str | Path | None = None) -> EvalResult:
     """Run `episodes` episodes of each saved seed's policy (or only `seed_index`).
 
     Episode i of every seed starts from the env reset with `seed` (then the env's
     own stream), so seeds are compared on the same starts. `video` re-runs the
-    first evaluated episode with rendering and writes it as an mp4.
+    first evaluated episode with rendering and writes it as an mp4. `sample` None: as the run's own
+    evaluation did (sampled actions unless it trained with --deterministic_eval).
     """
     from bcjax.envs import make_env
     from bcjax.policy import host_actor
@@ -42,6 +44,8 @@ def evaluate_run(run_dir: str | Path, step: int | None = None, episodes: int = 1
         raise BcjaxError(f"--seed_index {seed_index} out of range: the run trained {k_seeds} seed(s)")
     indices = range(k_seeds) if seed_index is None else [seed_index]
     env_name, ep_len = saved.meta["env_name"], int(saved.meta["ep_len"])
+    if sample is None:
+        sample = not saved.meta.get("config", {}).get("deterministic_eval", False)
 
     def actor_for(k: int):
         rng = np.random.default_rng([seed, k]) if sample else None
@@ -74,15 +78,15 @@ def evaluate_run(run_dir: str | Path, step: int | None = None, episodes: int = 1
             if renv is not None:
                 renv.close()
     return EvalResult(saved.iteration, env_name, np.asarray(returns, np.float64), np.asarray(lengths, np.float64),
-                      video_path)
+                      sample, video_path)
 
 
 def _stats(x: np.ndarray) -> str:
     return f"{x.mean():.1f} ± {x.std():.1f}  (min {x.min():.1f}, max {x.max():.1f})"
 
 
-def format_result(run_dir: str | Path, r: EvalResult, sample: bool) -> str:
-    mode = "sampled actions" if sample else "mean actions"
+def format_result(run_dir: str | Path, r: EvalResult) -> str:
+    mode = "sampled actions" if r.sampled else "mean actions"
     n_seeds, n_eps = r.returns.shape
     lines = [f"{run_dir}: iteration {r.iteration}, {r.env_name}, {n_eps} episodes x {n_seeds} seed(s), {mode}"]
     if n_seeds > 1:
@@ -100,7 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="a run directory (data/q2_...) with checkpoints/")
     p.add_argument("--step", type=int, default=None, help="checkpoint iteration (default: the latest)")
     p.add_argument("--episodes", type=int, default=10, help="episodes per seed (default 10)")
-    p.add_argument("--sample", action="store_true", help="sample actions (default: the mean action)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--sample", action="store_true", default=None,
+                      help="sample actions (default: as the run's training evaluation did; sampled unless --deterministic_eval)")
+    mode.add_argument("--mean_action", dest="sample", action="store_false", help="evaluate the mean action")
     p.add_argument("--seed", type=int, default=0, help="env/noise seed of the evaluation (default 0)")
     p.add_argument("--seed_index", type=int, default=None, help="only this one of the run's --num_seeds policies")
     p.add_argument("--video", default=None, metavar="OUT.mp4", help="also render the first episode to this mp4")
@@ -117,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
             jax.config.update("jax_platforms", "cpu")
         r = evaluate_run(args.run_dir, args.step, args.episodes, args.sample, args.seed, args.seed_index, args.video)
-        print(format_result(args.run_dir, r, args.sample))
+        print(format_result(args.run_dir, r))
         return 0
 
     return run_script(body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import re
 from collections.abc import Callable, Sequence
@@ -15,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bcjax.errors import BcjaxError
+from bcjax.obs_layout import obs_map
 from bcjax.safe_pickle import as_array, load_pickle
 
 NONLINEARITIES: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -48,6 +50,7 @@ class ExpertPolicy:
     params: dict[str, Any]
     nonlin: str
     log_std: np.ndarray
+    task: str | None = None  # set by `for_task`: observations of this task go through its v4-layout map
 
     @property
     def obs_dim(self) -> int:
@@ -59,10 +62,17 @@ class ExpertPolicy:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_fn", jax.jit(partial(expert_mean_action, nonlin=self.nonlin)))
+        object.__setattr__(self, "_map", obs_map(self.task) if self.task else None)
+
+    def for_task(self, env_name: str) -> "ExpertPolicy":
+        """This expert reading `env_name`'s observations (mapped to the v4 layout where a v5 task changed it)."""
+        return dataclasses.replace(self, task=env_name)
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         """Mean actions for a (B, obs_dim) batch; obs of another size is padded or truncated."""
         obs = np.asarray(obs, np.float32)
+        if self._map is not None:
+            obs = self._map(obs)
         if obs.shape[0] <= 1:
             return np.asarray(self._fn(self.params, obs))
         out = []

@@ -21,6 +21,8 @@ METRICS = (
     "Eval_AverageReturn", "Eval_StdReturn", "Eval_MaxReturn", "Eval_MinReturn", "Eval_AverageEpLen",
     "Train_AverageReturn", "Train_StdReturn", "Train_MaxReturn", "Train_MinReturn", "Train_AverageEpLen",
     "Train_EnvstepsSoFar", "TimeSinceStart", "Training Loss", "Initial_DataCollection_AverageReturn",
+    # bcjax's own, beside the NLL (continuous actions only): the mean-action MSE on the last minibatch and sigma.
+    "Training MSE", "Policy_StdMean", "Policy_StdMin", "Policy_StdMax",
 )
 
 
@@ -76,12 +78,14 @@ class RunLogger:
         self.writer = writer_class(str(self.run_dir), flush_secs=10, purge_step=purge_step)
         self.print = print_fn
 
-    def log_iteration(self, itr: int, per_seed: dict[str, list[float]]) -> dict:
-        """Log one iteration; returns the JSONL row (means across seeds plus per-seed lists)."""
+    def log_iteration(self, itr: int, per_seed: dict[str, list[float]], extra: dict | None = None) -> dict:
+        """Log one iteration; returns the JSONL row (means across seeds plus per-seed lists, and `extra`,
+        e.g. every evaluation episode's return, as given)."""
         row: dict = {"Iteration": itr}
         for name, values in per_seed.items():
             row[name] = float(np.mean(values))
         row["per_seed"] = {k: [float(x) for x in v] for k, v in per_seed.items()}
+        row.update(extra or {})
         with (self.run_dir / "metrics.jsonl").open("a") as f:
             f.write(json.dumps(row) + "\n")
         self._append_csv(itr, per_seed)

@@ -7,6 +7,11 @@ import jax
 from bcjax.policy import MLPPolicy, Params, log_prob
 
 
-def nll_loss(policy: MLPPolicy, params: Params, obs: jax.Array, act: jax.Array) -> jax.Array:
-    """Negative log-likelihood of the expert actions: summed over action dims, averaged over the batch."""
-    return -log_prob(policy, params, obs, act).mean()
+def nll_loss(policy: MLPPolicy, params: Params, obs: jax.Array, act: jax.Array,
+             weight: jax.Array | None = None) -> jax.Array:
+    """Negative log-likelihood of the expert actions: summed over action dims, averaged over the batch
+    (over the rows of nonzero `weight`, when a minibatch holds padding rows)."""
+    nll = -log_prob(policy, params, obs, act)
+    if weight is None:
+        return nll.mean()
+    return (nll * weight).sum() / weight.sum()

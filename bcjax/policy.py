@@ -39,6 +39,24 @@ NP_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
+INITS = ("torch", "flax")
+
+
+def _dense(features: int, fan_in: int, init: str, name: str) -> nn.Dense:
+    """A Dense layer initialised as the homework's `nn.Linear` ("torch": weights and biases uniform in
+    ±1/sqrt(fan_in)) or with flax's defaults ("flax": lecun-normal weights, zero biases)."""
+    if init == "flax":
+        return nn.Dense(features, name=name)
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def bias_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    # variance_scaling(1/3, fan_in, uniform) is uniform in ±sqrt(3 * (1/3) / fan_in) = ±1/sqrt(fan_in).
+    return nn.Dense(features, name=name, kernel_init=nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
+                    bias_init=bias_init)
+
+
 class MLPPolicy(nn.Module):
     """`n_layers` hidden layers of `size` units, identity output: the action mean (or logits)."""
 
@@ -47,13 +65,14 @@ class MLPPolicy(nn.Module):
     size: int = 64
     activation: str = "tanh"
     discrete: bool = False
+    init_scheme: str = "torch"  # INITS
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
         x = obs
         for i in range(self.n_layers):
-            x = ACTIVATIONS[self.activation](nn.Dense(self.size, name=f"hidden_{i}")(x))
-        out = nn.Dense(self.act_dim, name="out")(x)
+            x = ACTIVATIONS[self.activation](_dense(self.size, x.shape[-1], self.init_scheme, f"hidden_{i}")(x))
+        out = _dense(self.act_dim, x.shape[-1], self.init_scheme, "out")(x)
         if not self.discrete:
             self.param("log_std", nn.initializers.zeros, (self.act_dim,))
         return out

@@ -52,19 +52,19 @@ def sample_trajectory(env: gym.Env, actor: Actor, ep_len: int, render: bool = Fa
 
 def sample_trajectories(env: gym.Env | gym.vector.VectorEnv, actor: Actor, min_steps: int,
                         ep_len: int) -> tuple[list[Trajectory], int]:
-    """Whole episodes until at least `min_steps` env steps; returns them and the step count.
+    """Whole episodes until at least `min_steps` env steps; returns them and the env steps taken (with a
+    vector env, also those of the episodes launched and then dropped).
 
     Episode j is kept iff episodes 0..j-1 hold fewer than `min_steps` steps; a
     vector env keeps exactly the same episodes by that rule (see `_sample_vector`).
     """
     if isinstance(env, gym.vector.VectorEnv):
-        paths = _sample_vector(env, actor, min_steps, ep_len)
-    else:
-        paths, steps = [], 0
-        while steps < min_steps:
-            paths.append(sample_trajectory(env, actor, ep_len))
-            steps += len(paths[-1]["reward"])
-    return paths, sum(len(p["reward"]) for p in paths)
+        return _sample_vector(env, actor, min_steps, ep_len)
+    paths, steps = [], 0
+    while steps < min_steps:
+        paths.append(sample_trajectory(env, actor, ep_len))
+        steps += len(paths[-1]["reward"])
+    return paths, steps
 
 
 class _Episode:
@@ -77,7 +77,7 @@ class _Episode:
         self.last_ob: np.ndarray | None = None  # set when the episode ends
 
 
-def _sample_vector(venv: gym.vector.VectorEnv, actor: Actor, min_steps: int, ep_len: int) -> list[Trajectory]:
+def _sample_vector(venv: gym.vector.VectorEnv, actor: Actor, min_steps: int, ep_len: int) -> tuple[list[Trajectory], int]:
     """`sample_trajectories` on N envs stepped together, one batched actor call per vector step.
 
     Episodes are numbered in launch order (env index order when several envs
@@ -92,7 +92,7 @@ def _sample_vector(venv: gym.vector.VectorEnv, actor: Actor, min_steps: int, ep_
     if mode != gym.vector.AutoresetMode.NEXT_STEP:
         raise ValueError(f"vector rollouts expect gymnasium's next-step autoreset, got autoreset_mode={mode}")
     if min_steps <= 0:
-        return []
+        return [], 0
     n = venv.num_envs
     episodes: list[_Episode] = []
     slots: list[_Episode | None] = [None] * n  # the episode each env is recording; None: idle
@@ -130,7 +130,7 @@ def _sample_vector(venv: gym.vector.VectorEnv, actor: Actor, min_steps: int, ep_
             kept_steps += len(episodes[kept].rews)
             kept += 1
         if kept_steps >= min_steps:
-            return [_trajectory(e.obs, e.acs, e.rews, e.last_ob, []) for e in episodes[:kept]]
+            return [_trajectory(e.obs, e.acs, e.rews, e.last_ob, []) for e in episodes[:kept]], recorded
         # Envs freed by an autoreset this step start their episode from next_ob; capped ones need a reset.
         launch(np.flatnonzero(resetting))
         if capped.any() and recorded < min_steps:

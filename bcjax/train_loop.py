@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -91,11 +91,28 @@ def _env_seed(key: jax.Array, tag: int) -> int:
 ENV_COLLECT, ENV_EVAL, VIDEO_TRAIN, VIDEO_EVAL, VIDEO_NOISE = range(5)  # tags of _env_seed
 
 
+def seed_index_keys(seed: int, num_seeds: int) -> jax.Array:
+    """The root key of each of a run's seeds: seed index k of `--seed S` is fold_in(PRNGKey(S), k), so runs
+    with different --seed never share a stream (PRNGKey(S + k) made --seed 1's index 1 equal --seed 2)."""
+    root = jax.random.PRNGKey(seed)
+    return jnp.stack([jax.random.fold_in(root, k) for k in range(num_seeds)])
+
+
+def fit_stats(params_host: Any, train_metrics: dict[str, np.ndarray], discrete: bool) -> dict[str, np.ndarray]:
+    """Per seed: the policy's sigma (mean, min, max over action dims) and the last minibatch's mean-action MSE,
+    so a collapsing sigma behind a falling (negative) NLL is visible."""
+    if discrete:
+        return {}
+    std = np.exp(np.asarray(params_host["params"]["log_std"], np.float64))  # (K, act_dim)
+    return {"Training MSE": np.asarray(train_metrics["mse"])[:, -1], "Policy_StdMean": std.mean(axis=1),
+            "Policy_StdMin": std.min(axis=1), "Policy_StdMax": std.max(axis=1)}
+
+
 def _seed_params(params_host: object, k: int) -> object:
     return jax.tree.map(lambda x: x[k], params_host)
 
 
-def train(cfg: Config, expert: Expert, expert_paths: list[Trajectory],
+def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
           logger: RunLogger | None = None) -> RunResult:
     """Run BC (one iteration) or DAgger (`cfg.n_iter`) for `cfg.num_seeds` seeds.
 
@@ -109,15 +126,17 @@ def train(cfg: Config, expert: Expert, expert_paths: list[Trajectory],
     info_env = make_env(cfg.env_name)
     info = env_info(info_env)
     info_env.close()
-    envs = [make_env(cfg.env_name, seed=cfg.seed + k) if cfg.num_envs == 1
-            else make_vector_env(cfg.env_name, cfg.num_envs, cfg.vector_mode, seed=cfg.seed + k) for k in range(k_seeds)]
+    # No seed here: every phase reseeds its env from the seed's key stream.
+    envs = [make_env(cfg.env_name) if cfg.num_envs == 1 else make_vector_env(cfg.env_name, cfg.num_envs, cfg.vector_mode)
+            for _ in range(k_seeds)]
     ep_len = cfg.ep_len or info.max_episode_steps
     check_expert_data(expert_paths, info)
-    check_expert(expert, info, expert_paths[0]["observation"].astype(np.float32))
+    if expert is not None:
+        check_expert(expert, info, expert_paths[0]["observation"].astype(np.float32))
 
     policy = MLPPolicy(act_dim=info.act_dim, n_layers=cfg.n_layers, size=cfg.size,
-                       activation=cfg.activation, discrete=info.discrete)
-    seed_keys = jnp.stack([jax.random.PRNGKey(cfg.seed + k) for k in range(k_seeds)])
+                       activation=cfg.activation, discrete=info.discrete, init_scheme=cfg.init)
+    seed_keys = seed_index_keys(cfg.seed, k_seeds)
     init_keys, loop_keys = jnp.moveaxis(jax.vmap(jax.random.split)(seed_keys), 1, 0)
     states = create_train_states(policy, init_keys, info.obs_dim, cfg.learning_rate)
 
@@ -132,7 +151,8 @@ def train(cfg: Config, expert: Expert, expert_paths: list[Trajectory],
                                shape((k_seeds, capacity, info.obs_dim), jnp.float32),
                                shape((k_seeds, capacity, *act_shape), act_dtype), shape((k_seeds,), jnp.int32),
                                per_step=cfg.per_step_updates)
-    expert(expert_paths[0]["observation"][:2].astype(np.float32))
+    if expert is not None:
+        expert(expert_paths[0]["observation"][:2].astype(np.float32))
 
     initial_return = float(np.mean([p["reward"].sum() for p in expert_paths]))
     envsteps = np.zeros(k_seeds, np.int64)
@@ -171,7 +191,7 @@ def train(cfg: Config, expert: Expert, expert_paths: list[Trajectory],
                 for k in range(k_seeds):
                     actor = progress.counting(host_actor(policy, _seed_params(params_host, k), rngs[k]), tick)
                     envs[k].reset(seed=_env_seed(roll_keys[k], ENV_COLLECT))
-                    paths, steps = sample_trajectories(envs[k], actor, cfg.batch_size, ep_len)
+                    paths, steps = sample_trajectories(envs[k], actor, cfg.batch_size, ep_len)  # steps: all taken
                     envsteps[k] += steps
                     paths_per_seed.append(paths)
         timings["collection"] += time.time() - t
@@ -192,8 +212,9 @@ def train(cfg: Config, expert: Expert, expert_paths: list[Trajectory],
         acs = jnp.asarray(np.stack([b.arrays["action"] for b in buffers]))
         sizes = jnp.asarray([len(b) for b in buffers], jnp.int32)
         with progress.phase(f"itr {itr} train", cfg.num_agent_train_steps_per_iter) as tick:
-            states, losses = train_fn(states, train_keys, obs, acs, sizes)
-            loss_history.append(np.asarray(losses))
+            states, train_metrics = train_fn(states, train_keys, obs, acs, sizes)
+            train_metrics = jax.device_get(train_metrics)
+            loss_history.append(np.asarray(train_metrics["loss"]))
             tick(cfg.num_agent_train_steps_per_iter)  # one fused call: the bar completes when it returns
         last_loss = loss_history[-1][:, -1]
         timings["training"] += time.time() - t
@@ -202,10 +223,12 @@ def train(cfg: Config, expert: Expert, expert_paths: list[Trajectory],
 
         # 3. Evaluate and log.
         params_host = jax.device_get(states.params)
+        fit = fit_stats(params_host, train_metrics, info.discrete)
         per_seed: dict[str, list[float]] | None = None
         if cfg.scalar_log_freq != -1 and itr % cfg.scalar_log_freq == 0:
             t = time.time()
             per_seed = defaultdict(list)
+            episode_returns = []
             with progress.phase(f"itr {itr} eval", cfg.eval_batch_size * k_seeds) as tick:
                 for k in range(k_seeds):
                     actor = host_actor(policy, _seed_params(params_host, k), None if cfg.deterministic_eval else rngs[k])
@@ -215,14 +238,17 @@ def train(cfg: Config, expert: Expert, expert_paths: list[Trajectory],
                     stats = {**episode_stats(eval_paths, "Eval"), **episode_stats(paths_per_seed[k], "Train"),
                              "Train_EnvstepsSoFar": float(envsteps[k]), "TimeSinceStart": time.time() - start,
                              "Training Loss": float(last_loss[k]),
-                             "Initial_DataCollection_AverageReturn": initial_return}
+                             "Initial_DataCollection_AverageReturn": initial_return,
+                             **{name: float(v[k]) for name, v in fit.items()}}
                     for name in METRICS:
-                        per_seed[name].append(stats[name])
+                        if name in stats:
+                            per_seed[name].append(stats[name])
+                    episode_returns.append([float(p["reward"].sum()) for p in eval_paths])
             timings["evaluation"] += time.time() - t
             t = time.time()
             rows.append(dict(per_seed))
             if logger is not None:
-                logger.log_iteration(itr, dict(per_seed))
+                logger.log_iteration(itr, dict(per_seed), {"Eval_EpisodeReturns": episode_returns})
             timings["logging"] += time.time() - t
 
         # 4. Video of seed 0: the policy that collected this iteration's data (none at iteration 0,

@@ -18,7 +18,9 @@ import optax
 from flax.training.train_state import TrainState
 
 from bcjax.loss import nll_loss
-from bcjax.policy import MLPPolicy, init_params
+from bcjax.policy import MLPPolicy, apply, init_params
+
+Metrics = dict[str, jax.Array]  # name -> values
 
 
 def create_train_states(policy: MLPPolicy, keys: jax.Array, obs_dim: int, learning_rate: float) -> TrainState:
@@ -32,21 +34,51 @@ def create_train_states(policy: MLPPolicy, keys: jax.Array, obs_dim: int, learni
     return jax.jit(jax.vmap(one))(keys)
 
 
-def _sgd_step(policy: MLPPolicy, state: TrainState, obs: jax.Array, acs: jax.Array) -> tuple[TrainState, jax.Array]:
-    loss, grads = jax.value_and_grad(partial(nll_loss, policy))(state.params, obs, acs)
-    return state.apply_gradients(grads=grads), loss
+def minibatch_indices(key: jax.Array, size: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
+    """`n` distinct rows drawn uniformly from [0, size), as the homework's `permutation(size)[:n]`
+    (all `size` rows when size <= n), and a 0/1 weight marking the real rows.
+
+    Positions that repeat an earlier one are redrawn until none does: the result is a uniform
+    n-subset (the procedure commutes with every relabelling of the rows), at the cost of a few
+    n x n comparisons instead of a permutation of the whole buffer at every update.
+    """
+    earlier = jnp.tril(jnp.ones((n, n), bool), -1)
+
+    def repeats(idx: jax.Array) -> jax.Array:
+        return jnp.any((idx[:, None] == idx[None, :]) & earlier, axis=1)
+
+    def redraw(carry: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        key, idx = carry
+        key, sub = jax.random.split(key)
+        return key, jnp.where(repeats(idx), jax.random.randint(sub, (n,), 0, size), idx)
+
+    key, sub = jax.random.split(key)
+    few = size <= n
+    idx = jnp.where(few, jnp.arange(n), jax.random.randint(sub, (n,), 0, size))
+    _, idx = jax.lax.while_loop(lambda c: ~few & jnp.any(repeats(c[1])), redraw, (key, idx))
+    return jnp.minimum(idx, size - 1), (idx < size).astype(jnp.float32)
+
+
+def _adam_step(policy: MLPPolicy, state: TrainState, obs: jax.Array, acs: jax.Array,
+               weight: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+    loss, grads = jax.value_and_grad(partial(nll_loss, policy))(state.params, obs, acs, weight)
+    metrics = {"loss": loss}
+    if not policy.discrete:  # the mean action's squared error, beside the NLL (which mixes in sigma)
+        err = jnp.sum((apply(policy, state.params, obs) - acs) ** 2, axis=-1)
+        metrics["mse"] = (err * weight).sum() / weight.sum()
+    return state.apply_gradients(grads=grads), metrics
 
 
 def _sample_step(policy: MLPPolicy, batch_size: int, state: TrainState, key: jax.Array,
-                 obs: jax.Array, acs: jax.Array, size: jax.Array) -> tuple[TrainState, jax.Array]:
-    """One update on a minibatch drawn uniformly (with replacement) from the first `size` rows."""
-    idx = jax.random.randint(key, (batch_size,), 0, size)
-    return _sgd_step(policy, state, obs[idx], acs[idx])
+                 obs: jax.Array, acs: jax.Array, size: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One update on a minibatch of distinct rows drawn uniformly from the first `size` rows."""
+    idx, weight = minibatch_indices(key, size, min(batch_size, obs.shape[0]))
+    return _adam_step(policy, state, obs[idx], acs[idx], weight)
 
 
 def _train_one_seed(policy: MLPPolicy, batch_size: int, num_steps: int, state: TrainState, key: jax.Array,
-                    obs: jax.Array, acs: jax.Array, size: jax.Array) -> tuple[TrainState, jax.Array]:
-    def body(state: TrainState, k: jax.Array) -> tuple[TrainState, jax.Array]:
+                    obs: jax.Array, acs: jax.Array, size: jax.Array) -> tuple[TrainState, Metrics]:
+    def body(state: TrainState, k: jax.Array) -> tuple[TrainState, Metrics]:
         return _sample_step(policy, batch_size, state, k, obs, acs, size)
 
     return jax.lax.scan(body, state, jax.random.split(key, num_steps))
@@ -54,11 +86,12 @@ def _train_one_seed(policy: MLPPolicy, batch_size: int, num_steps: int, state: T
 
 @partial(jax.jit, static_argnums=(0, 1, 2), donate_argnums=(3,))
 def train_fused(policy: MLPPolicy, batch_size: int, num_steps: int, states: TrainState, keys: jax.Array,
-                obs: jax.Array, acs: jax.Array, sizes: jax.Array) -> tuple[TrainState, jax.Array]:
+                obs: jax.Array, acs: jax.Array, sizes: jax.Array) -> tuple[TrainState, Metrics]:
     """`num_steps` updates for each of K seeds in one call.
 
     states: K-stacked; keys (K,); obs (K, capacity, obs_dim); acs (K, capacity, ...);
-    sizes (K,) rows stored. Returns the new states and the losses, shape (K, num_steps).
+    sizes (K,) rows stored. Returns the new states and the metrics ("loss", and "mse" for continuous
+    actions), each of shape (K, num_steps).
     """
     fn = partial(_train_one_seed, policy, batch_size, num_steps)
     return jax.vmap(fn)(states, keys, obs, acs, sizes)
@@ -66,7 +99,7 @@ def train_fused(policy: MLPPolicy, batch_size: int, num_steps: int, states: Trai
 
 @partial(jax.jit, static_argnums=(0, 1), donate_argnums=(2,))
 def _step_all_seeds(policy: MLPPolicy, batch_size: int, states: TrainState, step_keys: jax.Array, t: jax.Array,
-                    obs: jax.Array, acs: jax.Array, sizes: jax.Array) -> tuple[TrainState, jax.Array]:
+                    obs: jax.Array, acs: jax.Array, sizes: jax.Array) -> tuple[TrainState, Metrics]:
     # step_keys[:, t] is taken inside the jit: slicing outside would add a second dispatch per update.
     return jax.vmap(partial(_sample_step, policy, batch_size))(states, step_keys[:, t], obs, acs, sizes)
 
@@ -76,21 +109,21 @@ def _split_steps(keys: jax.Array, num_steps: int) -> jax.Array:
     return jax.vmap(lambda k: jax.random.split(k, num_steps))(keys)  # (K, num_steps), as the scan splits them
 
 
-Trainer = Callable[[TrainState, jax.Array, jax.Array, jax.Array, jax.Array], tuple[TrainState, jax.Array]]
+Trainer = Callable[[TrainState, jax.Array, jax.Array, jax.Array, jax.Array], tuple[TrainState, Metrics]]
 
 
 def _per_step_loop(step: Callable, num_steps: int, states: TrainState, keys: jax.Array, obs: jax.Array,
-                   acs: jax.Array, sizes: jax.Array) -> tuple[TrainState, jax.Array]:
+                   acs: jax.Array, sizes: jax.Array) -> tuple[TrainState, Metrics]:
     step_keys = _split_steps(keys, num_steps)
-    losses = []
+    metrics = []
     for t in range(num_steps):
-        states, loss = step(states, step_keys, t, obs, acs, sizes)
-        losses.append(loss)
-    return states, jnp.stack(losses, axis=1)
+        states, m = step(states, step_keys, t, obs, acs, sizes)
+        metrics.append(m)
+    return states, jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *metrics)
 
 
 def train_per_step(policy: MLPPolicy, batch_size: int, num_steps: int, states: TrainState, keys: jax.Array,
-                   obs: jax.Array, acs: jax.Array, sizes: jax.Array) -> tuple[TrainState, jax.Array]:
+                   obs: jax.Array, acs: jax.Array, sizes: jax.Array) -> tuple[TrainState, Metrics]:
     """Same contract and same random stream as `train_fused`, one jitted call per update."""
     return _per_step_loop(partial(_step_all_seeds, policy, batch_size), num_steps, states, keys, obs, acs, sizes)
 

@@ -20,7 +20,8 @@ def _data(obs_dim: int, act_dim: int, n: int = 60) -> list[dict]:
     rng = np.random.default_rng(0)
     obs = rng.normal(size=(n, obs_dim))
     return [{"observation": obs, "action": rng.normal(size=(n, act_dim)).astype(np.float32),
-             "reward": np.ones(n), "next_observation": obs, "terminal": np.eye(1, n, n - 1)[0].astype(bool)}]
+             # A low return: the random expert's check episode (a few steps) must not fall under half of it.
+             "reward": np.full(n, 1 / 64), "next_observation": obs, "terminal": np.eye(1, n, n - 1)[0].astype(bool)}]
 
 
 @pytest.fixture
@@ -50,7 +51,7 @@ def test_tiny_dagger_run_writes_run_dir(files, capsys):
     rows = read_metrics(run_dir)
     assert [r["Iteration"] for r in rows] == [0, 1]
     assert all(set(METRICS) <= set(r) for r in rows)
-    assert rows[0]["Initial_DataCollection_AverageReturn"] == 60.0
+    assert rows[0]["Initial_DataCollection_AverageReturn"] == 60 / 64
     assert "Eval_AverageReturn" in capsys.readouterr().out
 
 
@@ -106,3 +107,55 @@ def test_script_exits_nonzero_without_traceback(files):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip() == "error: BC runs exactly one iteration, got --n_iter 2: drop --n_iter or use --algo dagger"
+
+
+def test_dagger_refuses_expert_data_without_its_expert(files, capsys):
+    args = ["--env_name", "Hopper-v4", "-ed", files["ed"], "--logdir", files["logdir"], "--do_dagger", "-n", "2"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: DAgger relabels with the expert that made --expert_data") and "\n" not in err
+    assert not Path(files["logdir"]).exists()
+
+
+def test_bc_from_expert_data_alone_needs_no_expert(files, capsys):
+    args = ["--env_name", "Hopper-v4", "-ed", files["ed"], "--logdir", files["logdir"], "--video_log_freq", "-1",
+            "--num_agent_train_steps_per_iter", "5", "--eval_batch_size", "20", "--quiet", "-ngpu"]
+    assert main(args) == 0
+    assert "expert policy: none" in capsys.readouterr().out
+    (run_dir,) = Path(files["logdir"]).iterdir()
+    row = read_metrics(run_dir)[-1]
+    # every evaluation episode's return is kept, and the sigma / MSE diagnostics sit beside the NLL
+    assert np.mean(row["Eval_EpisodeReturns"][0]) == pytest.approx(row["Eval_AverageReturn"])
+    assert row["Policy_StdMin"] <= row["Policy_StdMean"] <= row["Policy_StdMax"] and row["Training MSE"] > 0
+
+
+def test_an_expert_that_does_not_fit_its_data_is_refused(tmp_path, capsys):
+    from bcjax.expert import load_expert
+    from bcjax.expert_data import collect_expert_paths, save_expert_data
+    from bcjax.experts import bundled_expert_path
+
+    # Data from the bundled Hopper expert, then a random expert claiming to have made it.
+    data = collect_expert_paths(load_expert(bundled_expert_path("Hopper-v4")), "Hopper-v4", 1, 0, ep_len=200)
+    save_expert_data(data, tmp_path / "data.pkl")
+    epf = write_pickle(tmp_path / "random.pkl", make_expert_dict(11, 3))
+    args = ["--env_name", "Hopper-v4", "-epf", str(epf), "-ed", str(tmp_path / "data.pkl"), "--logdir",
+            str(tmp_path / "runs"), "--ep_len", "200", "--video_log_freq", "-1", "--quiet",
+            "--num_agent_train_steps_per_iter", "5", "--eval_batch_size", "20"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.fullmatch(r"error: the expert returns -?[\d.]+ on Hopper-v4, under half of its data's [\d.]+: .*"
+                        r"--allow_weak_expert to train anyway", err)
+    assert not (tmp_path / "runs").exists()
+    assert main([*args, "--allow_weak_expert"]) == 0
+
+
+def test_help_states_every_default():
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    # One entry per flag: from its line to the next line that starts a flag.
+    entries = {m.group(1): m.group(0) for m in re.finditer(r"^  (-[\w-]+)[^\n]*(?:\n(?!  -)[^\n]*)*", out, re.M)}
+    for flag, default in [("--learning_rate", "0.005"), ("--n_layers", "2"), ("--size", "64"), ("--seed", "1"),
+                          ("--max_replay_buffer_size", "1000000"), ("--init", "torch")]:
+        entry = next(e for e in entries.values() if re.match(rf"\s+(?:\S+ )*?{flag}\b", e.split("\n")[0]))
+        assert f"(default: {default})" in " ".join(entry.split()), flag
+    assert "-ngpu" in out and "negative log-likelihood" in out

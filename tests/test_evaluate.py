@@ -31,7 +31,7 @@ def test_final_policy_is_saved_without_save_params(cartpole_run):
 
 def test_evaluate_matches_a_rollout_of_the_trained_params(cartpole_run):
     run_dir, result = cartpole_run
-    r = evaluate_run(run_dir, episodes=3, seed=5)
+    r = evaluate_run(run_dir, episodes=3, seed=5, sample=False)
     assert r.iteration == 1 and r.env_name == "CartPole-v1"
     assert r.returns.shape == r.lengths.shape == (2, 3)
     for k in range(2):  # independent truth: the same episodes run with the in-memory parameters
@@ -49,6 +49,14 @@ def test_evaluate_cli_prints_statistics(cartpole_run, capsys):
     out = capsys.readouterr().out
     assert "iteration 1, CartPole-v1, 2 episodes x 1 seed(s), sampled actions" in out
     assert "return " in out and "(min " in out and "episode length" in out
+
+
+def test_evaluate_defaults_to_the_runs_own_evaluation_mode(cartpole_run, capsys):
+    run_dir, _ = cartpole_run  # trained without --deterministic_eval: its evaluation sampled
+    assert main([str(run_dir), "--episodes", "1"]) == 0
+    assert "sampled actions" in capsys.readouterr().out
+    assert main([str(run_dir), "--episodes", "1", "--mean_action"]) == 0
+    assert "mean actions" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from bcjax.errors import BcjaxError
+from bcjax.obs_layout import ADAPTERS, SAME_AS_V4, v4_task
 
 EXPERTS_DIR = Path(__file__).resolve().parent
 
@@ -28,10 +29,13 @@ def bundled_records() -> dict[str, dict]:
 def bundled_expert_path(env_name: str) -> Path:
     """The shipped expert .pkl for `env_name`; a one-line BcjaxError if there is none."""
     records = bundled_records()
-    if env_name not in records:
+    task = env_name if env_name in records else v4_task(env_name)  # a v4 expert serves its v5 task
+    if task not in records:
         have = ", ".join(sorted(records)) or "none"
-        raise BcjaxError(f"no bundled expert for {env_name} (bundled: {have}); pass --expert_policy_file PATH")
-    return EXPERTS_DIR / records[env_name]["file"]
+        also = ", ".join(t for t in SAME_AS_V4 + tuple(ADAPTERS) if v4_task(t) in records)
+        raise BcjaxError(f"no bundled expert for {env_name} (bundled: {have}; also usable on {also}); "
+                         "pass --expert_policy_file PATH")
+    return EXPERTS_DIR / records[task]["file"]
 
 
 # Expert data collected when --expert_data is absent: as many trajectories as
