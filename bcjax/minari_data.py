@@ -5,6 +5,7 @@ and separate terminations and truncations. A CS285 trajectory holds T observatio
 their next_observations, and terminal = 1 on the last step of every rollout, however
 it ended (the homework's `done or steps >= max_path_length`). Reading loses only the
 termination/truncation distinction, which BC and DAgger never use; writing keeps it.
+Arrays keep their dtypes both ways, so a round trip returns the same arrays.
 """
 
 from __future__ import annotations
@@ -88,9 +89,9 @@ def _check_spaces(dataset: object, where: str, info: EnvInfo | None) -> None:
                          f"{kind(info.discrete, info.act_dim)}: {fix}")
 
 
-def trajectory_from_episode(ep: object, discrete: bool) -> Trajectory:
-    """One Minari EpisodeData as a CS285 trajectory (observations float32, like a rollout's)."""
-    obs = np.asarray(ep.observations, np.float32)
+def trajectory_from_episode(ep: object) -> Trajectory:
+    """One Minari EpisodeData as a CS285 trajectory, arrays in the dtypes the dataset stores."""
+    obs = np.asarray(ep.observations)
     n = len(ep.rewards)
     if obs.shape[0] != n + 1:
         raise BcjaxError(f"Minari episode {ep.id} has {obs.shape[0]} observations for {n} steps (expected {n + 1})")
@@ -98,8 +99,8 @@ def trajectory_from_episode(ep: object, discrete: bool) -> Trajectory:
     terminal[-1:] = 1  # the episode ends here, terminated or truncated
     return {
         "observation": obs[:-1],
-        "action": np.asarray(ep.actions, np.int64 if discrete else np.float32),
-        "reward": np.asarray(ep.rewards, np.float32),
+        "action": np.asarray(ep.actions),
+        "reward": np.asarray(ep.rewards),
         "next_observation": obs[1:],
         "terminal": terminal,
         "image_obs": np.zeros((0,), np.uint8),
@@ -115,9 +116,8 @@ def load_minari(source: str, n_traj: int | None = None, info: EnvInfo | None = N
     _check_spaces(dataset, where, info)
     total = dataset.total_episodes
     check_trajectory_count(n_traj, total, where)
-    discrete = isinstance(dataset.action_space, gym.spaces.Discrete)
     indices = dataset.episode_indices[: n_traj or total]
-    paths = [trajectory_from_episode(ep, discrete) for ep in dataset.iterate_episodes(indices)]
+    paths = [trajectory_from_episode(ep) for ep in dataset.iterate_episodes(indices)]
     return validate_paths(paths, where)
 
 
@@ -148,16 +148,17 @@ def save_minari(paths: list[Trajectory], terminated: list[bool], dataset_id: str
 
     env = make_env(env_name)  # with the task's kwargs, so the recorded spec rebuilds the same env
     env.close()
-    obs_dtype = env.observation_space.dtype
     buffers = []
-    for p, term in zip(paths, terminated, strict=True):
-        n = len(p["reward"])
-        ends = np.zeros(n, bool)
+    for i, (p, term) in enumerate(zip(paths, terminated, strict=True)):
+        if not np.array_equal(p["next_observation"][:-1], p["observation"][1:]):
+            raise BcjaxError(f"trajectory {i}'s next_observation is not its observation shifted by one step, "
+                             "so Minari's T+1 observations cannot hold it")
+        ends = np.zeros(len(p["reward"]), bool)
         ends[-1] = True
-        buffers.append(EpisodeBuffer(
-            observations=np.concatenate([p["observation"], p["next_observation"][-1:]]).astype(obs_dtype),
+        buffers.append(EpisodeBuffer(  # arrays as they are (a rollout's float32 observations stay float32)
+            observations=np.concatenate([p["observation"], p["next_observation"][-1:]]),
             actions=np.asarray(p["action"]),
-            rewards=np.asarray(p["reward"], np.float64),
+            rewards=np.asarray(p["reward"]),
             terminations=ends & term,
             truncations=ends & (not term),
         ))
