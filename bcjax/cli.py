@@ -77,13 +77,14 @@ def run(cfg: Config) -> int:
             print(f"expert input: {note}")
         check_expert(expert, info, np.zeros((1, info.obs_dim), np.float32))
     if cfg.expert_data is None:  # roll the expert out once; cached under the logdir
-        from bcjax.experts import cached_expert_data
+        from bcjax.experts import DEFAULT_EXPERT_TRAJECTORIES, cached_expert_data
 
         cfg = cfg.replace(expert_data=str(cached_expert_data(
-            expert, cfg.expert_policy_file, cfg.env_name, cfg.logdir, cfg.seed, cfg.ep_len)))
-        paths = load_expert_data(cfg.expert_data)
+            expert, cfg.expert_policy_file, cfg.env_name, cfg.logdir, cfg.seed, cfg.ep_len,
+            n_traj=cfg.expert_data_trajectories or DEFAULT_EXPERT_TRAJECTORIES)))
+        paths = load_expert_data(cfg.expert_data, n_traj=cfg.expert_data_trajectories, info=info)
     else:
-        paths = load_expert_data(cfg.expert_data)
+        paths = load_expert_data(cfg.expert_data, n_traj=cfg.expert_data_trajectories, info=info)
         check_expert_data(paths, info)
         if expert is not None and not cfg.resume:
             check_expert_return(expert, cfg, paths)

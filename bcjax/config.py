@@ -22,6 +22,7 @@ class Config:
     algo: str = "bc"
     expert_policy_file: str | None = None
     expert_data: str | None = None
+    expert_data_trajectories: int | None = None
     env_name: str = DEFAULT_ENV
     exp_name: str = "run"
     ep_len: int | None = None
@@ -73,7 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--algo", choices=["bc", "dagger"], default=None, help="bc (one iteration) or dagger; unset: bc")
     a("--do_dagger", action="store_true", help="same as --algo dagger")
     a("--expert_policy_file", "-epf", default=None, help="CS285 expert .pkl; unset: the bundled expert for the task")
-    a("--expert_data", "-ed", default=None, help="CS285 expert data .pkl; unset: collected from the expert")
+    a("--expert_data", "-ed", default=None,
+      help="CS285 expert data .pkl, a Minari dataset directory or minari:DATASET_ID; unset: collected from the expert")
+    a("--expert_data_trajectories", type=int, default=None, metavar="N",
+      help="use the first N trajectories of the expert data; unset: all (without --expert_data, 2 are collected)")
     a("--env_name", "-env", default=DEFAULT_ENV, help="gymnasium task id")
     a("--exp_name", "-exp", default="run", help="name in the run directory")
     a("--ep_len", type=int, default=None, help="max episode length; unset: the task's max_episode_steps")
@@ -136,6 +140,7 @@ def config_from_args(ns: argparse.Namespace) -> Config:
                  "size", "learning_rate", "max_replay_buffer_size", "num_seeds", "num_envs"):
         _positive(name, getattr(ns, name))
     _positive("ep_len", ns.ep_len, allow_none=True)
+    _positive("expert_data_trajectories", ns.expert_data_trajectories, allow_none=True)
     if ns.cpu_threads < 0:
         raise BcjaxError(f"--cpu_threads must be 0 (all cores) or more, got {ns.cpu_threads}")
     if ns.n_layers < 0:

@@ -5,7 +5,9 @@ Runs, with the CS285 sample experts and data and the homework defaults
 (eval_batch_size 5000), K seeds per run trained side by side (--num_seeds):
   1. BC on Ant-v4, HalfCheetah-v4, Hopper-v4;
   2. a BC study on Ant-v4: return vs training steps;
-  3. DAgger, 10 iterations, on each task.
+  3. DAgger, 10 iterations, on each task;
+  4. a BC study on Ant-v4: return vs the number of expert trajectories (1 to 24,
+     collected from the bundled expert with scripts/collect_expert_data.py).
 Writes docs/results.json (every number with its run directory and wall time),
 docs/results_tables.md and the PNG figures. Run directories go under --runs.
 
@@ -33,15 +35,19 @@ from bcjax.stats import summarize  # noqa: E402
 TASKS = {"Ant-v4": "Ant", "HalfCheetah-v4": "HalfCheetah", "Hopper-v4": "Hopper"}
 STUDY_TASK = "Ant-v4"
 STUDY_STEPS = (100, 300, 1000, 3000, 10000)
+DATA_TASK = "Ant-v4"  # the data study uses the bundled expert, which can give any number of trajectories
+DATA_TRAJECTORIES = (1, 2, 4, 8, 16, 24)
+DATA_SEED = 1000  # collection seed: the study's expert episodes are not the training runs' evaluation episodes
 
 
-def train(args: argparse.Namespace, task: str, exp: str, *flags: str) -> dict:
-    """One train.py run (K seeds) under RUNS/<exp>_<task>; returns its run dir, wall time and metrics rows."""
+def train(args: argparse.Namespace, task: str, exp: str, *flags: str, files: list[str] | None = None) -> dict:
+    """One train.py run (K seeds) under RUNS/<exp>_<task>; returns its run dir, wall time and metrics rows.
+    `files` replaces the CS285 expert and data flags (-epf/-ed)."""
     shared = Path(args.shared)
     logdir = Path(args.runs) / f"{exp}_{task}"
-    cmd = [sys.executable, str(REPO / "scripts" / "train.py"), "--env_name", task,
-           "-epf", str(shared / "experts" / f"{TASKS[task]}.pkl"),
-           "-ed", str(shared / "expert_data" / f"expert_data_{task}.pkl"),
+    files = files or ["-epf", str(shared / "experts" / f"{TASKS[task]}.pkl"),
+                      "-ed", str(shared / "expert_data" / f"expert_data_{task}.pkl")]
+    cmd = [sys.executable, str(REPO / "scripts" / "train.py"), "--env_name", task, *files,
            "--eval_batch_size", str(args.eval_batch_size), "--num_seeds", str(args.seeds), "--seed", "1",
            "--video_log_freq", "-1", "--quiet", "--exp_name", exp, "--logdir", str(logdir), *flags]
     before = set(logdir.glob("*")) if logdir.exists() else set()
@@ -54,6 +60,23 @@ def train(args: argparse.Namespace, task: str, exp: str, *flags: str) -> dict:
     print(f"  {exp}: {wall:.1f} s -> {run_dir}", flush=True)
     return {"run_dir": str(run_dir.relative_to(REPO) if run_dir.is_relative_to(REPO) else run_dir),
             "wall_s": round(wall, 1), "command": " ".join(cmd[1:]), "rows": read_metrics(run_dir)}
+
+
+def data_study(args: argparse.Namespace, counts: tuple[int, ...], steps: list[str]) -> dict:
+    """BC on DATA_TASK from the first N of max(counts) trajectories of the bundled expert, per N."""
+    from bcjax.experts import bundled_expert_path
+
+    data = Path(args.runs) / "expert_data" / f"expert_data_{DATA_TASK}_bundled_n{max(counts)}_s{DATA_SEED}.pkl"
+    if not data.is_file():
+        cmd = [sys.executable, str(REPO / "scripts" / "collect_expert_data.py"), "--env_name", DATA_TASK,
+               "--n_traj", str(max(counts)), "--seed", str(DATA_SEED), "--output", str(data)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"error: {' '.join(cmd)} failed:\n{proc.stderr.strip()}")
+        print(f"  {proc.stdout.strip().splitlines()[0]}", flush=True)
+    files = ["-epf", str(bundled_expert_path(DATA_TASK)), "-ed", str(data)]
+    return {f"{n}": train(args, DATA_TASK, f"bcdata{n}", "--algo", "bc", "--expert_data_trajectories", str(n),
+                          *steps, files=files) for n in counts}
 
 
 def final_returns(run: dict) -> list[float]:
@@ -98,7 +121,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     results: dict = {"machine": machine(), "seeds": args.seeds, "eval_batch_size": args.eval_batch_size,
-                     "bc": {}, "study": {}, "dagger": {}}
+                     "bc": {}, "study": {}, "dagger": {}, "data": {}}
     t0 = time.time()
     for task in TASKS:
         print(f"{task}:", flush=True)
@@ -113,9 +136,11 @@ def main() -> None:
         results["study"][f"{n}, mean action"] = train(args, STUDY_TASK, f"bcsteps{n}mean", "--algo", "bc",
                                                       "--num_agent_train_steps_per_iter", str(n),
                                                       "--deterministic_eval")
+    print(f"BC vs expert trajectories on {DATA_TASK}:", flush=True)
+    results["data"] = data_study(args, (1, 2) if args.quick else DATA_TRAJECTORIES, steps)
     results["total_wall_s"] = round(time.time() - t0, 1)
 
-    for kind in ("bc", "dagger", "study"):
+    for kind in ("bc", "dagger", "study", "data"):
         for run in results[kind].values():
             run["summary"] = summarize(final_returns(run))
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
@@ -148,6 +173,9 @@ def render_tables(results: dict) -> str:
     lines = _table(f"BC ({note})", "task", results["bc"])
     lines += _table(f"DAgger, final iteration ({note})", "task", results["dagger"])
     lines += _table(f"BC on {STUDY_TASK} vs training steps ({note})", "training steps", results["study"])
+    if results.get("data"):
+        lines += _table(f"BC on {DATA_TASK} vs expert trajectories, bundled expert ({note})", "expert trajectories",
+                        results["data"])
     lines += [f"Machine: {results['machine']}. Total wall time {results['total_wall_s']:.0f} s.", ""]
     return "\n".join(lines)
 
@@ -166,6 +194,11 @@ def make_figures(results: dict, out: Path) -> None:
                        title=f"BC on {STUDY_TASK}: return vs training steps ({k} seeds, mean ± std)",
                        split_by="deterministic_eval")
     print(f"wrote {path}")
+    if results.get("data"):
+        runs = [load_run(REPO / run["run_dir"]) for run in results["data"].values()]
+        path = plot_hparam(runs, "expert_data_trajectories", out / f"bc_data_{DATA_TASK}.png",
+                           title=f"BC on {DATA_TASK}: return vs expert trajectories ({k} seeds, mean ± std)")
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":
