@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 from bcjax.config import Config, parse_config
 from bcjax.errors import run_script
@@ -17,7 +18,8 @@ def _select_device(cfg: Config) -> None:
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", str(cfg.which_gpu))
 
 
-def run(cfg: Config) -> int:
+def run(cfg: Config, on_row: Callable[[dict, Path], None] | None = None) -> int:
+    """Train as `cfg` says; `on_row` gets each logged metrics row and the run directory."""
     import jax
 
     if cfg.no_gpu:
@@ -68,7 +70,7 @@ def run(cfg: Config) -> int:
         run_dir = make_run_dir(cfg)
         write_config(run_dir, cfg)
         print(f"run directory: {run_dir}")
-    logger = RunLogger(run_dir, purge_step=purge_step)
+    logger = RunLogger(run_dir, purge_step=purge_step, on_row=on_row)
     try:
         result = train(cfg, expert, paths, logger)
     finally:
