@@ -17,6 +17,7 @@ import itertools
 import json
 import math
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -205,7 +206,9 @@ def auto_seeds_per_trial(n_seeds: int, n_groups: int, slots: int) -> int:
 
 
 def _tag(setting: dict[str, str]) -> str:
-    return "_".join(f"{k}{v}" for k, v in setting.items())
+    """A setting as part of a directory name: a path value by its file's stem."""
+    parts = [f"{k}{Path(v).stem if '/' in v else v}" for k, v in setting.items()]
+    return re.sub(r"[^\w.=+-]+", "-", "_".join(parts))
 
 
 def build_trials(envs: list[str], algos: list[str], settings: list[dict[str, str]], seeds: list[int],
