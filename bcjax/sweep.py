@@ -545,9 +545,11 @@ def plot_performance_profile(summary: list[dict], outcomes: list[Outcome], path:
     return path
 
 
-def write_summary(outcomes: list[Outcome], out: Path, metric: str = "Eval_AverageReturn") -> list[dict]:
-    """summary.md, summary.csv, summary.json and plots/ in `out`; returns the per-group summary."""
-    summary = summarize_groups(outcomes, metric)
+def write_summary(outcomes: list[Outcome], out: Path, metric: str = "Eval_AverageReturn",
+                  summary: list[dict] | None = None) -> list[dict]:
+    """summary.md, summary.csv, summary.json and plots/ in `out` (from `summary` if already computed);
+    returns the per-group summary."""
+    summary = summarize_groups(outcomes, metric) if summary is None else summary
     (out / "summary.md").write_text(render_summary(summary, outcomes, metric))
     with (out / "summary.csv").open("w", newline="") as f:
         keys = ["env_name", "algo", "exp_name", "setting", "n", "expert", "mean", "std", "iqm", "iqm_ci_low",
