@@ -56,7 +56,7 @@ class Trial:
 class Outcome:
     """What became of one trial: its status, the error of a failed one, and its reported rows."""
     trial: Trial
-    status: str  # finished, failed, stopped early (by the scheduler), not run (the sweep was interrupted)
+    status: str  # finished, failed, stopped early (by the scheduler), unfinished (the sweep was interrupted first)
     error: str | None = None
     rows: list[dict] = field(default_factory=list)  # bcjax metrics rows (Iteration, metrics, per_seed)
     run_dir: str | None = None
@@ -376,7 +376,7 @@ def run_sweep(trials: list[Trial], opts: SweepOptions) -> list[Outcome]:
     for result in grid:
         trial = by_key[result.config["trial"]["key"]]
         outcomes[trial.key] = _outcome(trial, result, statuses.get(trial.key))
-    return [outcomes.get(t.key, Outcome(t, "not run")) for t in trials]
+    return [outcomes.get(t.key, Outcome(t, "unfinished")) for t in trials]
 
 
 def _one_line(error: BaseException) -> str:
@@ -391,6 +391,9 @@ def _outcome(trial: Trial, result, tune_status: str | None) -> Outcome:
     result_file = Path(result.path) / "result.json"
     if result_file.is_file():
         reported = [json.loads(line) for line in result_file.read_text().splitlines() if line.strip()]
+        # A trial run again (a resumed sweep retries failed and unfinished ones) appends from iteration 0.
+        starts = [i for i, r in enumerate(reported) if i == 0 or r.get("Iteration", 0) <= reported[i - 1].get("Iteration", 0)]
+        reported = reported[starts[-1]:] if starts else reported
     rows = [{k: v for k, v in r.items() if k in ("Iteration", "per_seed") or k in r.get("per_seed", {})}
             for r in reported]
     last = reported[-1] if reported else {}
@@ -399,7 +402,7 @@ def _outcome(trial: Trial, result, tune_status: str | None) -> Outcome:
     elif tune_status == "TERMINATED":
         status = "finished" if _reached_end(trial, rows) else "stopped early"
     else:
-        status = "not run"
+        status = "unfinished"
     error = _one_line(result.error) if result.error is not None else None
     return Outcome(trial, status, error, rows, last.get("run_dir"), last.get("wall_s"))
 
@@ -650,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
         write_summary(outcomes, opts.out.resolve(), args.metric)
         print((opts.out / "summary.md").read_text())
         print(f"summary: {opts.out / 'summary.md'} (.csv, .json), plots in {opts.out / 'plots'}")
-        if any(o.status == "not run" for o in outcomes):
+        if any(o.status == "unfinished" for o in outcomes):
             print(f"interrupted: run the same command again to finish the sweep in {opts.out}")
             return 130
         return 1 if any(o.status == "failed" for o in outcomes) else 0

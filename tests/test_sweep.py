@@ -161,3 +161,22 @@ def test_failing_trial_is_reported_and_a_resumed_sweep_skips_finished_ones(tmp_p
     # A different sweep in the same folder is refused rather than mixed in.
     assert main([*argv[:-1], f"expert_policy_file={later}"]) == 2
     assert "holds a different sweep" in _error_line(capsys)
+
+
+def test_a_retried_trial_keeps_only_its_last_attempt(tmp_path):
+    """Tune appends a re-run trial's reports to its result.json: the outcome is the last attempt's."""
+    from types import SimpleNamespace
+
+    from bcjax.sweep import _outcome
+
+    (trial,) = build_trials(["Hopper-v4"], ["dagger"], [{}], [1], n_iter=3)
+    lines = [{"Iteration": i, "Eval_AverageReturn": float(10 * attempt + i), "per_seed": {"Eval_AverageReturn": [0.0]},
+              "run_dir": f"run{attempt}", "wall_s": 1.0, "training_iteration": 1}
+             for attempt, iters in ((1, [0, 1]), (2, [0, 1, 2])) for i in iters]
+    (tmp_path / "result.json").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    o = _outcome(trial, SimpleNamespace(path=str(tmp_path), error=None), "TERMINATED")
+    assert [r["Iteration"] for r in o.rows] == [0, 1, 2] and o.rows[-1]["Eval_AverageReturn"] == 22.0
+    assert o.status == "finished" and o.run_dir == "run2"
+    assert set(o.rows[0]) == {"Iteration", "Eval_AverageReturn", "per_seed"}  # Tune's bookkeeping dropped
+    o = _outcome(trial, SimpleNamespace(path=str(tmp_path), error=None), "RUNNING")
+    assert o.status == "unfinished"
