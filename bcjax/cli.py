@@ -36,7 +36,8 @@ def check_expert_return(expert: Callable[[np.ndarray], np.ndarray], cfg: Config,
             "or pass --allow_weak_expert to train anyway")
 
 
-def run(cfg: Config) -> int:
+def run(cfg: Config, on_row: Callable[[dict, Path], None] | None = None) -> int:
+    """Train as `cfg` says; `on_row` gets each logged metrics row and the run directory."""
     import jax
 
     if cfg.no_gpu:
@@ -100,7 +101,7 @@ def run(cfg: Config) -> int:
         run_dir = make_run_dir(cfg)
         write_config(run_dir, cfg)
         print(f"run directory: {run_dir}")
-    logger = RunLogger(run_dir, purge_step=purge_step)
+    logger = RunLogger(run_dir, purge_step=purge_step, on_row=on_row)
     try:
         result = train(cfg, expert, paths, logger)
     finally:

@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -71,9 +72,11 @@ def _summary_writer_class() -> type:
 class RunLogger:
     """Writes one row per logged iteration to metrics.jsonl, metrics.csv and TensorBoard."""
 
-    def __init__(self, run_dir: Path, print_fn=print, purge_step: int | None = None):
+    def __init__(self, run_dir: Path, print_fn=print, purge_step: int | None = None,
+                 on_row: Callable[[dict, Path], None] | None = None):
         writer_class = _summary_writer_class()
         self.run_dir = Path(run_dir)
+        self.on_row = on_row  # called with each logged row and the run directory (a sweep reports it to Ray Tune)
         # purge_step (a resumed run): TensorBoard hides the earlier events from that step on.
         self.writer = writer_class(str(self.run_dir), flush_secs=10, purge_step=purge_step)
         self.print = print_fn
@@ -96,6 +99,8 @@ class RunLogger:
                 self.writer.add_scalar(f"{name}_SeedStd", float(np.std(values)), itr)
         self.writer.flush()
         self.print(format_table(itr, per_seed))
+        if self.on_row is not None:
+            self.on_row(row, self.run_dir)
         return row
 
     def _append_csv(self, itr: int, per_seed: dict[str, list[float]]) -> None:

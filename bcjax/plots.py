@@ -192,9 +192,9 @@ def _numeric(value: object) -> float | None:
 
 
 def plot_hparam(runs: list[Run], hparam: str, out: str | Path, metric: str = "Eval_AverageReturn",
-                title: str | None = None, split_by: str | None = None) -> Path:
+                title: str | None = None, split_by: str | list[str] | None = None) -> Path:
     """`metric` at the final iteration vs `hparam` (a config field), one line per task and algorithm
-    (and per value of the config field `split_by`, if given)."""
+    (and per value of the config field(s) `split_by`, if given)."""
     from matplotlib.figure import Figure
 
     if not runs:
@@ -208,7 +208,8 @@ def plot_hparam(runs: list[Run], hparam: str, out: str | Path, metric: str = "Ev
     ax = fig.subplots()
     lines: dict[tuple[str, str, str], dict[float, list[Run]]] = defaultdict(lambda: defaultdict(list))
     for r in runs:
-        split = f" {split_by}={r.config.get(split_by)}" if split_by else ""
+        splits = [split_by] if isinstance(split_by, str) else split_by or []
+        split = "".join(f" {s}={r.config.get(s)}" for s in splits)
         lines[(r.env, str(r.config.get("algo", "?")), split)][_numeric(r.config[hparam])].append(r)
     xs_all, experts_drawn = [], set()
     for (env, algo, split), points in sorted(lines.items()):

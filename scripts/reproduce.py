@@ -1,17 +1,19 @@
 #!/usr/bin/env python
-"""Reproduce the CS285 homework 1 results with bcjax (docs/RESULTS.md).
+"""Reproduce the CS285 homework 1 results with bcjax (docs/RESULTS.md), as one sweep on Ray Tune.
 
 Runs, with the CS285 sample experts and data and the homework defaults
 (eval_batch_size 5000), K seeds per run trained side by side (--num_seeds):
   1. BC on Ant-v4, HalfCheetah-v4, Hopper-v4;
   2. a BC study on Ant-v4: return vs training steps;
-  3. DAgger, 10 iterations, on each task;
-  4. a BC study on Ant-v4: return vs the number of expert trajectories (1 to 24,
-     collected from the bundled expert with scripts/collect_expert_data.py).
-Writes docs/results.json (every number with its run directory and wall time),
-docs/results_tables.md and the PNG figures. Run directories go under --runs.
+  3. DAgger, 10 iterations, on each task.
+Each run is one trial of one sweep (bcjax.sweep): an embedded Ray runs as many at
+once as the machine has cores (--address: an existing Ray cluster). Writes
+docs/results.json (every number with its run directory, command and wall time),
+docs/results_tables.md and the PNG figures; the sweep's own summary (summary.md,
+plots/, with a performance profile across tasks) goes under --runs, where an
+interrupted run of this script resumes.
 
-    python scripts/reproduce.py            # everything, ~10 minutes on 2 CPU cores
+    python scripts/reproduce.py            # everything
     python scripts/reproduce.py --quick    # a smoke test with tiny settings
 """
 
@@ -21,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,58 +30,52 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bcjax.logger import read_metrics  # noqa: E402
-from bcjax.stats import summarize  # noqa: E402
+from bcjax.errors import BcjaxError  # noqa: E402
+from bcjax.sweep import Outcome, SweepOptions, Trial, build_trials, run_sweep, summarize_groups, write_summary  # noqa: E402
 
 TASKS = {"Ant-v4": "Ant", "HalfCheetah-v4": "HalfCheetah", "Hopper-v4": "Hopper"}
 STUDY_TASK = "Ant-v4"
 STUDY_STEPS = (100, 300, 1000, 3000, 10000)
-DATA_TASK = "Ant-v4"  # the data study uses the bundled expert, which can give any number of trajectories
-DATA_TRAJECTORIES = (1, 2, 4, 8, 16, 24)
-DATA_SEED = 1000  # collection seed: the study's expert episodes are not the training runs' evaluation episodes
 
 
-def train(args: argparse.Namespace, task: str, exp: str, *flags: str, files: list[str] | None = None) -> dict:
-    """One train.py run (K seeds) under RUNS/<exp>_<task>; returns its run dir, wall time and metrics rows.
-    `files` replaces the CS285 expert and data flags (-epf/-ed)."""
+def plan(args: argparse.Namespace) -> dict[tuple[str, str], Trial]:
+    """The sweep: (table, row name) -> its trial (all seeds of a run in one trial, as train.py --num_seeds)."""
     shared = Path(args.shared)
-    logdir = Path(args.runs) / f"{exp}_{task}"
-    files = files or ["-epf", str(shared / "experts" / f"{TASKS[task]}.pkl"),
-                      "-ed", str(shared / "expert_data" / f"expert_data_{task}.pkl")]
-    cmd = [sys.executable, str(REPO / "scripts" / "train.py"), "--env_name", task, *files,
-           "--eval_batch_size", str(args.eval_batch_size), "--num_seeds", str(args.seeds), "--seed", "1",
-           "--video_log_freq", "-1", "--quiet", "--exp_name", exp, "--logdir", str(logdir), *flags]
-    before = set(logdir.glob("*")) if logdir.exists() else set()
-    t = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.time() - t
-    if proc.returncode != 0:
-        sys.exit(f"error: {' '.join(cmd)} failed:\n{proc.stderr.strip()}")
-    (run_dir,) = set(logdir.glob("*")) - before
-    print(f"  {exp}: {wall:.1f} s -> {run_dir}", flush=True)
-    return {"run_dir": str(run_dir.relative_to(REPO) if run_dir.is_relative_to(REPO) else run_dir),
-            "wall_s": round(wall, 1), "command": " ".join(cmd[1:]), "rows": read_metrics(run_dir)}
+    files = ["-epf", str(shared / "experts" / "{env_base}.pkl"),
+             "-ed", str(shared / "expert_data" / "expert_data_{env_name}.pkl")]
+    steps = ["--num_agent_train_steps_per_iter", "50"] if args.quick else []
+    common = [*files, "--eval_batch_size", str(args.eval_batch_size), "--video_log_freq", "-1", *steps]
+    seeds = list(range(1, args.seeds + 1))
+
+    def trial(task: str, algo: str, exp: str, *flags: str, n_iter: int | None = None) -> Trial:
+        (t,) = build_trials([task], [algo], [{}], seeds, [*common, *flags], exp, n_iter)
+        return t
+
+    runs = {}
+    for task in TASKS:
+        runs["bc", task] = trial(task, "bc", "bc")
+        runs["dagger", task] = trial(task, "dagger", "dagger", n_iter=3 if args.quick else 10)
+    for n in (10, 50) if args.quick else STUDY_STEPS:
+        # The homework samples actions at evaluation; the mean action shows how much of the
+        # shortfall after few steps is the still-wide learned std rather than a wrong mean.
+        runs["study", f"{n}"] = trial(STUDY_TASK, "bc", f"bcsteps{n}", "--num_agent_train_steps_per_iter", str(n))
+        runs["study", f"{n}, mean action"] = trial(STUDY_TASK, "bc", f"bcsteps{n}mean",
+                                                   "--num_agent_train_steps_per_iter", str(n), "--deterministic_eval")
+    return runs
 
 
-def data_study(args: argparse.Namespace, counts: tuple[int, ...], steps: list[str]) -> dict:
-    """BC on DATA_TASK from the first N of max(counts) trajectories of the bundled expert, per N."""
-    from bcjax.experts import bundled_expert_path
-
-    data = Path(args.runs) / "expert_data" / f"expert_data_{DATA_TASK}_bundled_n{max(counts)}_s{DATA_SEED}.pkl"
-    if not data.is_file():
-        cmd = [sys.executable, str(REPO / "scripts" / "collect_expert_data.py"), "--env_name", DATA_TASK,
-               "--n_traj", str(max(counts)), "--seed", str(DATA_SEED), "--output", str(data)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            sys.exit(f"error: {' '.join(cmd)} failed:\n{proc.stderr.strip()}")
-        print(f"  {proc.stdout.strip().splitlines()[0]}", flush=True)
-    files = ["-epf", str(bundled_expert_path(DATA_TASK)), "-ed", str(data)]
-    return {f"{n}": train(args, DATA_TASK, f"bcdata{n}", "--algo", "bc", "--expert_data_trajectories", str(n),
-                          *steps, files=files) for n in counts}
+def _relative(token: str) -> str:
+    """A path in a command, relative to the repository (as a user types it from a clone)."""
+    return os.path.relpath(token, REPO) if os.path.isabs(token) else token
 
 
-def final_returns(run: dict) -> list[float]:
-    return run["rows"][-1]["per_seed"]["Eval_AverageReturn"]
+def record(outcome: Outcome, summary: dict) -> dict:
+    """One run's entry in results.json."""
+    run_dir = Path(outcome.run_dir)
+    argv = [*outcome.trial.argv, "--logdir", str(run_dir.parent)]
+    return {"run_dir": _relative(str(run_dir)), "wall_s": round(outcome.wall_s, 1),
+            "command": " ".join(["scripts/train.py", *map(_relative, argv)]), "rows": outcome.rows,
+            "summary": {k: summary[k] for k in ("n", "mean", "std", "iqm", "iqm_ci_low", "iqm_ci_high")}}
 
 
 def machine() -> str:
@@ -98,12 +93,16 @@ def machine() -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shared", default=str(REPO.parent / "shared" / "cs285"), help="folder with experts/ and expert_data/")
-    p.add_argument("--runs", default=str(REPO / "runs" / "reproduce"), help="root of the run directories")
+    p.add_argument("--runs", default=None,
+                   help="the sweep's folder: run directories and Tune's results (default runs/reproduce, "
+                        "runs/reproduce_quick with --quick); a rerun resumes what is there")
     p.add_argument("--out", default=str(REPO / "docs"), help="where results.json, tables and PNGs go")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--eval_batch_size", type=int, default=5000)
     p.add_argument("--quick", action="store_true", help="tiny settings, to check the script end to end")
     p.add_argument("--redraw", action="store_true", help="only redo tables and figures from OUT/results.json")
+    p.add_argument("--address", default=None, help="an existing Ray cluster (auto, ray://HOST:10001); default: embedded")
+    p.add_argument("--max_concurrent", type=int, default=None, help="at most this many runs at once (1: one at a time)")
     args = p.parse_args()
     out = Path(args.out)
     if args.redraw:
@@ -115,34 +114,28 @@ def main() -> None:
         sys.exit(f"error: no CS285 files in {args.shared}: pass --shared DIR holding experts/ and expert_data/")
     if args.quick:
         args.seeds, args.eval_batch_size = 2, 300
-    steps = ["--num_agent_train_steps_per_iter", "50"] if args.quick else []
-    study_steps = (10, 50) if args.quick else STUDY_STEPS
-    n_iter = "3" if args.quick else "10"
+    runs_dir = Path(args.runs or REPO / "runs" / ("reproduce_quick" if args.quick else "reproduce"))
     out.mkdir(parents=True, exist_ok=True)
-
+    try:
+        runs = plan(args)
+        t0 = time.time()
+        outcomes = run_sweep(list(runs.values()), SweepOptions(runs_dir, args.address,
+                                                               max_concurrent=args.max_concurrent, verbose=0))
+        total_wall = time.time() - t0
+        failed = [o for o in outcomes if o.status != "finished"]
+        if failed:
+            sys.exit("error: " + "; ".join(f"{o.trial.key} {o.status}: {o.error or ''}" for o in failed))
+        summary = summarize_groups(outcomes)
+        write_summary(outcomes, runs_dir.resolve(), summary=summary)
+    except BcjaxError as e:
+        sys.exit(f"error: {e}")
+    by_group = {(g["env_name"], g["algo"], g["exp_name"]): g for g in summary}
+    by_key = {o.trial.key: o for o in outcomes}
     results: dict = {"machine": machine(), "seeds": args.seeds, "eval_batch_size": args.eval_batch_size,
-                     "bc": {}, "study": {}, "dagger": {}, "data": {}}
-    t0 = time.time()
-    for task in TASKS:
-        print(f"{task}:", flush=True)
-        results["bc"][task] = train(args, task, "bc", "--algo", "bc", *steps)
-        results["dagger"][task] = train(args, task, "dagger", "-n", n_iter, "--algo", "dagger", *steps)
-    print(f"BC study on {STUDY_TASK}:", flush=True)
-    for n in study_steps:
-        # The homework samples actions at evaluation; the mean action shows how much of the
-        # shortfall after few steps is the still-wide learned std rather than a wrong mean.
-        results["study"][f"{n}"] = train(args, STUDY_TASK, f"bcsteps{n}", "--algo", "bc",
-                                         "--num_agent_train_steps_per_iter", str(n))
-        results["study"][f"{n}, mean action"] = train(args, STUDY_TASK, f"bcsteps{n}mean", "--algo", "bc",
-                                                      "--num_agent_train_steps_per_iter", str(n),
-                                                      "--deterministic_eval")
-    print(f"BC vs expert trajectories on {DATA_TASK}:", flush=True)
-    results["data"] = data_study(args, (1, 2) if args.quick else DATA_TRAJECTORIES, steps)
-    results["total_wall_s"] = round(time.time() - t0, 1)
-
-    for kind in ("bc", "dagger", "study", "data"):
-        for run in results[kind].values():
-            run["summary"] = summarize(final_returns(run))
+                     "bc": {}, "study": {}, "dagger": {}}
+    for (kind, name), trial in runs.items():
+        results[kind][name] = record(by_key[trial.key], by_group[trial.group])
+    results["total_wall_s"] = round(total_wall, 1)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     tables = render_tables(results)
     (out / "results_tables.md").write_text(tables)
@@ -173,9 +166,6 @@ def render_tables(results: dict) -> str:
     lines = _table(f"BC ({note})", "task", results["bc"])
     lines += _table(f"DAgger, final iteration ({note})", "task", results["dagger"])
     lines += _table(f"BC on {STUDY_TASK} vs training steps ({note})", "training steps", results["study"])
-    if results.get("data"):
-        lines += _table(f"BC on {DATA_TASK} vs expert trajectories, bundled expert ({note})", "expert trajectories",
-                        results["data"])
     lines += [f"Machine: {results['machine']}. Total wall time {results['total_wall_s']:.0f} s.", ""]
     return "\n".join(lines)
 
@@ -194,11 +184,6 @@ def make_figures(results: dict, out: Path) -> None:
                        title=f"BC on {STUDY_TASK}: return vs training steps ({k} seeds, mean ± std)",
                        split_by="deterministic_eval")
     print(f"wrote {path}")
-    if results.get("data"):
-        runs = [load_run(REPO / run["run_dir"]) for run in results["data"].values()]
-        path = plot_hparam(runs, "expert_data_trajectories", out / f"bc_data_{DATA_TASK}.png",
-                           title=f"BC on {DATA_TASK}: return vs expert trajectories ({k} seeds, mean ± std)")
-        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,182 @@
+"""scripts/sweep.py: grids checked before anything starts, seeds packed into trials, and real sweeps on an
+embedded Ray (a summary with the right seeds, a failing trial beside a finished one, a resume that skips it)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bcjax.errors import BcjaxError
+from bcjax.experts import bundled_expert_path
+from bcjax.logger import read_metrics
+from bcjax.sweep import auto_seeds_per_trial, build_trials, main, parse_grid, parse_seeds, seed_chunks, settings_of
+
+# Tiny Hopper runs on the bundled expert: each trial's work takes well under a second (JAX start-up aside).
+TINY = ["--env_name", "Hopper-v4", "--num_agent_train_steps_per_iter", "5", "--eval_batch_size", "20",
+        "--batch_size", "20", "--ep_len", "20", "--video_log_freq", "-1", "--train_batch_size", "10"]
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--grid", "sizes=32,64"], "no flag --sizes"),
+    (["--grid", "size=32,big"], "invalid int value: 'big'"),
+    (["--grid", "learning_rate=-1"], "--learning_rate must be positive"),
+    (["--grid", "deterministic_eval=yes"], "deterministic_eval=true,false"),
+    (["--grid", "seed=1,2"], "use --seeds"),
+    (["--grid", "size"], "NAME=V1,V2"),
+    (["--seeds", "1-x"], "not a seed list"),
+    (["--algo", "bc,ppo"], "--algo 'ppo'"),
+    (["--sizes", "32"], "unknown flag --sizes"),
+    (["--num_seeds", "3"], "use --seeds"),
+    (["--sample", "learning_rate=loguniform:0:1"], "loguniform:A:B (0 < A < B)"),
+    (["--algo", "bc", "--grid", "n_iter=3"], "use --n_iter"),
+    (["--scalar_log_freq", "-1"], "drop --scalar_log_freq -1"),
+    (["--metric", "Eval_Return"], "not a logged metric"),
+])
+def test_bad_grid_is_one_line_before_anything_starts(tmp_path, capsys, flags, says):
+    out = tmp_path / "sweep"
+    assert main([*TINY, "--out", str(out), *flags]) == 2
+    assert says in _error_line(capsys)
+    assert not out.exists()  # nothing started
+
+
+def test_without_ray_the_error_names_the_extra(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what a missing package looks like to import
+    assert main([*TINY, "--out", str(tmp_path / "s")]) == 2
+    assert "pip install -e '.[sweep]'" in _error_line(capsys)
+
+
+def test_seeds_and_packing():
+    assert parse_seeds("1-5") == [1, 2, 3, 4, 5] and parse_seeds("1-3,7") == [1, 2, 3, 7]
+    with pytest.raises(BcjaxError):
+        parse_seeds("1,1")
+    # Consecutive seeds share a trial (s..s+K-1 side by side), at most K per trial.
+    assert seed_chunks([1, 2, 3, 4, 5], 2) == [(1, 2), (3, 4), (5,)]
+    assert seed_chunks([1, 2, 3, 7, 8], 5) == [(1, 2, 3), (7, 8)]
+    # Free slots spread seeds; without spare slots all seeds of a setting share one trial.
+    assert auto_seeds_per_trial(5, n_groups=16, slots=2) == 5
+    assert auto_seeds_per_trial(5, n_groups=1, slots=16) == 1
+    assert auto_seeds_per_trial(5, n_groups=6, slots=16) == 3
+
+
+def test_grid_and_random_search_settings():
+    grid = parse_grid(["learning_rate=1e-3,5e-3", "--size=32,64"])
+    assert settings_of(grid) == [{"learning_rate": a, "size": b} for a in ("1e-3", "5e-3") for b in ("32", "64")]
+    draws = settings_of({"size": ["32"]}, ["learning_rate=loguniform:1e-4:1e-2", "n_layers=randint:1:3"], 20, 7)
+    assert draws == settings_of({"size": ["32"]}, ["learning_rate=loguniform:1e-4:1e-2", "n_layers=randint:1:3"], 20, 7)
+    assert all(1e-4 <= float(d["learning_rate"]) <= 1e-2 and d["n_layers"] in ("1", "2", "3") for d in draws)
+    assert len({d["learning_rate"] for d in draws}) == 20
+
+
+def test_trials_carry_their_flags():
+    trials = build_trials(["Hopper-v4", "Ant-v4"], ["bc", "dagger"], [{"deterministic_eval": "true"}], [1, 2, 3],
+                          ["--size", "32", "-epf", "experts/{env_base}.pkl"], n_iter=4, seeds_per_trial=2)
+    assert len(trials) == 2 * 2 * 2 and len({t.key for t in trials}) == 8
+    t = next(t for t in trials if t.env_name == "Ant-v4" and t.algo == "dagger" and t.seeds == (3,))
+    argv = list(t.argv)
+    assert argv[argv.index("--seed") + 1] == "3" and argv[argv.index("--num_seeds") + 1] == "1"
+    assert argv[argv.index("--n_iter") + 1] == "4" and "--deterministic_eval" in argv
+    assert argv[argv.index("-epf") + 1] == str(Path("experts/Ant.pkl").resolve())
+    bc = next(t for t in trials if t.algo == "bc")
+    assert "--n_iter" not in bc.argv  # BC runs its one iteration
+
+
+def _summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_sweep_pools_seeds_across_trials_into_one_summary(tmp_path):
+    """Seeds 1-3 packed 2 + 1: two trials on the embedded Ray, one group of 3 seeds in the summary."""
+    out = tmp_path / "sweep"
+    assert main([*TINY, "--algo", "dagger", "-n", "2", "--seeds", "1-3", "--seeds_per_trial", "2",
+                 "--out", str(out)]) == 0
+    s = _summary(out)
+    assert [t["status"] for t in s["trials"]] == ["finished", "finished"]
+    assert [t["seeds"] for t in s["trials"]] == [[1, 2], [3]]
+    (group,) = s["groups"]
+    assert group["n"] == 3 and group["iterations"] == 2
+    # The numbers agree with the trials' own bcjax run directories.
+    finals = []
+    for t in s["trials"]:
+        rows = read_metrics(t["run_dir"])
+        assert [r["Iteration"] for r in rows] == [0, 1]
+        cfg = json.loads((Path(t["run_dir"]) / "config.json").read_text())
+        assert (cfg["seed"], cfg["num_seeds"]) == (t["seeds"][0], len(t["seeds"]))
+        finals += rows[-1]["per_seed"]["Eval_AverageReturn"]
+    assert group["mean"] == pytest.approx(np.mean(finals)) and group["std"] == pytest.approx(np.std(finals))
+    assert group["iqm"] == pytest.approx(np.mean(finals))  # of 3 values a 25% trim from each end removes none
+    # Tune's own files, one report per iteration.
+    for t in s["trials"]:
+        tune_dir = out / "tune" / t["key"]
+        assert len((tune_dir / "result.json").read_text().splitlines()) == 2
+        assert (tune_dir / "progress.csv").is_file() and list(tune_dir.glob("events.out.tfevents.*"))
+    assert "| Hopper-v4 | dagger | - | 3 |" in (out / "summary.md").read_text()
+    assert (out / "summary.csv").read_text().count("\n") == 2
+    assert {p.name for p in (out / "plots").iterdir()} >= {"learning_curves.png", "performance_profile.png"}
+
+
+@pytest.mark.slow
+def test_failing_trial_is_reported_and_a_resumed_sweep_skips_finished_ones(tmp_path, capsys):
+    later = tmp_path / "later.pkl"  # the second setting's expert does not exist yet: that trial fails
+    out = tmp_path / "sweep"
+    argv = [*TINY, "--algo", "bc", "--seeds", "1-2", "--out", str(out),
+            "--grid", f"expert_policy_file={bundled_expert_path('Hopper-v4')},{later}"]
+    assert main(argv) == 1
+    s = _summary(out)
+    ok, bad = s["trials"]
+    assert ok["status"] == "finished" and bad["status"] == "failed"
+    assert bad["error"] == f"expert policy file not found: {later} (check --expert_policy_file)"
+    assert f"`{bad['key']}`: failed: expert policy file not found" in (out / "summary.md").read_text()
+    assert [g.get("n", 0) for g in s["groups"]] == [2, 0]
+    finished_run = Path(ok["run_dir"])
+    finished_result = (out / "tune" / ok["key"] / "result.json").read_text()
+    stamp = (finished_run / "metrics.jsonl").stat().st_mtime_ns
+
+    shutil.copy(bundled_expert_path("Hopper-v4"), later)
+    assert main(argv) == 0
+    assert "resuming the sweep" in capsys.readouterr().out
+    s = _summary(out)
+    assert [t["status"] for t in s["trials"]] == ["finished", "finished"]
+    assert [g["n"] for g in s["groups"]] == [2, 2]
+    # The finished trial did not run again: same run directory, untouched, same Tune results.
+    assert s["trials"][0]["run_dir"] == str(finished_run)
+    assert (finished_run / "metrics.jsonl").stat().st_mtime_ns == stamp
+    assert list((out / "runs" / ok["key"]).glob("q1_*")) == [finished_run]
+    assert (out / "tune" / ok["key"] / "result.json").read_text() == finished_result
+    # Both experts are the same file, and seeds 1-2 the same seeds: the two settings' numbers agree.
+    a, b = s["groups"]
+    assert a["mean"] == pytest.approx(b["mean"]) and a["std"] == pytest.approx(b["std"])
+
+    # A different sweep in the same folder is refused rather than mixed in.
+    assert main([*argv[:-1], f"expert_policy_file={later}"]) == 2
+    assert "holds a different sweep" in _error_line(capsys)
+
+
+def test_a_retried_trial_keeps_only_its_last_attempt(tmp_path):
+    """Tune appends a re-run trial's reports to its result.json: the outcome is the last attempt's."""
+    from types import SimpleNamespace
+
+    from bcjax.sweep import _outcome
+
+    (trial,) = build_trials(["Hopper-v4"], ["dagger"], [{}], [1], n_iter=3)
+    lines = [{"Iteration": i, "Eval_AverageReturn": float(10 * attempt + i), "per_seed": {"Eval_AverageReturn": [0.0]},
+              "run_dir": f"run{attempt}", "wall_s": 1.0, "training_iteration": 1}
+             for attempt, iters in ((1, [0, 1]), (2, [0, 1, 2])) for i in iters]
+    (tmp_path / "result.json").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    o = _outcome(trial, SimpleNamespace(path=str(tmp_path), error=None), "TERMINATED")
+    assert [r["Iteration"] for r in o.rows] == [0, 1, 2] and o.rows[-1]["Eval_AverageReturn"] == 22.0
+    assert o.status == "finished" and o.run_dir == "run2"
+    assert set(o.rows[0]) == {"Iteration", "Eval_AverageReturn", "per_seed"}  # Tune's bookkeeping dropped
+    o = _outcome(trial, SimpleNamespace(path=str(tmp_path), error=None), "RUNNING")
+    assert o.status == "unfinished"
