@@ -34,8 +34,13 @@ def evaluate_run(run_dir: str | Path, step: int | None = None, episodes: int = 1
     from bcjax.rollout import sample_n_trajectories
     from bcjax.saved_run import load_policy
 
+    from bcjax.config import check_seed
+    from bcjax.video import check_mujoco_gl_setting
+
     if episodes <= 0:
         raise BcjaxError(f"--episodes must be positive, got {episodes}")
+    check_seed(seed)
+    check_mujoco_gl_setting()
     saved = load_policy(run_dir, step)
     k_seeds = int(saved.meta["num_seeds"])
     if seed_index is not None and not 0 <= seed_index < k_seeds:

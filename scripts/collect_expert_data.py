@@ -31,20 +31,35 @@ def collect(argv: list[str] | None) -> int:
     ns = build_parser().parse_args(argv)
     if ns.n_traj <= 0 or (ns.ep_len is not None and ns.ep_len <= 0):
         raise BcjaxError("--n_traj and --ep_len must be positive")
+    from bcjax.config import check_seed
+
+    check_seed(ns.seed)
+    out = Path(ns.output or f"data/expert_data/expert_data_{ns.env_name}.pkl")
+    if not ns.no_save and out.is_dir():
+        raise BcjaxError(f"--output {out} is a directory: give a file name such as {out / 'expert_data.pkl'}")
+    from bcjax.video import check_mujoco_gl_setting
+
+    check_mujoco_gl_setting()
     import numpy as np
 
+    from bcjax.envs import env_info, make_env
     from bcjax.expert import load_expert
     from bcjax.expert_data import collect_expert_paths, save_expert_data
     from bcjax.experts import bundled_expert_path
+    from bcjax.train_loop import check_expert
 
     epf = ns.expert_policy_file or bundled_expert_path(ns.env_name)
-    paths = collect_expert_paths(load_expert(epf), ns.env_name, ns.n_traj, ns.seed, ns.ep_len)
+    expert = load_expert(epf)
+    env = make_env(ns.env_name)
+    info = env_info(env)
+    env.close()
+    check_expert(expert, info, np.zeros((1, info.obs_dim), np.float32))
+    paths = collect_expert_paths(expert, ns.env_name, ns.n_traj, ns.seed, ns.ep_len)
     returns = np.array([p["reward"].sum() for p in paths])
     lengths = [len(p["reward"]) for p in paths]
     print(f"{ns.env_name}: {len(paths)} trajectories, {sum(lengths)} steps, "
           f"return {returns.mean():.1f} ± {returns.std():.1f} (min {returns.min():.1f}, max {returns.max():.1f})")
     if not ns.no_save:
-        out = Path(ns.output or f"data/expert_data/expert_data_{ns.env_name}.pkl")
         save_expert_data(paths, out)
         print(f"wrote {out}")
     return 0
