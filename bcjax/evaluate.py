@@ -29,12 +29,11 @@ def evaluate_run(run_dir: str | Path, step: int | None = None, episodes: int = 1
     own stream), so seeds are compared on the same starts. `video` re-runs the
     first evaluated episode with rendering and writes it as an mp4.
     """
+    from bcjax.config import check_seed
     from bcjax.envs import make_env
     from bcjax.policy import host_actor
     from bcjax.rollout import sample_n_trajectories
     from bcjax.saved_run import load_policy
-
-    from bcjax.config import check_seed
     from bcjax.video import check_mujoco_gl_setting
 
     if episodes <= 0:
