@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import os
+import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from bcjax.config import Config, parse_config
+from bcjax.config import Config, build_parser, config_from_args
 from bcjax.errors import BcjaxError, run_script
 
 
@@ -50,16 +54,21 @@ def run(cfg: Config, on_row: Callable[[dict, Path], None] | None = None) -> int:
     from bcjax.video import check_mujoco_gl_setting
 
     check_mujoco_gl_setting()
+    from bcjax.atomic_file import check_writable_dir, write_failure
     from bcjax.expert import load_expert
     from bcjax.expert_data import load_expert_data
     from bcjax.logger import RunLogger, make_run_dir, write_config
+    from bcjax.memory_check import check_run_fits_memory
     from bcjax.obs_layout import describe_input
+    from bcjax.run_lock import RunLock
+    from bcjax.stop_signal import Stopped, stop_on_signals
     from bcjax.train_loop import check_expert, check_expert_data, train
 
     # Check the task and the files against each other before a run directory exists.
     env = make_env(cfg.env_name)
     info = env_info(env)
     env.close()
+    check_writable_dir(cfg.resume or cfg.logdir, "--resume" if cfg.resume else "--logdir")
     if cfg.expert_policy_file is None and cfg.expert_data is not None:
         if cfg.is_dagger:  # a bundled expert would relabel another expert's data: refuse the silent mix
             raise BcjaxError("DAgger relabels with the expert that made --expert_data: give that expert with "
@@ -89,35 +98,62 @@ def run(cfg: Config, on_row: Callable[[dict, Path], None] | None = None) -> int:
         check_expert_data(paths, info)
         if expert is not None and not cfg.resume:
             check_expert_return(expert, cfg, paths)
+    check_run_fits_memory(cfg, info, sum(len(p["observation"]) for p in paths))
     purge_step = None
+    lock = None
     if cfg.resume:  # same directory; metrics after the saved iteration are logged again
-        from bcjax.saved_run import resume_iteration, truncate_metrics
+        from bcjax.saved_run import truncate_metrics
 
-        run_dir, last = Path(cfg.resume), resume_iteration(cfg.resume)
+        run_dir, last = Path(cfg.resume), cfg.resume_step
+        lock = RunLock(run_dir).acquire()
         truncate_metrics(run_dir, last)
         purge_step = last + 1
         print(f"resuming {run_dir} after iteration {last}")
     else:
         run_dir = make_run_dir(cfg)
+        lock = RunLock(run_dir).acquire()
         write_config(run_dir, cfg)
         print(f"run directory: {run_dir}")
-    logger = RunLogger(run_dir, purge_step=purge_step, on_row=on_row)
     try:
-        result = train(cfg, expert, paths, logger)
+        try:
+            logger = RunLogger(run_dir, purge_step=purge_step, on_row=on_row)
+        except OSError as e:
+            raise write_failure(run_dir, e) from None
+        try:
+            with stop_on_signals():
+                result = train(cfg, expert, paths, logger)
+        finally:
+            logger.close()
+    except Stopped as stop:
+        how = (f"resume with: python scripts/train.py --resume {run_dir}" if cfg.save_params else
+               "it cannot be resumed (trained without --save_params)")
+        print(f"{stop} of {cfg.n_iter}; {how}", file=sys.stderr)
+        return stop.exit_code
+    except BcjaxError:
+        if not cfg.resume and not (run_dir / "metrics.jsonl").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing was logged: leave no empty run directory
+        raise
     finally:
-        logger.close()
+        lock.release()
     t = result.timings
     print("time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()) + f"; peak RSS {result.peak_rss_mib:.0f} MiB")
     return 0
 
 
+def resolve_config(argv: list[str] | None) -> Config:
+    """The run's config: from the flags, or for --resume from the run directory (then checked as flags are)."""
+    ns = build_parser().parse_args(argv)
+    if not ns.resume:
+        return config_from_args(ns)
+    from bcjax.saved_run import explicit_flags, resume_config
+
+    cfg = resume_config(ns.resume, explicit_flags(argv))
+    return config_from_args(argparse.Namespace(**{**dataclasses.asdict(cfg), "do_dagger": False}))
+
+
 def main(argv: list[str] | None = None) -> int:
     def body() -> int:
-        cfg = parse_config(argv)
-        if cfg.resume:
-            from bcjax.saved_run import explicit_flags, resume_config
-
-            cfg = resume_config(cfg.resume, explicit_flags(argv))
+        cfg = resolve_config(argv)
         _select_device(cfg)
         return run(cfg)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import os
 from dataclasses import dataclass
 
 from bcjax.envs import VECTOR_MODES
@@ -53,6 +55,7 @@ class Config:
     quiet: bool = False
     allow_weak_expert: bool = False
     resume: str | None = None
+    resume_step: int | None = None
 
     @property
     def is_dagger(self) -> bool:
@@ -112,14 +115,34 @@ def build_parser() -> argparse.ArgumentParser:
     a("--allow_weak_expert", action="store_true",
       help="train even when the expert's check episode returns under half of its data's return")
     a("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
+    a("--resume_step", type=int, default=None, metavar="N",
+      help="with --resume: continue after iteration N (default: the latest saved; the one before is kept too)")
     return p
 
 
 def _positive(name: str, value: int | float | None, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
-    if value is None or value <= 0:
+    if value is None or not math.isfinite(value) or value <= 0:  # NaN compares false with everything
         raise BcjaxError(f"--{name} must be positive, got {value}")
+
+
+# JAX keys take 32-bit seeds (PRNGKey(2**32) == PRNGKey(0)): refuse the seeds that would alias.
+SEED_MAX = 2**32 - 1
+
+
+def check_seed(seed: int, flag: str = "--seed") -> int:
+    if not 0 <= seed <= SEED_MAX:
+        raise BcjaxError(f"{flag} must be between 0 and {SEED_MAX} (JAX keys are 32-bit), got {seed}")
+    return seed
+
+
+def check_exp_name(name: str) -> str:
+    """The run directory is named after --exp_name: it must stay one path component under --logdir."""
+    if not name or any(c in name for c in "/\\\0") or name.startswith("."):
+        raise BcjaxError(f"--exp_name {name!r} must be a plain name (no '/', '\\' or leading '.'): "
+                         "it names a directory under --logdir")
+    return name
 
 
 def config_from_args(ns: argparse.Namespace) -> Config:
@@ -149,8 +172,16 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         v = getattr(ns, name)
         if v == 0 or v < -1:
             raise BcjaxError(f"--{name} must be positive or -1 (off), got {v}")
+    check_seed(ns.seed)
+    if ns.resume_step is not None and not ns.resume:
+        raise BcjaxError("--resume_step needs --resume RUN_DIR")
+    check_exp_name(ns.exp_name)
     fields = {f.name for f in dataclasses.fields(Config)}
     kw = {k: v for k, v in vars(ns).items() if k in fields}
+    # Absolute: config.json records them, and a resume may start from another directory.
+    for name in ("expert_policy_file", "expert_data"):
+        if kw.get(name):
+            kw[name] = os.path.abspath(kw[name])
     kw.update(algo=algo, n_iter=n_iter)
     return Config(**kw)
 

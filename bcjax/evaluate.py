@@ -31,13 +31,17 @@ def evaluate_run(run_dir: str | Path, step: int | None = None, episodes: int = 1
     first evaluated episode with rendering and writes it as an mp4. `sample` None: as the run's own
     evaluation did (sampled actions unless it trained with --deterministic_eval).
     """
+    from bcjax.config import check_seed
     from bcjax.envs import make_env
     from bcjax.policy import host_actor
     from bcjax.rollout import sample_n_trajectories
     from bcjax.saved_run import load_policy
+    from bcjax.video import check_mujoco_gl_setting
 
     if episodes <= 0:
         raise BcjaxError(f"--episodes must be positive, got {episodes}")
+    check_seed(seed)
+    check_mujoco_gl_setting()
     saved = load_policy(run_dir, step)
     k_seeds = int(saved.meta["num_seeds"])
     if seed_index is not None and not 0 <= seed_index < k_seeds:

@@ -15,9 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bcjax.atomic_file import write_atomic
 from bcjax.errors import BcjaxError
 from bcjax.obs_layout import obs_map
-from bcjax.safe_pickle import as_array, load_pickle
+from bcjax.safe_pickle import as_array, finite, load_pickle
 
 NONLINEARITIES: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": jnp.tanh,
@@ -123,10 +124,18 @@ def expert_params_from_dict(data: Any, where: str) -> tuple[dict[str, Any], str,
     hidden = [_affine(net[k], f"{where}: hidden {k}") for k in sorted(net, key=_layer_order)]
     out = _affine(_get(pol, "out", where), f"{where}: out")
     log_std = as_array(_get(pol, "logstdevs_1_Da", where), f"{where}: logstdevs_1_Da").astype(np.float32).reshape(-1)
-    dims = [mean.shape[0]] + [w.shape[0] for w, _ in hidden[1:]] + [out[0].shape[0]]
-    for (w, _), d in zip(hidden + [out], dims):
-        if w.shape[0] != d:
-            raise BcjaxError(f"{where}: layer sizes do not chain (a layer takes {w.shape[0]} inputs, gets {d})")
+    # Every layer must take what the one before gives (the observation size for the first).
+    names = [f"hidden {k}" for k in sorted(net, key=_layer_order)] + ["out"]
+    gives = mean.shape[0]
+    for name, (w, _) in zip(names, hidden + [out]):
+        if w.shape[0] != gives:
+            raise BcjaxError(f"{where}: layer sizes do not chain ({name} takes {w.shape[0]} inputs, gets {gives})")
+        gives = w.shape[1]
+    for name, x in [("mean_1_D", mean), ("meansq_1_D", meansq), ("logstdevs_1_Da", log_std),
+                    *[(f"{n} W/b", np.concatenate([w.ravel(), b])) for n, (w, b) in zip(names, hidden + [out])]]:
+        finite(x, f"{where}: {name}")
+    if log_std.shape[0] != out[1].shape[0]:
+        raise BcjaxError(f"{where}: logstdevs_1_Da has {log_std.shape[0]} entries for {out[1].shape[0]} actions")
     params = {
         "obs_mean": mean.astype(np.float32),
         "obs_std": obs_std.astype(np.float32),
@@ -183,9 +192,4 @@ def tanh_squashed_to_cs285(hidden: Sequence[tuple[np.ndarray, np.ndarray]], mean
 def save_expert(data: dict[str, Any], path: str | Path) -> None:
     """Write a CS285 expert dict (checked by the loader first) as a pickle, atomically."""
     expert_params_from_dict(data, f"expert policy {path}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("wb") as f:
-        pickle.dump(data, f, protocol=4)
-    tmp.replace(path)
+    write_atomic(path, pickle.dumps(data, protocol=4))

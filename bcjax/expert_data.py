@@ -9,12 +9,15 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
+from bcjax.atomic_file import write_atomic
 from bcjax.envs import EnvInfo
 from bcjax.errors import BcjaxError
 from bcjax.rollout import Trajectory
-from bcjax.safe_pickle import as_array, load_pickle
+from bcjax.safe_pickle import as_array, finite, load_pickle
 
 REQUIRED_KEYS = ("observation", "action", "reward", "next_observation", "terminal")
+# Dimensions of each field: (T, obs_dim); (T, act_dim) or (T,) for discrete actions; (T,).
+_NDIM = {"observation": 2, "next_observation": 2, "action": (1, 2), "reward": 1, "terminal": 1}
 
 
 def validate_paths(data: object, where: str) -> list[Trajectory]:
@@ -28,15 +31,15 @@ def validate_paths(data: object, where: str) -> list[Trajectory]:
         missing = [k for k in REQUIRED_KEYS if k not in traj]
         if missing:
             raise BcjaxError(f"{where}: trajectory {i} lacks {', '.join(missing)} (CS285 expert data has {', '.join(REQUIRED_KEYS)})")
-        path = {k: as_array(traj[k], f"{where}: trajectory {i} '{k}'") for k in REQUIRED_KEYS}
-        path["image_obs"] = np.asarray(traj.get("image_obs", np.zeros((0,), np.uint8)))
+        # Shapes first: len() of a 0-d array raises, and a bad shape would fail deep inside the buffer.
+        path = {k: finite(as_array(traj[k], f"{where}: trajectory {i} '{k}'", _NDIM[k]), f"{where}: trajectory {i} '{k}'")
+                for k in REQUIRED_KEYS}
+        path["image_obs"] = np.zeros((0,), np.uint8)  # never used for training; not copied from untrusted input
         n = len(path["observation"])
         if n == 0 or any(len(path[k]) != n for k in REQUIRED_KEYS):
             raise BcjaxError(f"{where}: trajectory {i} has arrays of different or zero lengths")
-        if path["observation"].ndim != 2 or path["next_observation"].shape != path["observation"].shape:
+        if path["next_observation"].shape != path["observation"].shape:
             raise BcjaxError(f"{where}: trajectory {i} observations should be (T, obs_dim)")
-        if not np.all(np.isfinite(path["observation"])) or not np.all(np.isfinite(path["action"])):
-            raise BcjaxError(f"{where}: trajectory {i} contains NaN or infinite values")
         paths.append(path)
     dims = {p["observation"].shape[1] for p in paths}
     if len(dims) != 1:
@@ -65,13 +68,8 @@ def load_expert_data(source: str | Path, flag: str = "--expert_data", n_traj: in
 
 
 def save_expert_data(paths: list[Trajectory], path: str | Path) -> None:
-    """Write trajectories in the CS285 expert-data format (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("wb") as f:
-        pickle.dump([{k: np.asarray(v) for k, v in p.items()} for p in paths], f)
-    tmp.replace(path)
+    """Write trajectories in the CS285 expert-data format (atomically, through a unique temporary name)."""
+    write_atomic(path, pickle.dumps([{k: np.asarray(v) for k, v in p.items()} for p in paths]))
 
 
 def collect_expert_paths(expert: Callable[[np.ndarray], np.ndarray], env_name: str, n_traj: int, seed: int,

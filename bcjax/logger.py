@@ -7,6 +7,7 @@ series and the mean, TensorBoard shows the mean (and each seed when K > 1).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import sys
 import time
@@ -15,7 +16,9 @@ from typing import Callable
 
 import numpy as np
 
+from bcjax.atomic_file import append_line, write_atomic, write_failure
 from bcjax.config import Config
+from bcjax.errors import BcjaxError
 
 # The CS285 names, in the homework's print order.
 METRICS = (
@@ -32,23 +35,55 @@ def make_run_dir(cfg: Config) -> Path:
     prefix = "q2" if cfg.is_dagger else "q1"
     stamp = time.strftime("%d-%m-%Y_%H-%M-%S")
     base = Path(cfg.logdir) / f"{prefix}_{cfg.exp_name}_{cfg.env_name}_{stamp}"
+    base = base.with_name(base.name.replace("/", "-"))  # namespaced gymnasium ids (ALE/Pong-v5)
     path, n = base, 1
-    while path.exists():
-        path = base.with_name(f"{base.name}_{n}")
-        n += 1
-    path.mkdir(parents=True)
-    return path
+    while True:
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:  # taken, maybe by a run started the same second
+            path = base.with_name(f"{base.name}_{n}")
+            n += 1
+        except OSError as e:
+            raise write_failure(path, e) from None
 
 
 def write_config(run_dir: Path, cfg: Config, extra: dict | None = None) -> None:
     data = {**cfg.__dict__, **(extra or {})}
-    (run_dir / "config.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+    write_atomic(run_dir / "config.json", json.dumps(data, indent=2, default=str) + "\n")
+
+
+def read_jsonl_lines(path: Path) -> list[tuple[str, dict]]:
+    """(line, row) for each complete row of a metrics.jsonl; a torn last line is dropped.
+
+    A damaged line elsewhere is a BcjaxError: that is not what a kill or a full disk leaves.
+    """
+    lines = path.read_text(errors="replace").splitlines(keepends=True)
+    out = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            complete = line.endswith("\n") and isinstance(row, dict) and isinstance(row.get("Iteration"), int)
+        except ValueError:
+            complete = False
+        if not complete:
+            if i == len(lines) - 1:
+                break  # torn by a kill or a full disk during the append
+            raise BcjaxError(f"{path} line {i + 1} is damaged (not a metrics row): remove it or restore the file")
+        out.append((line, row))
+    return out
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The rows of a run's metrics.jsonl."""
-    path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The rows of a run's metrics.jsonl (without a torn last line)."""
+    return [row for _, row in read_jsonl_lines(Path(run_dir) / "metrics.jsonl")]
+
+
+def _json_number(x: float) -> float | None:
+    # JSON has no NaN or infinity: a non-finite metric is written as null.
+    return x if np.isfinite(x) else None
 
 
 def _summary_writer_class() -> type:
@@ -86,11 +121,10 @@ class RunLogger:
         e.g. every evaluation episode's return, as given)."""
         row: dict = {"Iteration": itr}
         for name, values in per_seed.items():
-            row[name] = float(np.mean(values))
-        row["per_seed"] = {k: [float(x) for x in v] for k, v in per_seed.items()}
+            row[name] = _json_number(float(np.mean(values)))
+        row["per_seed"] = {k: [_json_number(float(x)) for x in v] for k, v in per_seed.items()}
         row.update(extra or {})
-        with (self.run_dir / "metrics.jsonl").open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_line(self.run_dir / "metrics.jsonl", json.dumps(row, allow_nan=False))
         self._append_csv(itr, per_seed)
         k = len(next(iter(per_seed.values())))
         for name, values in per_seed.items():
@@ -107,13 +141,13 @@ class RunLogger:
         # One row per (iteration, seed): the long format plotting tools expect.
         path = self.run_dir / "metrics.csv"
         names = list(per_seed)
-        new = not path.exists()
-        with path.open("a", newline="") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(["Iteration", "seed_index", *names])
-            for s in range(len(per_seed[names[0]])):
-                w.writerow([itr, s, *[per_seed[n][s] for n in names]])
+        out = io.StringIO()
+        w = csv.writer(out)
+        if not path.exists():
+            w.writerow(["Iteration", "seed_index", *names])
+        for s in range(len(per_seed[names[0]])):
+            w.writerow([itr, s, *[per_seed[n][s] for n in names]])
+        append_line(path, out.getvalue())  # one write: a kill tears at most the last row
 
     def close(self) -> None:
         self.writer.close()

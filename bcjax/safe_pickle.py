@@ -1,48 +1,224 @@
-"""Restricted unpickling: CS285 pickles are untrusted input.
+"""Restricted, bounded unpickling: CS285 pickles are untrusted input.
 
 Only numpy arrays, dtypes and plain containers may come out of them; any other
-global a pickle asks for is refused before it is imported.
+global a pickle asks for is refused before it is imported. Memory is bounded
+too, in proportion to the file (`memory_budget`):
+
+- a pre-scan of the opcodes (on the bytes in memory, so a declared length is
+  checked against what the file holds before anything of that size exists)
+  refuses lengths past the end of the file, memo indices no pickler writes, and
+  streams whose objects would cost more than the budget;
+- the numpy constructors a pickle may call are wrapped to charge the bytes they
+  would allocate before allocating them;
+- the decoded object is measured counting every reference (a list of 5000
+  references to one trajectory is 5000 trajectories once concatenated).
 """
 
 from __future__ import annotations
 
+import io
 import pickle
+import pickletools
+import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy._core import multiarray as _multiarray
+from numpy._core import numeric as _numeric
 
 from bcjax.errors import BcjaxError
 
-# The globals numpy needs to rebuild arrays (old and new module names), and
-# nothing else. numpy.core.* is mapped to numpy._core.* to avoid its deprecation.
-_ALLOWED = {
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy._core.numeric", "_frombuffer"),
-    ("_codecs", "encode"),
-}
+# Decoded objects may take this many times the file's size, plus a constant (pickles of a
+# few small arrays carry more Python objects than bytes). Real CS285 files decode to < 1x.
+MEMORY_FACTOR = 8
+MEMORY_SLACK = 4 << 20
+
+
+def memory_budget(file_size: int) -> int:
+    """The most bytes a pickle of `file_size` bytes may decode to."""
+    return MEMORY_FACTOR * file_size + MEMORY_SLACK
 
 
 class _Refused(pickle.UnpicklingError):
     """A global outside the allow-list (as opposed to a corrupt stream)."""
 
 
+class _TooBig(pickle.UnpicklingError):
+    """The pickle would decode to more memory than its size allows."""
+
+
+class _Budget:
+    def __init__(self, limit: int):
+        self.limit, self.used = limit, 0
+
+    def charge(self, n: int, what: str) -> None:
+        self.used += int(n)
+        if self.used > self.limit:
+            raise _TooBig(f"{what} takes it past {self.limit} bytes decoded")
+
+
+def _nbytes(shape: Any, dtype: Any) -> int:
+    """Bytes an array of `shape` and `dtype` needs (Python ints: no overflow)."""
+    dims = (shape,) if isinstance(shape, int) else tuple(shape)
+    if not all(isinstance(d, (int, np.integer)) and d >= 0 for d in dims):
+        raise pickle.UnpicklingError(f"array shape {dims!r} is not a tuple of non-negative ints")
+    n = max(np.dtype(dtype).itemsize, 1)
+    for d in dims:
+        n *= int(d)
+    return n
+
+
+class _NdarrayToken:
+    """What `numpy.ndarray` unpickles to: `_reconstruct`'s marker for "a plain array".
+
+    Calling the real class would allocate any shape a pickle asks for.
+    """
+
+
+def _checked_array_type(budget: _Budget) -> type:
+    class _Checked(np.ndarray):
+        # BUILD calls __setstate__ with the real shape: charge it before numpy allocates.
+        def __setstate__(self, state: Any) -> None:
+            if not isinstance(state, tuple) or len(state) not in (4, 5):
+                raise pickle.UnpicklingError("malformed array state")
+            shape, dtype = state[-4], state[-3]
+            budget.charge(_nbytes(shape, dtype), f"an array of shape {shape}")
+            super().__setstate__(state)
+
+    return _Checked
+
+
+def _wrapped_globals(budget: _Budget) -> dict[tuple[str, str], Any]:
+    checked = _checked_array_type(budget)
+
+    def reconstruct(cls: Any, shape: Any, dtype: Any) -> np.ndarray:
+        if cls is not _NdarrayToken:
+            raise pickle.UnpicklingError("_reconstruct of something other than numpy.ndarray")
+        budget.charge(_nbytes(shape, dtype), f"an array of shape {shape}")
+        return _multiarray._reconstruct(checked, shape, dtype)
+
+    def frombuffer(buf: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
+        budget.charge(_nbytes(shape, dtype), f"an array of shape {shape}")
+        return _numeric._frombuffer(buf, dtype, shape, order)
+
+    def scalar(dtype: Any, *args: Any) -> Any:
+        budget.charge(np.dtype(dtype).itemsize, "a numpy scalar")
+        return _multiarray.scalar(dtype, *args)
+
+    def encode(obj: Any, encoding: str = "latin1", *args: Any) -> bytes:
+        # numpy's protocol-2 pickles store raw bytes as latin1 text; nothing else is needed.
+        if not isinstance(obj, str) or str(encoding).replace("-", "").lower() != "latin1" or args:
+            raise pickle.UnpicklingError("_codecs.encode is only allowed as numpy uses it (str, 'latin1')")
+        budget.charge(len(obj), "an encoded string")
+        return obj.encode("latin1")
+
+    return {
+        ("numpy", "ndarray"): _NdarrayToken,
+        ("numpy", "dtype"): np.dtype,
+        ("numpy._core.multiarray", "_reconstruct"): reconstruct,
+        ("numpy._core.multiarray", "scalar"): scalar,
+        ("numpy._core.numeric", "_frombuffer"): frombuffer,
+        ("_codecs", "encode"): encode,
+    }
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, allowed: dict[tuple[str, str], Any]):
+        super().__init__(file)
+        self._allowed = allowed
+
     def find_class(self, module: str, name: str) -> Any:
         if module.startswith("numpy.core"):
             module = "numpy._core" + module[len("numpy.core"):]
-        if (module, name) not in _ALLOWED:
+        if (module, name) not in self._allowed:
             raise _Refused(
                 f"it asks for the global {module}.{name}, and only numpy arrays and plain containers are allowed"
             )
-        return super().find_class(module, name)
+        return self._allowed[(module, name)]
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("persistent ids are not allowed")
+
+
+# What one opcode may create beyond its argument's bytes, generously: an empty set or dict
+# is the largest object one byte of pickle makes; every other push costs a reference.
+_OPCODE_COST = {"EMPTY_SET": 256, "FROZENSET": 256, "EMPTY_DICT": 128, "DICT": 128, "EMPTY_LIST": 64, "LIST": 64}
+_MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"}
+
+
+def _prescan(data: bytes, budget: _Budget) -> None:
+    """Walk the opcodes without building anything; raise on what would allocate out of proportion."""
+    for n_ops, (op, arg, pos) in enumerate(pickletools.genops(io.BytesIO(data)), start=1):
+        budget.charge(_OPCODE_COST.get(op.name, 16), "its objects")
+        if isinstance(arg, (bytes, bytearray, str)):
+            budget.charge(len(arg), "a string")
+        if op.name in _MEMO_PUTS:
+            # The unpickler sizes its memo table by the largest index: picklers number entries 0, 1, 2, ...
+            if op.name != "MEMOIZE" and arg > n_ops:
+                raise pickle.UnpicklingError(f"memo index {arg} at opcode {n_ops} (no pickler writes that)")
+        elif op.name == "FRAME" and arg > len(data) - pos:
+            raise pickle.UnpicklingError(f"a frame of {arg} bytes at byte {pos}, past the end of the file")
+        elif op.name in ("LONG1", "LONG4") and isinstance(arg, int) and arg.bit_length() > 1 << 16:
+            raise pickle.UnpicklingError("an integer of more than 65536 bits")
+
+
+def _measure(obj: Any, budget: _Budget) -> Any:
+    """Charge `obj`'s size counting every reference; return it with checked arrays made plain ndarrays."""
+    # Iterative (a deeply nested pickle must not overflow the stack), expanding a container at each
+    # reference: that is what concatenating the data would copy. Cycles exhaust the budget.
+    fixed: dict[int, Any] = {}
+    stack = [obj]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, np.ndarray):
+            budget.charge(x.nbytes + 64, "its arrays (counting repeated references)")
+            if type(x) is not np.ndarray and id(x) not in fixed:
+                fixed[id(x)] = x
+        elif isinstance(x, (list, tuple, set, frozenset)):
+            budget.charge(8 * len(x) + 56, "its containers (counting repeated references)")
+            stack.extend(x)
+        elif isinstance(x, dict):
+            budget.charge(16 * len(x) + 64, "its containers (counting repeated references)")
+            stack.extend(x.keys())
+            stack.extend(x.values())
+        elif isinstance(x, (str, bytes, bytearray)):
+            budget.charge(len(x) + 48, "its strings (counting repeated references)")
+        else:
+            budget.charge(32, "its objects")
+    return _plain(obj) if fixed else obj
+
+
+def _plain(obj: Any) -> Any:
+    """`obj` with every checked-array instance replaced by a plain ndarray view (containers rebuilt)."""
+    if isinstance(obj, np.ndarray):
+        return obj.view(np.ndarray) if type(obj) is not np.ndarray else obj
+    if isinstance(obj, list):
+        return [_plain(x) for x in obj]
+    if isinstance(obj, tuple):
+        return tuple(_plain(x) for x in obj)
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    return obj
+
+
+def loads_bounded(data: bytes) -> Any:
+    """Unpickle `data` with the allow-list and the memory budget; pickle.UnpicklingError subclasses on refusal."""
+    budget = _Budget(memory_budget(len(data)))
+    _prescan(data, budget)
+    budget.used = 0  # the pre-scan's estimate and the real allocations are checked separately
+    obj = _RestrictedUnpickler(io.BytesIO(data), _wrapped_globals(budget)).load()
+    budget.used = 0
+    return _measure(obj, budget)
+
+
+# Everything a corrupt stream can raise from the unpickler or numpy's constructors.
+_CORRUPT = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            ImportError, OverflowError, MemoryError, RecursionError, UnicodeError, struct.error)
 
 
 def load_pickle(path: str | Path, what: str, flag: str) -> Any:
-    """Unpickle `path` allowing only numpy arrays and plain containers.
+    """Unpickle `path` allowing only numpy arrays and plain containers, within the memory budget.
 
     `what` names the file for messages ("expert policy"), `flag` the option that gave it.
     """
@@ -50,18 +226,37 @@ def load_pickle(path: str | Path, what: str, flag: str) -> Any:
     if not path.is_file():
         raise BcjaxError(f"{what} file not found: {path} (check {flag})")
     try:
-        with path.open("rb") as f:
-            return _RestrictedUnpickler(f).load()
+        data = path.read_bytes()
+    except OSError as e:
+        raise BcjaxError(f"cannot read {what} file {path}: {e.strerror or e} (check {flag})") from None
+    try:
+        return loads_bounded(data)
     except _Refused as e:
         raise BcjaxError(f"{what} file {path} was refused: {e} (give a CS285 pickle with {flag})") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, ImportError, OverflowError) as e:
-        raise BcjaxError(f"{what} file {path} is not a readable pickle ({type(e).__name__}: {e}); check {flag}") from None
+    except _TooBig as e:
+        raise BcjaxError(f"{what} file {path} was refused: it decodes to far more memory than its "
+                         f"{len(data)} bytes ({e}); give a CS285 pickle with {flag}") from None
+    except _CORRUPT as e:
+        msg = str(e).splitlines()[0][:200] if str(e) else ""
+        raise BcjaxError(f"{what} file {path} is not a readable pickle ({type(e).__name__}: {msg}); check {flag}") from None
 
 
-def as_array(x: Any, where: str, ndim: int | None = None) -> np.ndarray:
-    """Check that a value from a pickle is a numeric numpy array (of `ndim` dims)."""
-    if not isinstance(x, np.ndarray) or not np.issubdtype(x.dtype, np.number) and x.dtype != bool:
-        raise BcjaxError(f"{where} should be a numeric numpy array, got {type(x).__name__}")
-    if ndim is not None and x.ndim != ndim:
-        raise BcjaxError(f"{where} should have {ndim} dimensions, got shape {x.shape}")
+def as_array(x: Any, where: str, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
+    """Check that a value from a pickle is a real-valued numeric numpy array (of `ndim` dims)."""
+    if not isinstance(x, np.ndarray) or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
+                                             or x.dtype == bool):
+        kind = f"a {x.dtype} array" if isinstance(x, np.ndarray) else type(x).__name__
+        raise BcjaxError(f"{where} should be a real-valued numeric numpy array, got {kind}")
+    allowed = (ndim,) if isinstance(ndim, int) else ndim
+    if allowed is not None and x.ndim not in allowed:
+        want = " or ".join(str(d) for d in allowed)
+        raise BcjaxError(f"{where} should have {want} dimensions, got shape {x.shape}")
     return x
+
+
+def finite(x: np.ndarray, where: str) -> np.ndarray:
+    """`x`, refused if it holds NaN or infinite values."""
+    if not np.all(np.isfinite(x)):
+        raise BcjaxError(f"{where} contains NaN or infinite values")
+    return x
+

@@ -3,8 +3,9 @@
     <run_dir>/checkpoints/<itr>/  the K-stacked TrainState + metadata (config, dims): every iteration
                                   with --save_params, else the final one; read by scripts/evaluate.py
     <run_dir>/resume/<itr>/       everything the loop carries between iterations (TrainState, buffers,
-                                  JAX keys, env step counts, elapsed time); only the latest is kept,
-                                  so a long run does not store its buffer once per iteration
+                                  JAX keys, env step counts, elapsed time); the latest two are kept
+                                  (the older one is the fallback if the newer is found corrupt), so a
+                                  long run does not store its buffer once per iteration
 
 Both are orbax step folders, written to a temporary name and renamed when
 complete: a run killed during a save still has the previous step readable.
@@ -26,8 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax.training.train_state import TrainState
 
+from bcjax.atomic_file import write_atomic
 from bcjax.buffer import FIELDS, RingBuffer
-from bcjax.checkpoint import checkpoint_steps, restore_checkpoint, restore_meta, save_checkpoint
+from bcjax.checkpoint import checkpoint_steps, restore_checkpoint, restore_meta, save_checkpoint, step_problem
 from bcjax.config import Config
 from bcjax.errors import BcjaxError
 from bcjax.policy import MLPPolicy
@@ -85,7 +87,7 @@ def save_resume(run_dir: str | Path, loop: LoopState, meta: dict) -> None:
     tree = {"train_state": loop.states, "loop_keys": _key_data(loop.loop_keys),
             "envsteps": np.asarray(loop.envsteps, np.int64), "buffers": [_buffer_tree(b) for b in loop.buffers]}
     save_checkpoint(Path(run_dir) / RESUME_DIR, loop.iteration, tree,
-                    {**meta, "iteration": loop.iteration, "elapsed": loop.elapsed}, max_to_keep=1)
+                    {**meta, "iteration": loop.iteration, "elapsed": loop.elapsed}, max_to_keep=2)
 
 
 def resume_iteration(run_dir: str | Path) -> int | None:
@@ -94,14 +96,15 @@ def resume_iteration(run_dir: str | Path) -> int | None:
     return steps[-1] if steps else None
 
 
-def restore_resume(run_dir: str | Path, template: LoopState) -> LoopState:
-    """The saved loop state, restored into freshly built structures of the same shapes."""
+def restore_resume(run_dir: str | Path, template: LoopState, step: int | None = None) -> LoopState:
+    """The saved loop state (of iteration `step`, default the latest), restored into freshly built
+    structures of the same shapes."""
     tree = {"train_state": template.states, "loop_keys": _key_data(template.loop_keys),
             "envsteps": np.asarray(template.envsteps, np.int64),
             "buffers": [_buffer_tree(b) for b in template.buffers]}
     misfit = f"cannot resume from {run_dir}: its saved state does not fit this configuration"
     try:
-        out, meta = restore_checkpoint(Path(run_dir) / RESUME_DIR, tree)
+        out, meta = restore_checkpoint(Path(run_dir) / RESUME_DIR, tree, step, step_flag="--resume_step")
     except BcjaxError:
         raise
     except Exception as e:  # noqa: BLE001 - orbax reports structure mismatches in many types
@@ -119,11 +122,22 @@ def restore_resume(run_dir: str | Path, template: LoopState) -> LoopState:
 
 
 def read_run_config(run_dir: str | Path) -> Config:
-    """The config a run was started with (its config.json)."""
+    """The config a run was started with: its config.json, else (a torn or lost one) the copy in its
+    latest readable checkpoint."""
     path = Path(run_dir) / "config.json"
+    try:
+        return config_from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        pass
+    for sub in (RESUME_DIR, POLICY_DIR):
+        for step in reversed(checkpoint_steps(Path(run_dir) / sub)):
+            try:
+                return config_from_dict(restore_meta(Path(run_dir) / sub, step)[1]["config"])
+            except (BcjaxError, KeyError, TypeError):
+                continue
     if not path.is_file():
         raise BcjaxError(f"{run_dir} is not a bcjax run directory (no config.json)")
-    return config_from_dict(json.loads(path.read_text()))
+    raise BcjaxError(f"{path} is damaged (not valid JSON) and no checkpoint holds a copy: the run cannot be resumed")
 
 
 @dataclass
@@ -149,7 +163,10 @@ def load_policy(run_dir: str | Path, step: int | None = None) -> SavedPolicy:
     if not Path(run_dir).is_dir():
         raise BcjaxError(f"no run directory {run_dir}")
     step, meta = restore_meta(ckpt, step)
-    cfg = config_from_dict(meta["config"])
+    try:
+        cfg = config_from_dict(meta["config"])
+    except (KeyError, TypeError) as e:
+        raise BcjaxError(f"checkpoint step {step} in {ckpt} has unusable metadata ({e}): pick another --step") from None
     policy = MLPPolicy(act_dim=int(meta["act_dim"]), n_layers=cfg.n_layers, size=cfg.size,
                        activation=cfg.activation, discrete=bool(meta["discrete"]))
     keys = jnp.stack([jax.random.PRNGKey(k) for k in range(int(meta["num_seeds"]))])
@@ -158,12 +175,20 @@ def load_policy(run_dir: str | Path, step: int | None = None) -> SavedPolicy:
     shapes = jax.eval_shape(lambda k: create_train_states(policy, k, int(meta["obs_dim"]), cfg.learning_rate), keys)
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shapes)
-    out, meta = restore_checkpoint(ckpt, {"train_state": template}, step)
+    try:
+        out, meta = restore_checkpoint(ckpt, {"train_state": template}, step)
+    except BcjaxError:
+        raise
+    except Exception as e:  # noqa: BLE001 - orbax reports a misfit in many types
+        raise BcjaxError(f"checkpoint step {step} in {ckpt} does not hold the policy its metadata describes "
+                         f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
     return SavedPolicy(policy=policy, states=out["train_state"], meta=meta, iteration=step)
 
 
 # Flags a resumed run may set anew: they change how it runs, not what it computes.
-RESUME_RUNTIME_FLAGS = ("resume", "quiet", "no_gpu", "which_gpu", "cpu_threads", "video_log_freq")
+# The expert files may be given again: they are what the run used, moved (the paths are checked on load).
+RESUME_RUNTIME_FLAGS = ("resume", "resume_step", "quiet", "no_gpu", "which_gpu", "cpu_threads", "video_log_freq",
+                        "expert_policy_file", "expert_data")
 
 
 def explicit_flags(argv: list[str] | None) -> dict:
@@ -184,35 +209,59 @@ def resume_config(run_dir: str | Path, explicit: dict) -> Config:
     if other:
         raise BcjaxError(f"--resume continues {run_dir} with its saved configuration: drop "
                          + ", ".join(f"--{k}" for k in other))
-    last = resume_iteration(run_dir)
-    if last is None:
-        raise BcjaxError(f"{run_dir} has no resume state (it was trained without --save_params); "
-                         "its final policy can still be evaluated with scripts/evaluate.py")
+    steps = checkpoint_steps(run_dir / RESUME_DIR)
+    if not steps:
+        if not cfg.save_params:
+            raise BcjaxError(f"{run_dir} has no resume state (it was trained without --save_params); "
+                             "its final policy can still be evaluated with scripts/evaluate.py")
+        raise BcjaxError(f"{run_dir} has no complete resume state: it was stopped before or during its first "
+                         "save (iteration 0); start the run again")
+    last = explicit.get("resume_step", steps[-1])
+    if last not in steps:
+        raise BcjaxError(f"--resume_step {last}: {run_dir / RESUME_DIR} holds iterations {steps}")
+    problem = step_problem(run_dir / RESUME_DIR, last)
+    if problem is not None:
+        older = [s for s in steps if s < last and step_problem(run_dir / RESUME_DIR, s) is None]
+        hint = (f"resume from iteration {older[-1]} with --resume_step {older[-1]}" if older
+                else "no intact resume state is left; start the run again")
+        raise BcjaxError(f"the resume state of iteration {last} in {run_dir / RESUME_DIR} is corrupt ({problem}): {hint}")
     if last >= cfg.n_iter - 1:
         raise BcjaxError(f"{run_dir} already finished all {cfg.n_iter} iterations: nothing to resume")
-    keep = {k: v for k, v in explicit.items() if k in RESUME_RUNTIME_FLAGS and k != "resume"}
-    return cfg.replace(resume=str(run_dir), **keep)
+    keep = {k: v for k, v in explicit.items() if k in RESUME_RUNTIME_FLAGS and k not in ("resume", "resume_step")}
+    for name in ("expert_policy_file", "expert_data"):
+        if name in keep:
+            keep[name] = os.path.abspath(keep[name])
+    return cfg.replace(resume=str(run_dir), resume_step=last, **keep)
 
 
-def _rewrite(path: Path, lines: list[str]) -> None:
-    # Write a sibling then rename: a crash here leaves the old file, never a half one.
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(lines))
-    os.replace(tmp, path)
+def _csv_iteration(line: str, n_fields: int) -> int | None:
+    """The iteration of a complete metrics.csv row, or None for a torn one."""
+    if not line.endswith("\n"):
+        return None
+    row = next(csv.reader([line]), [])
+    try:
+        return int(row[0]) if len(row) == n_fields else None
+    except ValueError:
+        return None
 
 
 def truncate_metrics(run_dir: str | Path, last_iteration: int) -> None:
-    """Drop metric rows logged after `last_iteration` (the resumed run logs those iterations again)."""
+    """Drop metric rows logged after `last_iteration` (the resumed run logs those iterations again),
+    and a torn last line (what a kill or a full disk during an append leaves)."""
+    from bcjax.logger import read_jsonl_lines
+
     run_dir = Path(run_dir)
     jsonl = run_dir / "metrics.jsonl"
     if jsonl.is_file():
-        lines = jsonl.read_text().splitlines(keepends=True)
-        kept = [x for x in lines if x.strip() and json.loads(x)["Iteration"] <= last_iteration]
-        if len(kept) != len(lines):
-            _rewrite(jsonl, kept)
+        lines = jsonl.read_text(errors="replace").splitlines(keepends=True)
+        kept = [line for line, row in read_jsonl_lines(jsonl) if row["Iteration"] <= last_iteration]
+        if kept != lines:
+            write_atomic(jsonl, "".join(kept))
     table = run_dir / "metrics.csv"
     if table.is_file():
-        lines = table.read_text().splitlines(keepends=True)
-        kept = lines[:1] + [x for x, row in zip(lines[1:], csv.reader(lines[1:])) if int(row[0]) <= last_iteration]
-        if len(kept) != len(lines):
-            _rewrite(table, kept)
+        lines = table.read_text(errors="replace").splitlines(keepends=True)
+        header = lines[:1] if lines and lines[0].endswith("\n") else []
+        n_fields = len(next(csv.reader(header), []))
+        kept = header + [x for x in lines[1:] if (i := _csv_iteration(x, n_fields)) is not None and i <= last_iteration]
+        if kept != lines:
+            write_atomic(table, "".join(kept))

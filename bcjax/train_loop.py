@@ -28,6 +28,7 @@ from bcjax.policy import MLPPolicy, host_actor
 from bcjax.progress import Progress, bars_wanted, summary_line
 from bcjax.rollout import Trajectory, episode_stats, sample_trajectories
 from bcjax.saved_run import LoopState, config_dict, restore_resume, save_policy, save_resume
+from bcjax.stop_signal import check_stop
 from bcjax.update import compile_trainer, create_train_states
 
 Expert = Callable[[np.ndarray], np.ndarray]
@@ -164,7 +165,7 @@ def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
             "discrete": info.discrete, "num_seeds": k_seeds, "ep_len": ep_len}
     first_itr = 0
     if cfg.resume:
-        loop = restore_resume(cfg.resume, LoopState(-1, states, loop_keys, buffers, envsteps, 0.0))
+        loop = restore_resume(cfg.resume, LoopState(-1, states, loop_keys, buffers, envsteps, 0.0), cfg.resume_step)
         states, loop_keys, envsteps, first_itr = loop.states, loop.loop_keys, loop.envsteps, loop.iteration + 1
         start -= loop.elapsed
     progress = Progress(bars_wanted(cfg.quiet))
@@ -276,6 +277,8 @@ def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
         if logger is not None:
             logger.print(summary_line(itr, cfg.n_iter, per_seed,
                                       {k: v - before.get(k, 0.0) for k, v in timings.items()}))
+        if itr < cfg.n_iter - 1:
+            check_stop(itr)  # SIGTERM/SIGINT: stop here, this iteration's checkpoint written
 
     for env in envs:
         env.close()

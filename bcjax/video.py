@@ -48,6 +48,18 @@ def check_mujoco_gl_setting() -> None:
     if value not in known:
         raise BcjaxError(f"MUJOCO_GL={value!r} is not a value MuJoCo accepts: use egl or osmesa "
                          "(headless), glfw (with a display), or unset it")
+    # `import mujoco` loads the backend's library at once and fails with a traceback without it,
+    # even for runs that never render: look for the library first.
+    library = {"egl": "EGL", "osmesa": "OSMesa"}.get(value)
+    if library and not os.environ.get(f"PYOPENGL_{value.upper()}_LIB_PATH") and not _find_library(library):
+        raise BcjaxError(f"MUJOCO_GL={value} but lib{library} is not installed: install it (scripts/setup_gl.sh), "
+                         "use another MUJOCO_GL (egl, osmesa), or unset it")
+
+
+def _find_library(name: str) -> str | None:
+    import ctypes.util
+
+    return ctypes.util.find_library(name)
 
 
 def configure_gl() -> str:

@@ -38,18 +38,34 @@ def collect(argv: list[str] | None) -> int:
         raise BcjaxError("--n_traj and --ep_len must be positive")
     if ns.no_save and (ns.output or ns.minari):
         raise BcjaxError("--no_save writes nothing: drop it, or drop --output/--minari")
+    from bcjax.config import check_seed
+
+    check_seed(ns.seed)
+    out = Path(ns.output or f"data/expert_data/expert_data_{ns.env_name}.pkl")
+    if not ns.no_save and out.is_dir():
+        raise BcjaxError(f"--output {out} is a directory: give a file name such as {out / 'expert_data.pkl'}")
+    from bcjax.video import check_mujoco_gl_setting
+
+    check_mujoco_gl_setting()
     import numpy as np
 
+    from bcjax.envs import env_info, make_env
     from bcjax.expert import load_expert
     from bcjax.expert_data import collect_expert_episodes, save_expert_data
     from bcjax.experts import bundled_expert_path
+    from bcjax.train_loop import check_expert
 
     if ns.minari:  # a bad or taken id fails before the rollouts
         from bcjax.minari_data import check_new_dataset_id, save_minari
 
         check_new_dataset_id(ns.minari)
     epf = ns.expert_policy_file or bundled_expert_path(ns.env_name)
-    paths, terminated = collect_expert_episodes(load_expert(epf), ns.env_name, ns.n_traj, ns.seed, ns.ep_len)
+    expert = load_expert(epf).for_task(ns.env_name)
+    env = make_env(ns.env_name)
+    info = env_info(env)
+    env.close()
+    check_expert(expert, info, np.zeros((1, info.obs_dim), np.float32))
+    paths, terminated = collect_expert_episodes(expert, ns.env_name, ns.n_traj, ns.seed, ns.ep_len)
     returns = np.array([p["reward"].sum() for p in paths])
     lengths = [len(p["reward"]) for p in paths]
     print(f"{ns.env_name}: {len(paths)} trajectories, {sum(lengths)} steps, "
@@ -58,7 +74,6 @@ def collect(argv: list[str] | None) -> int:
         where = save_minari(paths, terminated, ns.minari, ns.env_name, epf, ns.seed)
         print(f"wrote Minari dataset {ns.minari} ({where}); train on it with --expert_data minari:{ns.minari}")
     if not ns.no_save and (ns.output or not ns.minari):
-        out = Path(ns.output or f"data/expert_data/expert_data_{ns.env_name}.pkl")
         save_expert_data(paths, out)
         print(f"wrote {out}")
     return 0

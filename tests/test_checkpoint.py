@@ -102,13 +102,13 @@ def _filled_buffer(seed: int, rows: int) -> RingBuffer:
     return buf
 
 
-def test_resume_state_round_trip_and_only_the_latest_is_kept(tmp_path):
+def test_resume_state_round_trip_and_only_the_latest_two_are_kept(tmp_path):
     _, states = _trained_states()
     keys = jax.random.split(jax.random.PRNGKey(3), 2)
     buffers = [_filled_buffer(0, 30), _filled_buffer(1, 70)]  # the second has wrapped: pos != size
     for itr in range(3):
         save_resume(tmp_path, LoopState(itr, states, keys, buffers, np.array([10 * itr, 11 * itr]), 1.5 + itr), _meta(2))
-    assert checkpoint_steps(tmp_path / RESUME_DIR) == [2]
+    assert checkpoint_steps(tmp_path / RESUME_DIR) == [1, 2]  # the older one: a fallback if the newer is corrupt
 
     _, fresh = _trained_states()
     fresh = jax.tree.map(jnp.zeros_like, fresh)
