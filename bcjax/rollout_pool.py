@@ -162,7 +162,7 @@ class RolloutPool:
             try:
                 _send(proc.stdin, task)
                 ok, value = _recv(proc.stdout)
-            except (EOFError, OSError, pickle.UnpicklingError):
+            except Exception:  # EOF, a broken pipe, an unreadable answer: the worker is gone
                 code = proc.poll()
                 ok, value = False, f"the rollout worker died (exit code {code})"
             if ok:
@@ -216,4 +216,7 @@ def _worker_main() -> None:
 
 
 if __name__ == "__main__":
-    _worker_main()
+    # Through the package module, so results pickle as bcjax.rollout_pool classes, not __main__ ones.
+    from bcjax.rollout_pool import _worker_main as main
+
+    main()

@@ -31,7 +31,7 @@ def _task(env_name: str = "Hopper-v4", seed: int = 3, rng: bool = True) -> Rollo
 def test_metrics_identical_for_0_1_2_workers(tmp_path, num_envs):
     paths = expert_data("Hopper-v4", hopper_expert, ep_len=30)
     got = []
-    for workers in (0,):  # 1, 2: once the pool works
+    for workers in (0, 1, 2):
         cfg = hopper_cfg(tmp_path / str(workers), n_iter=3, num_seeds=3, num_envs=num_envs, rollout_workers=workers)
         run_dir, _ = run_logged(cfg, hopper_expert, paths)
         got.append(metrics_without_time(run_dir))
@@ -39,7 +39,6 @@ def test_metrics_identical_for_0_1_2_workers(tmp_path, num_envs):
     assert all(g == got[0] for g in got)
 
 
-@pytest.mark.skip(reason="the worker pool hangs: being debugged")
 def test_pool_result_equals_in_process_and_continues_the_noise_stream():
     task = _task()
     with RolloutPool(0) as here, RolloutPool(1) as pool:
@@ -58,7 +57,6 @@ def test_worker_modules_do_not_import_jax():
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
 
 
-@pytest.mark.skip(reason="the worker pool hangs: being debugged")
 def test_killed_worker_fails_the_task_fast_with_its_seed():
     pool = RolloutPool(1)
     try:
@@ -76,7 +74,6 @@ def test_killed_worker_fails_the_task_fast_with_its_seed():
         assert time.time() - t < 5
 
 
-@pytest.mark.skip(reason="the worker pool hangs: being debugged")
 def test_env_that_raises_is_a_one_line_error_naming_the_task():
     with RolloutPool(1) as pool:
         with pytest.raises(BcjaxError, match="collect of seed index 0 \\(NoSuchEnv-v0.*unknown environment id"):
