@@ -49,7 +49,7 @@ class Config:
     num_seeds: int = 1
     num_envs: int = 1
     vector_mode: str = "auto"
-    rollout_workers: int | None = 0  # None: one per core this process may run on (at most 8); 0 until the pool is debugged
+    rollout_workers: int | None = None  # None: one per core this process may run on (at most 8)
     cpu_threads: int = 1
     deterministic_eval: bool = False
     per_step_updates: bool = False
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--num_envs", type=int, default=1, help="vector environments for collection and evaluation")
     a("--vector_mode", choices=VECTOR_MODES, default="auto",
       help="sync: one process; async: a process per env; auto: async only with a core per env to spare")
-    a("--rollout_workers", type=int, default=0, metavar="N",
+    a("--rollout_workers", type=int, default=None, metavar="N",
       help="worker processes that run collection and evaluation (default: one per core, at most 8; 0: in this process)")
     a("--cpu_threads", type=int, default=1,
       help="threads of JAX's CPU pool (1 is faster for small nets on a small shared CPU; 0: all cores)")
