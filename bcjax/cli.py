@@ -9,11 +9,15 @@ import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bcjax.config import Config, build_parser, config_from_args
 from bcjax.errors import BcjaxError, run_script
+
+if TYPE_CHECKING:
+    from bcjax.rollout_pool import RolloutPool
 
 
 def _select_device(cfg: Config) -> None:
@@ -42,6 +46,17 @@ def check_expert_return(expert: Callable[[np.ndarray], np.ndarray], cfg: Config,
 
 def run(cfg: Config, on_row: Callable[[dict, Path], None] | None = None) -> int:
     """Train as `cfg` says; `on_row` gets each logged metrics row and the run directory."""
+    from bcjax.rollout_pool import RolloutPool, default_workers
+
+    # First: the workers start up while this process imports JAX and compiles.
+    pool = RolloutPool(default_workers() if cfg.rollout_workers is None else cfg.rollout_workers)
+    try:
+        return _run(cfg, on_row, pool)
+    finally:
+        pool.close()  # also on Ctrl-C and errors: no worker outlives the run
+
+
+def _run(cfg: Config, on_row: Callable[[dict, Path], None] | None, pool: "RolloutPool") -> int:
     import jax
 
     if cfg.no_gpu:
@@ -121,7 +136,7 @@ def run(cfg: Config, on_row: Callable[[dict, Path], None] | None = None) -> int:
             raise write_failure(run_dir, e) from None
         try:
             with stop_on_signals():
-                result = train(cfg, expert, paths, logger)
+                result = train(cfg, expert, paths, logger, pool)
         finally:
             logger.close()
     except Stopped as stop:

@@ -49,6 +49,7 @@ class Config:
     num_seeds: int = 1
     num_envs: int = 1
     vector_mode: str = "auto"
+    rollout_workers: int | None = None  # None: one per core this process may run on (at most 8)
     cpu_threads: int = 1
     deterministic_eval: bool = False
     per_step_updates: bool = False
@@ -107,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--num_envs", type=int, default=1, help="vector environments for collection and evaluation")
     a("--vector_mode", choices=VECTOR_MODES, default="auto",
       help="sync: one process; async: a process per env; auto: async only with a core per env to spare")
+    a("--rollout_workers", type=int, default=None, metavar="N",
+      help="worker processes that run collection and evaluation (default: one per core, at most 8; 0: in this process)")
     a("--cpu_threads", type=int, default=1,
       help="threads of JAX's CPU pool (1 is faster for small nets on a small shared CPU; 0: all cores)")
     a("--deterministic_eval", action="store_true", help="evaluate the mean action instead of sampling")
@@ -164,6 +167,8 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         _positive(name, getattr(ns, name))
     _positive("ep_len", ns.ep_len, allow_none=True)
     _positive("expert_data_trajectories", ns.expert_data_trajectories, allow_none=True)
+    if ns.rollout_workers is not None and ns.rollout_workers < 0:
+        raise BcjaxError(f"--rollout_workers must be 0 (rollouts in this process) or more, got {ns.rollout_workers}")
     if ns.cpu_threads < 0:
         raise BcjaxError(f"--cpu_threads must be 0 (all cores) or more, got {ns.cpu_threads}")
     if ns.n_layers < 0:

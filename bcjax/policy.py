@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bcjax.numpy_policy import PolicySpec, numpy_actor
+
 Params = Any
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -26,18 +28,6 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "softplus": nn.softplus,
     "identity": lambda x: x,
 }
-
-_SELU_ALPHA, _SELU_SCALE = 1.6732632423543772, 1.0507009873554805
-NP_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "relu": lambda x: np.maximum(x, 0),
-    "tanh": np.tanh,
-    "leaky_relu": lambda x: np.where(x >= 0, x, 0.01 * x),
-    "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
-    "selu": lambda x: _SELU_SCALE * np.where(x > 0, x, _SELU_ALPHA * np.expm1(np.minimum(x, 0))),
-    "softplus": lambda x: np.logaddexp(0, x),
-    "identity": lambda x: x,
-}
-
 
 INITS = ("torch", "flax")
 
@@ -110,30 +100,14 @@ def mode(policy: MLPPolicy, params: Params, obs: jax.Array) -> jax.Array:
     return jnp.argmax(out, axis=-1) if policy.discrete else out
 
 
+def policy_spec(policy: MLPPolicy) -> PolicySpec:
+    return PolicySpec(policy.n_layers, policy.activation, policy.discrete)
+
+
 def host_actor(policy: MLPPolicy, params: Params, rng: np.random.Generator | None) -> Callable[[np.ndarray], np.ndarray]:
     """The policy as a numpy function of a (B, obs_dim) batch: samples with `rng`, or the mode if None.
 
     The params are copied to the host once, so each env step costs a few
     microseconds instead of a device dispatch.
     """
-    p = jax.tree.map(np.asarray, jax.device_get(params))["params"]
-    layers = [(p[f"hidden_{i}"]["kernel"], p[f"hidden_{i}"]["bias"]) for i in range(policy.n_layers)]
-    w_out, b_out = p["out"]["kernel"], p["out"]["bias"]
-    act = NP_ACTIVATIONS[policy.activation]
-    std = None if policy.discrete else np.exp(p["log_std"])
-
-    def actor(obs: np.ndarray) -> np.ndarray:
-        # np.dot, not @: on these tiny matrices the matmul ufunc's dispatch costs twice as much.
-        x = obs
-        for w, b in layers:
-            x = act(np.dot(x, w) + b)
-        out = np.dot(x, w_out) + b_out
-        if policy.discrete:
-            if rng is not None:
-                out = out + rng.gumbel(size=out.shape)  # Gumbel-max: a categorical sample
-            return np.argmax(out, axis=-1)
-        if rng is None:
-            return out
-        return out + std * rng.standard_normal(out.shape, dtype=np.float32)
-
-    return actor
+    return numpy_actor(policy_spec(policy), jax.tree.map(np.asarray, jax.device_get(params)), rng)

@@ -20,13 +20,14 @@ from flax.training.train_state import TrainState
 
 from bcjax.buffer import RingBuffer
 from bcjax.config import Config
-from bcjax.envs import EnvInfo, env_info, make_env, make_vector_env
+from bcjax.envs import EnvInfo, env_info, make_env
 from bcjax.errors import BcjaxError
 from bcjax.logger import METRICS, RunLogger
 from bcjax.perf import compile_totals, peak_rss_mib
-from bcjax.policy import MLPPolicy, host_actor
+from bcjax.policy import MLPPolicy, host_actor, policy_spec
 from bcjax.progress import Progress, bars_wanted, summary_line
-from bcjax.rollout import Trajectory, episode_stats, sample_trajectories
+from bcjax.rollout import Trajectory, episode_stats
+from bcjax.rollout_pool import RolloutPool, RolloutResult, RolloutTask, WorkerDied, default_workers
 from bcjax.saved_run import LoopState, config_dict, restore_resume, save_policy, save_resume
 from bcjax.stop_signal import check_stop
 from bcjax.update import compile_trainer, create_train_states
@@ -113,13 +114,35 @@ def _seed_params(params_host: object, k: int) -> object:
     return jax.tree.map(lambda x: x[k], params_host)
 
 
+def run_rollouts(pool: RolloutPool, tasks: list[RolloutTask], tick: Callable[[int], None]) -> list[RolloutResult]:
+    """The tasks' results in task order; they run side by side in the pool. A dead worker is a one-line error."""
+    futures = [pool.submit(task) for task in tasks]
+    results = []
+    for task, fut in zip(tasks, futures):
+        try:
+            results.append(fut.result())
+        except WorkerDied as e:
+            raise BcjaxError(f"{e}; the run directory keeps what was saved (--save_params runs can --resume)") from None
+        tick(task.min_steps)
+    return results
+
+
+def open_pool(cfg: Config) -> RolloutPool:
+    """The run's rollout workers: --rollout_workers, by default one per core this process may use."""
+    return RolloutPool(default_workers() if cfg.rollout_workers is None else cfg.rollout_workers)
+
+
 def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
-          logger: RunLogger | None = None) -> RunResult:
+          logger: RunLogger | None = None, pool: RolloutPool | None = None) -> RunResult:
     """Run BC (one iteration) or DAgger (`cfg.n_iter`) for `cfg.num_seeds` seeds.
 
     With a logger, videos and checkpoints go to its run directory; `cfg.resume` (that
     directory) continues after its last saved iteration with the saved buffers and keys.
+    Rollouts run in `pool` (by default one opened for `cfg.rollout_workers` and closed at the end).
     """
+    if pool is None:
+        with open_pool(cfg) as own:
+            return train(cfg, expert, expert_paths, logger, own)
     start = time.time()
     compile_start = compile_totals()[0]
     timings: dict[str, float] = defaultdict(float)
@@ -127,9 +150,6 @@ def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
     info_env = make_env(cfg.env_name)
     info = env_info(info_env)
     info_env.close()
-    # No seed here: every phase reseeds its env from the seed's key stream.
-    envs = [make_env(cfg.env_name) if cfg.num_envs == 1 else make_vector_env(cfg.env_name, cfg.num_envs, cfg.vector_mode)
-            for _ in range(k_seeds)]
     ep_len = cfg.ep_len or info.max_episode_steps
     check_expert_data(expert_paths, info)
     if expert is not None:
@@ -137,6 +157,12 @@ def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
 
     policy = MLPPolicy(act_dim=info.act_dim, n_layers=cfg.n_layers, size=cfg.size,
                        activation=cfg.activation, discrete=info.discrete, init_scheme=cfg.init)
+    spec = policy_spec(policy)
+
+    def task(kind: str, k: int, params_np: Any, env_seed: int, rng_state: dict | None, steps: int) -> RolloutTask:
+        # Every phase reseeds its env from the seed's key stream: a task depends on nothing else.
+        return RolloutTask(kind, k, cfg.env_name, cfg.num_envs, cfg.vector_mode, spec, _seed_params(params_np, k),
+                           env_seed, rng_state, steps, ep_len)
     seed_keys = seed_index_keys(cfg.seed, k_seeds)
     init_keys, loop_keys = jnp.moveaxis(jax.vmap(jax.random.split)(seed_keys), 1, 0)
     states = create_train_states(policy, init_keys, info.obs_dim, cfg.learning_rate)
@@ -179,22 +205,21 @@ def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
         before = dict(timings)
         split = jax.vmap(lambda k: jax.random.split(k, 3))(loop_keys)
         loop_keys, train_keys, roll_keys = split[:, 0], split[:, 1], split[:, 2]
-        rngs = [_numpy_rng(roll_keys[k]) for k in range(k_seeds)]
-        params_host = collect_params = jax.device_get(states.params)
+        rng_states = [_numpy_rng(roll_keys[k]).bit_generator.state for k in range(k_seeds)]
+        params_host = collect_params = jax.tree.map(np.asarray, jax.device_get(states.params))
 
         # 1. Collect: the expert data first, then on-policy steps relabelled by the expert.
         t = time.time()
         if itr == 0:
             paths_per_seed = [expert_paths] * k_seeds
         else:
-            paths_per_seed = []
             with progress.phase(f"itr {itr} collect", cfg.batch_size * k_seeds) as tick:
-                for k in range(k_seeds):
-                    actor = progress.counting(host_actor(policy, _seed_params(params_host, k), rngs[k]), tick)
-                    envs[k].reset(seed=_env_seed(roll_keys[k], ENV_COLLECT))
-                    paths, steps = sample_trajectories(envs[k], actor, cfg.batch_size, ep_len)  # steps: all taken
-                    envsteps[k] += steps
-                    paths_per_seed.append(paths)
+                collected = run_rollouts(pool, [
+                    task("collect", k, params_host, _env_seed(roll_keys[k], ENV_COLLECT), rng_states[k], cfg.batch_size)
+                    for k in range(k_seeds)], tick)
+            paths_per_seed = [r.paths for r in collected]
+            envsteps += [r.steps for r in collected]  # all steps taken
+            rng_states = [r.rng_state for r in collected]  # evaluation noise continues the stream
         timings["collection"] += time.time() - t
         if itr > 0:  # DAgger: every collected observation gets the expert's action.
             t = time.time()
@@ -223,7 +248,7 @@ def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
             raise BcjaxError(f"training diverged (loss {last_loss}) at iteration {itr}: lower --learning_rate")
 
         # 3. Evaluate and log.
-        params_host = jax.device_get(states.params)
+        params_host = jax.tree.map(np.asarray, jax.device_get(states.params))
         fit = fit_stats(params_host, train_metrics, info.discrete)
         per_seed: dict[str, list[float]] | None = None
         if cfg.scalar_log_freq != -1 and itr % cfg.scalar_log_freq == 0:
@@ -231,11 +256,12 @@ def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
             per_seed = defaultdict(list)
             episode_returns = []
             with progress.phase(f"itr {itr} eval", cfg.eval_batch_size * k_seeds) as tick:
+                evaluated = run_rollouts(pool, [
+                    task("eval", k, params_host, _env_seed(roll_keys[k], ENV_EVAL),
+                         None if cfg.deterministic_eval else rng_states[k], cfg.eval_batch_size)
+                    for k in range(k_seeds)], tick)
                 for k in range(k_seeds):
-                    actor = host_actor(policy, _seed_params(params_host, k), None if cfg.deterministic_eval else rngs[k])
-                    envs[k].reset(seed=_env_seed(roll_keys[k], ENV_EVAL))
-                    eval_paths, _ = sample_trajectories(envs[k], progress.counting(actor, tick), cfg.eval_batch_size,
-                                                        ep_len)
+                    eval_paths = evaluated[k].paths
                     stats = {**episode_stats(eval_paths, "Eval"), **episode_stats(paths_per_seed[k], "Train"),
                              "Train_EnvstepsSoFar": float(envsteps[k]), "TimeSinceStart": time.time() - start,
                              "Training Loss": float(last_loss[k]),
@@ -280,8 +306,6 @@ def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
         if itr < cfg.n_iter - 1:
             check_stop(itr)  # SIGTERM/SIGINT: stop here, this iteration's checkpoint written
 
-    for env in envs:
-        env.close()
     timings["compile"] = compile_totals()[0] - compile_start
     timings["total"] = time.time() - start
     return RunResult(policy=policy, states=states, buffers=buffers, rows=rows, losses=loss_history,
