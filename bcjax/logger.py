@@ -27,6 +27,8 @@ METRICS = (
     "Train_EnvstepsSoFar", "TimeSinceStart", "Training Loss", "Initial_DataCollection_AverageReturn",
     # bcjax's own, beside the NLL (continuous actions only): the mean-action MSE on the last minibatch and sigma.
     "Training MSE", "Policy_StdMean", "Policy_StdMin", "Policy_StdMax",
+    # --beta_schedule only: the expert's mixing probability and the fraction of collection steps it drove.
+    "Train_Beta", "Train_ExpertStepFraction",
 )
 
 

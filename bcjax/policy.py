@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bcjax.np_mlp import mlp_forward
+
 Params = Any
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -123,11 +125,7 @@ def host_actor(policy: MLPPolicy, params: Params, rng: np.random.Generator | Non
     std = None if policy.discrete else np.exp(p["log_std"])
 
     def actor(obs: np.ndarray) -> np.ndarray:
-        # np.dot, not @: on these tiny matrices the matmul ufunc's dispatch costs twice as much.
-        x = obs
-        for w, b in layers:
-            x = act(np.dot(x, w) + b)
-        out = np.dot(x, w_out) + b_out
+        out = mlp_forward(obs, layers, (w_out, b_out), act)
         if policy.discrete:
             if rng is not None:
                 out = out + rng.gumbel(size=out.shape)  # Gumbel-max: a categorical sample

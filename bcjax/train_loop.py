@@ -26,7 +26,7 @@ from bcjax.logger import METRICS, RunLogger
 from bcjax.perf import compile_totals, peak_rss_mib
 from bcjax.policy import MLPPolicy, host_actor
 from bcjax.progress import Progress, bars_wanted, summary_line
-from bcjax.rollout import Trajectory, episode_stats, sample_trajectories
+from bcjax.rollout import MixedActor, Trajectory, beta_at, episode_stats, sample_trajectories
 from bcjax.saved_run import LoopState, config_dict, restore_resume, save_policy, save_resume
 from bcjax.stop_signal import check_stop
 from bcjax.update import compile_trainer, create_train_states
@@ -89,7 +89,7 @@ def _env_seed(key: jax.Array, tag: int) -> int:
     return int(np.random.SeedSequence([*data, tag]).generate_state(1)[0])
 
 
-ENV_COLLECT, ENV_EVAL, VIDEO_TRAIN, VIDEO_EVAL, VIDEO_NOISE = range(5)  # tags of _env_seed
+ENV_COLLECT, ENV_EVAL, VIDEO_TRAIN, VIDEO_EVAL, VIDEO_NOISE, BETA_DRAWS = range(6)  # tags of _env_seed
 
 
 def seed_index_keys(seed: int, num_seeds: int) -> jax.Array:
@@ -184,13 +184,21 @@ def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
 
         # 1. Collect: the expert data first, then on-policy steps relabelled by the expert.
         t = time.time()
+        mixing = cfg.beta_schedule != "none"
+        beta = beta_at(cfg.beta_schedule, itr, 1.0 if cfg.beta0 is None else cfg.beta0, cfg.beta_decay or 1.0,
+                       cfg.beta_iters or 1)
+        mixed: dict[int, MixedActor] = {}
         if itr == 0:
             paths_per_seed = [expert_paths] * k_seeds
         else:
             paths_per_seed = []
             with progress.phase(f"itr {itr} collect", cfg.batch_size * k_seeds) as tick:
                 for k in range(k_seeds):
-                    actor = progress.counting(host_actor(policy, _seed_params(params_host, k), rngs[k]), tick)
+                    actor = host_actor(policy, _seed_params(params_host, k), rngs[k])
+                    if mixing:  # its own draws, so --beta_schedule none consumes none
+                        actor = mixed[k] = MixedActor(actor, expert.mean_action_np, beta,
+                                                      np.random.default_rng(_env_seed(roll_keys[k], BETA_DRAWS)))
+                    actor = progress.counting(actor, tick)
                     envs[k].reset(seed=_env_seed(roll_keys[k], ENV_COLLECT))
                     paths, steps = sample_trajectories(envs[k], actor, cfg.batch_size, ep_len)  # steps: all taken
                     envsteps[k] += steps
@@ -241,6 +249,9 @@ def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
                              "Training Loss": float(last_loss[k]),
                              "Initial_DataCollection_AverageReturn": initial_return,
                              **{name: float(v[k]) for name, v in fit.items()}}
+                    if mixing:  # iteration 0's data is all the expert's
+                        stats.update(Train_Beta=beta if itr else 1.0, Train_ExpertStepFraction=(
+                            mixed[k].expert_steps / mixed[k].steps if itr else 1.0))
                     for name in METRICS:
                         if name in stats:
                             per_seed[name].append(stats[name])
