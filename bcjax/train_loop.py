@@ -29,7 +29,7 @@ from bcjax.progress import Progress, bars_wanted, summary_line
 from bcjax.rollout import MixedActor, Trajectory, beta_at, episode_stats, sample_trajectories
 from bcjax.saved_run import LoopState, config_dict, restore_resume, save_policy, save_resume
 from bcjax.stop_signal import check_stop
-from bcjax.update import compile_trainer, create_train_states
+from bcjax.update import compile_trainer, create_train_states, with_obs_stats
 
 Expert = Callable[[np.ndarray], np.ndarray]
 
@@ -136,7 +136,8 @@ def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
         check_expert(expert, info, expert_paths[0]["observation"].astype(np.float32))
 
     policy = MLPPolicy(act_dim=info.act_dim, n_layers=cfg.n_layers, size=cfg.size,
-                       activation=cfg.activation, discrete=info.discrete, init_scheme=cfg.init)
+                       activation=cfg.activation, discrete=info.discrete, init_scheme=cfg.init,
+                       normalize_obs=cfg.normalize_obs)
     seed_keys = seed_index_keys(cfg.seed, k_seeds)
     init_keys, loop_keys = jnp.moveaxis(jax.vmap(jax.random.split)(seed_keys), 1, 0)
     states = create_train_states(policy, init_keys, info.obs_dim, cfg.learning_rate)
@@ -214,6 +215,8 @@ def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
             timings["relabel"] += time.time() - t
         for buf, paths in zip(buffers, paths_per_seed):
             buf.add_rollouts(paths)
+        if cfg.normalize_obs:
+            states = with_obs_stats(states, [b.arrays["observation"][:len(b)] for b in buffers])
 
         # 2. Train: all of the iteration's updates for all seeds in one call.
         t = time.time()
