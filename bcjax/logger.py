@@ -27,9 +27,9 @@ METRICS = (
     "Train_EnvstepsSoFar", "TimeSinceStart", "Training Loss", "Initial_DataCollection_AverageReturn",
     # bcjax's own, beside the NLL (continuous actions only): the mean-action MSE on the last minibatch and sigma.
     "Training MSE", "Policy_StdMean", "Policy_StdMin", "Policy_StdMax",
-    # --beta_schedule only: the expert's mixing probability and the fraction of collection steps it drove.
-    "Train_Beta", "Train_ExpertStepFraction",
 )
+# Logged with --beta_schedule only: the expert's mixing probability and the share of collection steps it drove.
+BETA_METRICS = ("Train_Beta", "Train_ExpertStepFraction")
 
 
 def make_run_dir(cfg: Config) -> Path:

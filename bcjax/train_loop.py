@@ -22,7 +22,7 @@ from bcjax.buffer import RingBuffer
 from bcjax.config import Config
 from bcjax.envs import EnvInfo, env_info, make_env, make_vector_env
 from bcjax.errors import BcjaxError
-from bcjax.logger import METRICS, RunLogger
+from bcjax.logger import BETA_METRICS, METRICS, RunLogger
 from bcjax.perf import compile_totals, peak_rss_mib
 from bcjax.policy import MLPPolicy, host_actor
 from bcjax.progress import Progress, bars_wanted, summary_line
@@ -255,7 +255,7 @@ def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
                     if mixing:  # iteration 0's data is all the expert's
                         stats.update(Train_Beta=beta if itr else 1.0, Train_ExpertStepFraction=(
                             mixed[k].expert_steps / mixed[k].steps if itr else 1.0))
-                    for name in METRICS:
+                    for name in (*METRICS, *BETA_METRICS):
                         if name in stats:
                             per_seed[name].append(stats[name])
                     episode_returns.append([float(p["reward"].sum()) for p in eval_paths])
