@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from bcjax.envs import VECTOR_MODES
 from bcjax.errors import BcjaxError
 from bcjax.policy import ACTIVATIONS, INITS
+from bcjax.rollout import BETA_SCHEDULES
 
 # The zero-flag run's task: with the bundled (SAC) Ant expert, BC from its 2 trajectories stays far
 # below the expert and DAgger climbs to ~90% of it in 10 iterations (the bundled Hopper and
@@ -57,6 +58,11 @@ class Config:
     allow_weak_expert: bool = False
     resume: str | None = None
     resume_step: int | None = None
+    beta_schedule: str = "none"
+    beta0: float | None = None
+    beta_decay: float | None = None
+    beta_iters: int | None = None
+    normalize_obs: bool = False
 
     @property
     def is_dagger(self) -> bool:
@@ -120,7 +126,34 @@ def build_parser() -> argparse.ArgumentParser:
     a("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
     a("--resume_step", type=int, default=None, metavar="N",
       help="with --resume: continue after iteration N (default: the latest saved; the one before is kept too)")
+    a("--beta_schedule", choices=BETA_SCHEDULES, default="none",
+      help="DAgger: the expert drives each collection step with probability beta_i (linear: max(0, 1 - i/beta_iters); "
+           "exponential: beta0 * beta_decay^i); none: the policy always drives (the homework)")
+    a("--beta0", type=float, default=None, help="exponential schedule's beta at iteration 0, in [0, 1]; unset: 1")
+    a("--beta_decay", type=float, default=None, help="exponential schedule's factor per iteration, in (0, 1]")
+    a("--beta_iters", type=int, default=None, help="linear schedule: iterations until beta reaches 0")
+    a("--normalize_obs", action="store_true",
+      help="standardise the policy's input with the mean and std of the buffer's observations")
     return p
+
+
+def _check_beta(ns: argparse.Namespace, algo: str) -> None:
+    """Each beta flag belongs to one schedule, and every schedule to DAgger."""
+    sched = ns.beta_schedule
+    if sched != "none" and algo != "dagger":
+        raise BcjaxError(f"--beta_schedule {sched} mixes the expert into DAgger's collection: use --algo dagger")
+    for name, owner in (("beta0", "exponential"), ("beta_decay", "exponential"), ("beta_iters", "linear")):
+        if getattr(ns, name) is not None and sched != owner:
+            raise BcjaxError(f"--{name} belongs to --beta_schedule {owner}, not {sched}")
+    if sched == "linear" and ns.beta_iters is None:
+        raise BcjaxError("--beta_schedule linear needs --beta_iters N")
+    if sched == "exponential" and ns.beta_decay is None:
+        raise BcjaxError("--beta_schedule exponential needs --beta_decay")
+    _positive("beta_iters", ns.beta_iters, allow_none=True)
+    if ns.beta0 is not None and not 0 <= ns.beta0 <= 1:  # NaN fails too
+        raise BcjaxError(f"--beta0 must be in [0, 1], got {ns.beta0}")
+    if ns.beta_decay is not None and not 0 < ns.beta_decay <= 1:
+        raise BcjaxError(f"--beta_decay must be in (0, 1], got {ns.beta_decay}")
 
 
 def _positive(name: str, value: int | float | None, allow_none: bool = False) -> None:
@@ -178,6 +211,7 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         if v == 0 or v < -1:
             raise BcjaxError(f"--{name} must be positive or -1 (off), got {v}")
     check_seed(ns.seed)
+    _check_beta(ns, algo)
     if ns.resume_step is not None and not ns.resume:
         raise BcjaxError("--resume_step needs --resume RUN_DIR")
     check_exp_name(ns.exp_name)

@@ -17,12 +17,18 @@ import numpy as np
 
 from bcjax.atomic_file import write_atomic
 from bcjax.errors import BcjaxError
+from bcjax.np_mlp import mlp_forward
 from bcjax.obs_layout import obs_map
 from bcjax.safe_pickle import as_array, finite, load_pickle
 
 NONLINEARITIES: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": jnp.tanh,
     "lrelu": partial(jax.nn.leaky_relu, negative_slope=0.01),
+}
+
+NP_NONLINEARITIES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "tanh": np.tanh,
+    "lrelu": lambda x: np.where(x >= 0, x, np.float32(0.01) * x),
 }
 
 # Relabelling runs on batches of varying length; padding them to whole chunks
@@ -68,6 +74,16 @@ class ExpertPolicy:
     def for_task(self, env_name: str) -> "ExpertPolicy":
         """This expert reading `env_name`'s observations (mapped to the v4 layout where a v5 task changed it)."""
         return dataclasses.replace(self, task=env_name)
+
+    def mean_action_np(self, obs: np.ndarray) -> np.ndarray:
+        """`__call__` in numpy (no JAX): for per-step rollouts, where a jitted call costs more than the step."""
+        obs = np.asarray(obs, np.float32)
+        if self._map is not None:
+            obs = self._map(obs)
+        in_dim, d = self.obs_dim, obs.shape[-1]
+        obs = np.pad(obs, ((0, 0), (0, in_dim - d))) if d < in_dim else obs[:, :in_dim]
+        p = self.params
+        return mlp_forward((obs - p["obs_mean"]) / p["obs_std"], p["hidden"], p["out"], NP_NONLINEARITIES[self.nonlin])
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         """Mean actions for a (B, obs_dim) batch; obs of another size is padded or truncated."""

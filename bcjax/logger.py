@@ -28,6 +28,8 @@ METRICS = (
     # bcjax's own, beside the NLL (continuous actions only): the mean-action MSE on the last minibatch and sigma.
     "Training MSE", "Policy_StdMean", "Policy_StdMin", "Policy_StdMax",
 )
+# Logged with --beta_schedule only: the expert's mixing probability and the share of collection steps it drove.
+BETA_METRICS = ("Train_Beta", "Train_ExpertStepFraction")
 
 
 def make_run_dir(cfg: Config) -> Path:

@@ -10,6 +10,8 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from bcjax.np_mlp import mlp_forward
+
 _SELU_ALPHA, _SELU_SCALE = 1.6732632423543772, 1.0507009873554805
 NP_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "relu": lambda x: np.maximum(x, 0),
@@ -28,6 +30,7 @@ class PolicySpec(NamedTuple):
     n_layers: int
     activation: str
     discrete: bool
+    normalize_obs: bool = False  # params hold obs_mean/obs_std, applied to the input
 
 
 def numpy_actor(spec: PolicySpec, params: dict[str, Any],
@@ -42,12 +45,12 @@ def numpy_actor(spec: PolicySpec, params: dict[str, Any],
     act = NP_ACTIVATIONS[spec.activation]
     std = None if spec.discrete else np.exp(p["log_std"])
 
+    norm = (p["obs_mean"], p["obs_std"]) if spec.normalize_obs else None
+
     def actor(obs: np.ndarray) -> np.ndarray:
-        # np.dot, not @: on these tiny matrices the matmul ufunc's dispatch costs twice as much.
-        x = obs
-        for w, b in layers:
-            x = act(np.dot(x, w) + b)
-        out = np.dot(x, w_out) + b_out
+        if norm is not None:
+            obs = (obs - norm[0]) / norm[1]
+        out = mlp_forward(obs, layers, (w_out, b_out), act)
         if spec.discrete:
             if rng is not None:
                 out = out + rng.gumbel(size=out.shape)  # Gumbel-max: a categorical sample

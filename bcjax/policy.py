@@ -56,16 +56,31 @@ class MLPPolicy(nn.Module):
     activation: str = "tanh"
     discrete: bool = False
     init_scheme: str = "torch"  # INITS
+    normalize_obs: bool = False  # standardise the input with the params' obs_mean / obs_std (set from the buffer)
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
         x = obs
+        if self.normalize_obs:
+            # Params so checkpoints carry them; their gradient is stopped, so Adam leaves them unchanged.
+            mean = self.param("obs_mean", nn.initializers.zeros, (obs.shape[-1],))
+            std = self.param("obs_std", nn.initializers.ones, (obs.shape[-1],))
+            x = (x - jax.lax.stop_gradient(mean)) / jax.lax.stop_gradient(std)
         for i in range(self.n_layers):
             x = ACTIVATIONS[self.activation](_dense(self.size, x.shape[-1], self.init_scheme, f"hidden_{i}")(x))
         out = _dense(self.act_dim, x.shape[-1], self.init_scheme, "out")(x)
         if not self.discrete:
             self.param("log_std", nn.initializers.zeros, (self.act_dim,))
         return out
+
+
+OBS_STD_FLOOR = 1e-3  # a constant observation dim divides by this, not by zero
+
+
+def obs_stats(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (floored) of observation rows, as float32 for the policy's params."""
+    obs = np.asarray(obs, np.float64)
+    return obs.mean(axis=0).astype(np.float32), np.maximum(obs.std(axis=0), OBS_STD_FLOOR).astype(np.float32)
 
 
 def init_params(policy: MLPPolicy, key: jax.Array, obs_dim: int) -> Params:
@@ -101,7 +116,7 @@ def mode(policy: MLPPolicy, params: Params, obs: jax.Array) -> jax.Array:
 
 
 def policy_spec(policy: MLPPolicy) -> PolicySpec:
-    return PolicySpec(policy.n_layers, policy.activation, policy.discrete)
+    return PolicySpec(policy.n_layers, policy.activation, policy.discrete, policy.normalize_obs)
 
 
 def host_actor(policy: MLPPolicy, params: Params, rng: np.random.Generator | None) -> Callable[[np.ndarray], np.ndarray]:

@@ -145,6 +145,46 @@ def sample_n_trajectories(env: gym.Env, actor: Actor, n: int, ep_len: int, rende
     return [sample_trajectory(env, actor, ep_len, render) for _ in range(n)]
 
 
+BETA_SCHEDULES = ("none", "linear", "exponential")
+
+
+def beta_at(schedule: str, itr: int, beta0: float = 1.0, decay: float = 1.0, iters: int = 1) -> float:
+    """DAgger's expert-mixing probability at iteration `itr`: linear max(0, 1 - itr / iters),
+    exponential beta0 * decay**itr, none 0 (the homework: the policy always acts)."""
+    if schedule == "linear":
+        return max(0.0, 1.0 - itr / iters)
+    if schedule == "exponential":
+        return beta0 * decay**itr
+    return 0.0
+
+
+class MixedActor:
+    """Per row of each batch, the expert's action with probability `beta`, else the policy's.
+
+    The policy is called on every batch, so its noise stream does not depend on the draws;
+    `steps` and `expert_steps` count the rows acted on and those the expert drove.
+    """
+
+    def __init__(self, policy: Actor | None, expert: Actor, beta: float, rng: np.random.Generator) -> None:
+        self.policy, self.expert, self.beta, self.rng = policy, expert, beta, rng
+        self.steps = self.expert_steps = 0
+
+    def around(self, policy: Actor) -> "MixedActor":
+        """This mixing around `policy` (the actor a rollout task builds)."""
+        self.policy = policy
+        return self
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        acs = self.policy(obs)
+        take = self.rng.random(len(obs)) < self.beta
+        if take.any():
+            acs = np.array(acs)
+            acs[take] = np.asarray(self.expert(obs[take]), acs.dtype)
+        self.steps += len(obs)
+        self.expert_steps += int(take.sum())
+        return acs
+
+
 def episode_stats(paths: list[Trajectory], prefix: str) -> dict[str, float]:
     """CS285 return/length statistics of a list of trajectories."""
     returns = np.array([p["reward"].sum() for p in paths], np.float64)

@@ -20,7 +20,7 @@ import sys
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
@@ -72,8 +72,9 @@ class _Envs:
         self._envs.clear()
 
 
-def run_task(task: RolloutTask, envs: _Envs) -> RolloutResult:
-    """The one implementation of a rollout task, here or in a worker."""
+def run_task(task: RolloutTask, envs: _Envs, wrap: Callable[[Callable], Callable] | None = None) -> RolloutResult:
+    """The one implementation of a rollout task, here or in a worker; `wrap` (in-process only) wraps the
+    task's actor, e.g. in beta-mixing with the expert."""
     from bcjax.rollout import sample_trajectories
 
     rng = None
@@ -82,7 +83,8 @@ def run_task(task: RolloutTask, envs: _Envs) -> RolloutResult:
         rng.bit_generator.state = task.rng_state
     env = envs.get(task)
     env.reset(seed=task.env_seed)
-    paths, steps = sample_trajectories(env, numpy_actor(task.spec, task.params, rng), task.min_steps, task.ep_len)
+    actor = numpy_actor(task.spec, task.params, rng)
+    paths, steps = sample_trajectories(env, wrap(actor) if wrap else actor, task.min_steps, task.ep_len)
     return RolloutResult(paths, steps, None if rng is None else rng.bit_generator.state)
 
 

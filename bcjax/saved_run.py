@@ -168,7 +168,7 @@ def load_policy(run_dir: str | Path, step: int | None = None) -> SavedPolicy:
     except (KeyError, TypeError) as e:
         raise BcjaxError(f"checkpoint step {step} in {ckpt} has unusable metadata ({e}): pick another --step") from None
     policy = MLPPolicy(act_dim=int(meta["act_dim"]), n_layers=cfg.n_layers, size=cfg.size,
-                       activation=cfg.activation, discrete=bool(meta["discrete"]))
+                       activation=cfg.activation, discrete=bool(meta["discrete"]), normalize_obs=cfg.normalize_obs)
     keys = jnp.stack([jax.random.PRNGKey(k) for k in range(int(meta["num_seeds"]))])
     # Shapes only (initializing real parameters to overwrite them costs ~1 s), placed on this
     # machine's default device: the saved sharding names the devices of the machine that trained.

@@ -22,15 +22,15 @@ from bcjax.buffer import RingBuffer
 from bcjax.config import Config
 from bcjax.envs import EnvInfo, env_info, make_env
 from bcjax.errors import BcjaxError
-from bcjax.logger import METRICS, RunLogger
+from bcjax.logger import BETA_METRICS, METRICS, RunLogger
 from bcjax.perf import compile_totals, peak_rss_mib
 from bcjax.policy import MLPPolicy, host_actor, policy_spec
 from bcjax.progress import Progress, bars_wanted, summary_line
-from bcjax.rollout import Trajectory, episode_stats
-from bcjax.rollout_pool import RolloutPool, RolloutResult, RolloutTask, WorkerDied, default_workers
+from bcjax.rollout import MixedActor, Trajectory, beta_at, episode_stats
+from bcjax.rollout_pool import RolloutPool, RolloutResult, RolloutTask, WorkerDied, default_workers, run_task
 from bcjax.saved_run import LoopState, config_dict, restore_resume, save_policy, save_resume
 from bcjax.stop_signal import check_stop
-from bcjax.update import compile_trainer, create_train_states
+from bcjax.update import compile_trainer, create_train_states, with_obs_stats
 
 Expert = Callable[[np.ndarray], np.ndarray]
 
@@ -90,7 +90,7 @@ def _env_seed(key: jax.Array, tag: int) -> int:
     return int(np.random.SeedSequence([*data, tag]).generate_state(1)[0])
 
 
-ENV_COLLECT, ENV_EVAL, VIDEO_TRAIN, VIDEO_EVAL, VIDEO_NOISE = range(5)  # tags of _env_seed
+ENV_COLLECT, ENV_EVAL, VIDEO_TRAIN, VIDEO_EVAL, VIDEO_NOISE, BETA_DRAWS = range(6)  # tags of _env_seed
 
 
 def seed_index_keys(seed: int, num_seeds: int) -> jax.Array:
@@ -156,8 +156,10 @@ def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
         check_expert(expert, info, expert_paths[0]["observation"].astype(np.float32))
 
     policy = MLPPolicy(act_dim=info.act_dim, n_layers=cfg.n_layers, size=cfg.size,
-                       activation=cfg.activation, discrete=info.discrete, init_scheme=cfg.init)
+                       activation=cfg.activation, discrete=info.discrete, init_scheme=cfg.init,
+                       normalize_obs=cfg.normalize_obs)
     spec = policy_spec(policy)
+    local_envs = None  # envs of the in-process beta-mixed collection
 
     def task(kind: str, k: int, params_np: Any, env_seed: int, rng_state: dict | None, steps: int) -> RolloutTask:
         # Every phase reseeds its env from the seed's key stream: a task depends on nothing else.
@@ -210,13 +212,27 @@ def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
 
         # 1. Collect: the expert data first, then on-policy steps relabelled by the expert.
         t = time.time()
+        mixing = cfg.beta_schedule != "none"
+        beta = beta_at(cfg.beta_schedule, itr, 1.0 if cfg.beta0 is None else cfg.beta0, cfg.beta_decay or 1.0,
+                       cfg.beta_iters or 1)
+        mixed: dict[int, MixedActor] = {}
         if itr == 0:
             paths_per_seed = [expert_paths] * k_seeds
         else:
             with progress.phase(f"itr {itr} collect", cfg.batch_size * k_seeds) as tick:
-                collected = run_rollouts(pool, [
-                    task("collect", k, params_host, _env_seed(roll_keys[k], ENV_COLLECT), rng_states[k], cfg.batch_size)
-                    for k in range(k_seeds)], tick)
+                tasks = [task("collect", k, params_host, _env_seed(roll_keys[k], ENV_COLLECT), rng_states[k],
+                              cfg.batch_size) for k in range(k_seeds)]
+                if mixing:  # the expert acts too: in this process (workers hold no expert), the same task code
+                    from bcjax.rollout_pool import _Envs
+
+                    local_envs = local_envs or _Envs()
+                    for k in range(k_seeds):  # its own draws, so --beta_schedule none consumes none
+                        mixed[k] = MixedActor(None, expert.mean_action_np, beta,
+                                              np.random.default_rng(_env_seed(roll_keys[k], BETA_DRAWS)))
+                    collected = [run_task(t, local_envs, wrap=mixed[t.seed_index].around) for t in tasks]
+                    tick(cfg.batch_size * k_seeds)
+                else:
+                    collected = run_rollouts(pool, tasks, tick)
             paths_per_seed = [r.paths for r in collected]
             envsteps += [r.steps for r in collected]  # all steps taken
             rng_states = [r.rng_state for r in collected]  # evaluation noise continues the stream
@@ -231,6 +247,8 @@ def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
             timings["relabel"] += time.time() - t
         for buf, paths in zip(buffers, paths_per_seed):
             buf.add_rollouts(paths)
+        if cfg.normalize_obs:
+            states = with_obs_stats(states, [b.arrays["observation"][:len(b)] for b in buffers])
 
         # 2. Train: all of the iteration's updates for all seeds in one call.
         t = time.time()
@@ -267,7 +285,10 @@ def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
                              "Training Loss": float(last_loss[k]),
                              "Initial_DataCollection_AverageReturn": initial_return,
                              **{name: float(v[k]) for name, v in fit.items()}}
-                    for name in METRICS:
+                    if mixing:  # iteration 0's data is all the expert's
+                        stats.update(Train_Beta=beta if itr else 1.0, Train_ExpertStepFraction=(
+                            mixed[k].expert_steps / mixed[k].steps if itr else 1.0))
+                    for name in (*METRICS, *BETA_METRICS):
                         if name in stats:
                             per_seed[name].append(stats[name])
                     episode_returns.append([float(p["reward"].sum()) for p in eval_paths])

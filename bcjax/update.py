@@ -14,11 +14,12 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax.training.train_state import TrainState
 
 from bcjax.loss import nll_loss
-from bcjax.policy import MLPPolicy, apply, init_params
+from bcjax.policy import MLPPolicy, apply, init_params, obs_stats
 
 Metrics = dict[str, jax.Array]  # name -> values
 
@@ -32,6 +33,17 @@ def create_train_states(policy: MLPPolicy, keys: jax.Array, obs_dim: int, learni
 
     # One compiled program: run eagerly, the vmapped init compiles dozens of small ops (~1.5 s on CPU).
     return jax.jit(jax.vmap(one))(keys)
+
+
+def with_obs_stats(states: TrainState, obs_per_seed: list) -> TrainState:
+    """The K-stacked states with each seed's obs_mean / obs_std set from its buffer's observation rows."""
+    stats = [obs_stats(o) for o in obs_per_seed]
+    params = dict(states.params)
+    inner = dict(params["params"])
+    inner["obs_mean"] = jnp.asarray(np.stack([m for m, _ in stats]))
+    inner["obs_std"] = jnp.asarray(np.stack([s for _, s in stats]))
+    params["params"] = inner
+    return states.replace(params=params)
 
 
 def minibatch_indices(key: jax.Array, size: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:

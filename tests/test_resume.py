@@ -46,10 +46,11 @@ def _resume(run_dir: Path, paths) -> tuple[Path, object]:
     return run_logged(cfg, cartpole_expert, paths, run_dir=run_dir, purge_step=last + 1)
 
 
-@pytest.mark.parametrize("num_envs", [1, pytest.param(2, marks=pytest.mark.slow)])
-def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch, num_envs):
+@pytest.mark.parametrize("num_envs, normalize_obs", [(1, False), (1, True), pytest.param(2, False, marks=pytest.mark.slow)])
+def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch, num_envs, normalize_obs):
     paths = expert_data("CartPole-v1", cartpole_expert, n=1, ep_len=120)
-    cfg = cartpole_cfg(tmp_path, n_iter=4, num_seeds=2, num_envs=num_envs, vector_mode="sync", save_params=True)
+    cfg = cartpole_cfg(tmp_path, n_iter=4, num_seeds=2, num_envs=num_envs, vector_mode="sync", save_params=True,
+                       normalize_obs=normalize_obs)
     full_dir, full = run_logged(cfg.replace(logdir=str(tmp_path / "full")), cartpole_expert, paths)
 
     with monkeypatch.context() as m:

@@ -1,0 +1,103 @@
+"""DAgger's beta-mixing: the expert drives a collection step with probability beta_i."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bcjax.config import parse_config
+from bcjax.envs import make_env
+from bcjax.errors import BcjaxError
+from bcjax.expert import ExpertPolicy, expert_params_from_dict
+from bcjax.rollout import MixedActor, beta_at, sample_trajectory
+from bcjax.train_loop import train
+from tests.conftest import make_expert_dict
+from tests.tiny_runs import expert_data, hopper_cfg
+
+
+def _expert(nonlin: str = "tanh") -> ExpertPolicy:
+    params, nl, log_std = expert_params_from_dict(make_expert_dict(11, 3, hidden=(16, 16), nonlin=nonlin), "test")
+    return ExpertPolicy(params=params, nonlin=nl, log_std=log_std)
+
+
+@pytest.mark.parametrize("nonlin", ["tanh", "lrelu"])
+def test_numpy_expert_matches_jitted(nonlin):
+    expert = _expert(nonlin)
+    obs = np.random.default_rng(0).normal(size=(7, 11)).astype(np.float32)
+    np.testing.assert_allclose(expert.mean_action_np(obs), expert(obs), rtol=1e-5, atol=1e-5)
+    # Padded and truncated inputs, as the jitted path handles them.
+    np.testing.assert_allclose(expert.mean_action_np(obs[:, :9]), expert(obs[:, :9]), rtol=1e-5, atol=1e-5)
+
+
+def test_schedules():
+    assert [beta_at("linear", i, iters=4) for i in range(6)] == [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
+    assert beta_at("exponential", 3, beta0=0.8, decay=0.5) == pytest.approx(0.1)
+    assert beta_at("none", 0) == 0.0
+
+
+def _zero_policy(obs):
+    return np.full((len(obs), 3), 0.3, np.float32)
+
+
+def test_beta_one_is_the_experts_rollout():
+    expert = _expert()
+    mixed = MixedActor(_zero_policy, expert.mean_action_np, 1.0, np.random.default_rng(0))
+    env = make_env("Hopper-v4")
+    env.reset(seed=5)
+    got = sample_trajectory(env, mixed, 40)
+    env.reset(seed=5)
+    want = sample_trajectory(env, expert.mean_action_np, 40)
+    for key in ("observation", "action", "reward"):
+        np.testing.assert_array_equal(got[key], want[key])
+    assert mixed.expert_steps == mixed.steps == len(want["reward"])
+
+
+def test_expert_fraction_matches_beta():
+    expert = _expert()
+    mixed = MixedActor(_zero_policy, expert.mean_action_np, 0.3, np.random.default_rng(1))
+    obs = np.random.default_rng(2).normal(size=(4000, 11)).astype(np.float32)
+    acs = np.concatenate([mixed(obs[i:i + 4]) for i in range(0, 4000, 4)])
+    from_expert = ~np.all(acs == 0.3, axis=1)
+    assert mixed.expert_steps == from_expert.sum()
+    # Binomial(4000, 0.3): std ~ 0.0072; 5 sigma.
+    assert abs(mixed.expert_steps / 4000 - 0.3) < 0.037
+    np.testing.assert_allclose(acs[from_expert], expert.mean_action_np(obs[from_expert]), atol=1e-5)
+
+
+def test_beta_zero_is_todays_dagger_and_logs_fraction(tmp_path):
+    expert = _expert()
+    paths = expert_data("Hopper-v4", expert.mean_action_np, ep_len=30)
+    plain = train(hopper_cfg(tmp_path), expert, paths)
+    zero = train(hopper_cfg(tmp_path, beta_schedule="exponential", beta0=0.0, beta_decay=1.0), expert, paths)
+    half = train(hopper_cfg(tmp_path, beta_schedule="exponential", beta0=0.5, beta_decay=1.0), expert, paths)
+    for a, b in zip(plain.rows, zero.rows):
+        assert {k: v for k, v in b.items() if k not in ("Train_Beta", "Train_ExpertStepFraction", "TimeSinceStart")} \
+            == {k: v for k, v in a.items() if k != "TimeSinceStart"}
+    assert "Train_Beta" not in plain.rows[1]
+    assert zero.rows[1]["Train_ExpertStepFraction"] == [0.0]
+    assert half.rows[1]["Train_Beta"] == [0.5]
+    assert 0.2 < half.rows[1]["Train_ExpertStepFraction"][0] < 0.8  # ~60 draws
+    # The labels are the expert's whoever acted.
+    buf = half.buffers[0]
+    n = len(buf)
+    np.testing.assert_allclose(buf.arrays["action"][:n], expert(buf.arrays["observation"][:n]), atol=1e-6)
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--beta_schedule", "linear", "--beta_iters", "3"], "use --algo dagger"),
+    (["--algo", "dagger", "--beta_schedule", "linear"], "needs --beta_iters"),
+    (["--algo", "dagger", "--beta_schedule", "exponential"], "needs --beta_decay"),
+    (["--algo", "dagger", "--beta_schedule", "linear", "--beta_iters", "3", "--beta0", "0.5"], "--beta0 belongs"),
+    (["--algo", "dagger", "--beta_iters", "3"], "--beta_iters belongs"),
+    (["--algo", "dagger", "--beta_schedule", "exponential", "--beta_decay", "1.5"], "--beta_decay must be"),
+    (["--algo", "dagger", "--beta_schedule", "exponential", "--beta_decay", "0.5", "--beta0", "nan"], "--beta0 must"),
+    (["--algo", "dagger", "--beta_schedule", "linear", "--beta_iters", "0"], "--beta_iters must"),
+])
+def test_bad_beta_flags(argv, msg):
+    with pytest.raises(BcjaxError, match=msg):
+        parse_config(argv)
+
+
+def test_good_beta_flags():
+    cfg = parse_config(["--algo", "dagger", "--beta_schedule", "exponential", "--beta_decay", "0.5"])
+    assert (cfg.beta_schedule, cfg.beta0, cfg.beta_decay) == ("exponential", None, 0.5)
