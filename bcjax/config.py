@@ -219,7 +219,7 @@ def config_from_args(ns: argparse.Namespace) -> Config:
     kw = {k: v for k, v in vars(ns).items() if k in fields}
     # Absolute: config.json records them, and a resume may start from another directory.
     for name in ("expert_policy_file", "expert_data"):
-        if kw.get(name):
+        if kw.get(name) and not kw[name].startswith("minari:"):  # a Minari id is not a path
             kw[name] = os.path.abspath(kw[name])
     kw.update(algo=algo, n_iter=n_iter)
     return Config(**kw)

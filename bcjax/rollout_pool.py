@@ -132,6 +132,7 @@ class RolloutPool:
         self._procs: list[subprocess.Popen] = []
         self._threads: list[threading.Thread] = []
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        env.pop("MUJOCO_GL", None)  # workers never render; a GL setting meant for video must not stop them
         for _ in range(workers):
             # A new interpreter, not fork: forking a process that runs JAX's threads can deadlock.
             proc = subprocess.Popen([sys.executable, "-m", "bcjax.rollout_pool"], stdin=subprocess.PIPE,
