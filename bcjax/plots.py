@@ -122,10 +122,25 @@ def expert_return(runs: list[Run]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def shared_seeds(runs: list[Run]) -> list[tuple[int, int]]:
+    """The (seed, seed index) pairs that more than one of the pooled runs trained: the same random stream
+    twice, which would draw error bars too tight (seed index k of --seed S is fold_in(PRNGKey(S), k))."""
+    seen: dict[tuple[int, int], int] = defaultdict(int)
+    for r in runs:
+        for k in range(int(r.config.get("num_seeds", 1))):
+            seen[int(r.config.get("seed", 1)), k] += 1
+    return sorted(pair for pair, n in seen.items() if n > 1)
+
+
 def _groups(runs: list[Run]) -> dict[tuple[str, str, str], list[Run]]:
     groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
     for r in runs:
         groups[r.group].append(r)
+    for group, members in groups.items():
+        dup = shared_seeds(members)
+        if dup:
+            raise BcjaxError(f"runs pooled as {'/'.join(group)} share seeds (seed, index) {dup}: they are the same "
+                             "random stream twice; pool runs with different --seed, or plot one of them")
     return dict(groups)
 
 

@@ -102,3 +102,15 @@ def test_learning_curves_put_each_task_in_its_own_panel(tmp_path):
     w_two, _ = _is_png(plot_learning_curves(find_runs([d1, d2]), tmp_path / "two.png"))
     w_one, _ = _is_png(plot_learning_curves(find_runs([d1]), tmp_path / "one.png"))
     assert w_two > 1.6 * w_one
+
+
+def test_pooled_runs_that_share_a_seed_are_refused():
+    from bcjax.plots import Run, _groups, shared_seeds
+
+    def run(name, seed, k):
+        return Run(Path(name), {"env_name": "Hopper-v4", "algo": "bc", "exp_name": "bc", "seed": seed, "num_seeds": k}, [])
+
+    assert shared_seeds([run("a", 1, 2), run("b", 2, 3)]) == []  # fold_in streams: (1, 1) is not (2, 0)
+    assert shared_seeds([run("a", 1, 2), run("b", 1, 1)]) == [(1, 0)]
+    with pytest.raises(BcjaxError, match=r"share seeds \(seed, index\) \[\(1, 0\)\]"):
+        _groups([run("a", 1, 2), run("b", 1, 1)])
