@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 
 _received: list[int] = []
@@ -49,6 +50,9 @@ def check_stop(iteration: int) -> None:
 def stop_on_signals() -> Iterator[None]:
     """Within this block SIGTERM/SIGINT request a stop instead of killing the process."""
     _received.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield  # e.g. a Ray Tune trial's thread: only the main thread may set handlers; the host handles signals
+        return
     old = {s: signal.signal(s, _handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
