@@ -145,12 +145,16 @@ class RolloutPool:
     def submit(self, task: RolloutTask) -> Future:
         fut: Future = Future()
         if self.workers == 0:
-            fut.set_result(run_task(task, self._local))
+            fut.set_result(self.run_here(task))
         elif self._broken is not None:
             fut.set_exception(WorkerDied(self._broken))
         else:
             self._tasks.put((task, fut))
         return fut
+
+    def run_here(self, task: RolloutTask, wrap: Callable[[Callable], Callable] | None = None) -> RolloutResult:
+        """`task` run in this process, its envs kept for the next; `wrap` wraps its actor (e.g. beta-mixing)."""
+        return run_task(task, self._local, wrap)
 
     def _serve(self, proc: subprocess.Popen) -> None:
         # One thread per worker: hand it a task, wait for its answer, repeat.

@@ -1,16 +1,21 @@
 """The BC / DAgger iteration loop (CS285 RL_Trainer.run_training_loop), K seeds side by side.
 
-Each iteration: collect (iteration 0: the expert data; later: `batch_size` env
-steps with the current policy, relabelled by the expert), add to each seed's
-ring buffer, run the iteration's updates as one fused jitted call over all
-seeds, evaluate on `eval_batch_size` env steps, log.
+An iteration is five phases: collect (iteration 0: the expert data; later:
+`batch_size` env steps per seed with the current policy, in the rollout pool),
+relabel (the expert's actions), update (into each seed's ring buffer, then the
+iteration's updates as one fused jitted call over all seeds), evaluate (started
+in the pool: it runs while the next iteration collects and trains) and record
+(video, checkpoint, and the metrics of every finished evaluation, in order).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import jax
@@ -27,9 +32,9 @@ from bcjax.perf import compile_totals, peak_rss_mib
 from bcjax.policy import MLPPolicy, host_actor, policy_spec
 from bcjax.progress import Progress, bars_wanted, summary_line
 from bcjax.rollout import MixedActor, Trajectory, beta_at, episode_stats
-from bcjax.rollout_pool import RolloutPool, RolloutResult, RolloutTask, WorkerDied, default_workers, run_task
+from bcjax.rollout_pool import RolloutPool, RolloutResult, RolloutTask, WorkerDied, default_workers
 from bcjax.saved_run import LoopState, config_dict, restore_resume, save_policy, save_resume
-from bcjax.stop_signal import check_stop
+from bcjax.stop_signal import Stopped, check_stop
 from bcjax.update import compile_trainer, create_train_states, with_obs_stats
 
 Expert = Callable[[np.ndarray], np.ndarray]
@@ -114,17 +119,157 @@ def _seed_params(params_host: object, k: int) -> object:
     return jax.tree.map(lambda x: x[k], params_host)
 
 
-def run_rollouts(pool: RolloutPool, tasks: list[RolloutTask], tick: Callable[[int], None]) -> list[RolloutResult]:
-    """The tasks' results in task order; they run side by side in the pool. A dead worker is a one-line error."""
-    futures = [pool.submit(task) for task in tasks]
-    results = []
-    for task, fut in zip(tasks, futures):
+@dataclass(frozen=True)
+class Run:
+    """What the phases of every iteration read: fixed for the whole run."""
+
+    cfg: Config
+    info: EnvInfo
+    ep_len: int
+    policy: MLPPolicy
+    pool: RolloutPool
+    expert: Expert | None
+    progress: Progress
+    start: float  # the run's clock (a resumed run's starts in the past)
+
+    def task(self, kind: str, k: int, params_np: Any, env_seed: int, rng_state: dict | None, steps: int) -> RolloutTask:
+        # Every task reseeds its env from seed k's key stream: it depends on nothing else.
+        return RolloutTask(kind, k, self.cfg.env_name, self.cfg.num_envs, self.cfg.vector_mode,
+                           policy_spec(self.policy), _seed_params(params_np, k), env_seed, rng_state, steps,
+                           self.ep_len)
+
+
+@dataclass
+class Collected:
+    paths: list[list[Trajectory]]  # per seed
+    steps: np.ndarray  # (K,) env steps taken
+    rng_states: list[dict]  # each seed's noise stream afterwards: evaluation continues it
+    stats: dict[str, list[float]]  # per-seed metrics of the collection itself (beta-mixing)
+
+
+@dataclass
+class PendingEval:
+    """An iteration's evaluation, running in the pool; `row` holds its metrics known at submission."""
+
+    itr: int
+    futures: list[Future]
+    row: dict[str, list[float]]
+    times: dict[str, float]  # the iteration's phase times, for its summary line
+
+
+def collect(run: Run, itr: int, params_np: Any, roll_keys: jax.Array, expert_paths: list[Trajectory]) -> Collected:
+    """Iteration 0: the expert data. Later: `batch_size` env steps per seed with the current policy
+    (with beta-mixing, some of them driven by the expert)."""
+    cfg, k_seeds = run.cfg, run.cfg.num_seeds
+    rng_states = [_numpy_rng(roll_keys[k]).bit_generator.state for k in range(k_seeds)]
+    mixing = cfg.beta_schedule != "none"
+    if itr == 0:  # the expert data: all of it the expert's
+        ones = [1.0] * k_seeds
+        return Collected([expert_paths] * k_seeds, np.zeros(k_seeds, np.int64), rng_states,
+                         {"Train_Beta": ones, "Train_ExpertStepFraction": ones} if mixing else {})
+    tasks = [run.task("collect", k, params_np, _env_seed(roll_keys[k], ENV_COLLECT), rng_states[k], cfg.batch_size)
+             for k in range(k_seeds)]
+    with run.progress.phase(f"itr {itr} collect", cfg.batch_size * k_seeds) as tick:
+        if not mixing:
+            results = wait_all([run.pool.submit(t) for t in tasks], tick, cfg.batch_size)
+            stats: dict[str, list[float]] = {}
+        else:  # the expert acts too: in this process (workers hold no expert), through the same task code
+            beta = beta_at(cfg.beta_schedule, itr, 1.0 if cfg.beta0 is None else cfg.beta0, cfg.beta_decay or 1.0,
+                           cfg.beta_iters or 1)
+            mixed = [MixedActor(None, run.expert.mean_action_np, beta,  # own draws: `none` consumes none
+                                np.random.default_rng(_env_seed(roll_keys[k], BETA_DRAWS))) for k in range(k_seeds)]
+            results = [run.pool.run_here(t, wrap=mixed[t.seed_index].around) for t in tasks]
+            tick(cfg.batch_size * k_seeds)
+            stats = {"Train_Beta": [beta] * k_seeds, "Train_ExpertStepFraction": [m.expert_steps / m.steps for m in mixed]}
+    return Collected([r.paths for r in results], np.array([r.steps for r in results]), [r.rng_state for r in results],
+                     stats)
+
+
+def relabel(expert: Expert, paths_per_seed: list[list[Trajectory]], act_dtype: Any) -> None:
+    """DAgger: every collected observation gets the expert's action (in place), one batch per seed."""
+    for paths in paths_per_seed:
+        labels = np.asarray(expert(np.concatenate([p["observation"] for p in paths])))
+        offsets = np.cumsum([0] + [len(p["observation"]) for p in paths])
+        for p, a, b in zip(paths, offsets[:-1], offsets[1:]):
+            p["action"] = labels[a:b].astype(act_dtype)
+
+
+def update(run: Run, train_fn: Callable, states: TrainState, buffers: list[RingBuffer],
+           paths_per_seed: list[list[Trajectory]], train_keys: jax.Array, itr: int) -> tuple[TrainState, dict]:
+    """Add the data to each seed's buffer, then all of the iteration's updates for all seeds in one call."""
+    for buf, paths in zip(buffers, paths_per_seed):
+        buf.add_rollouts(paths)
+    if run.cfg.normalize_obs:
+        states = with_obs_stats(states, [b.arrays["observation"][:len(b)] for b in buffers])
+    obs = jnp.asarray(np.stack([b.arrays["observation"] for b in buffers]))
+    acs = jnp.asarray(np.stack([b.arrays["action"] for b in buffers]))
+    sizes = jnp.asarray([len(b) for b in buffers], jnp.int32)
+    steps = run.cfg.num_agent_train_steps_per_iter
+    with run.progress.phase(f"itr {itr} train", steps) as tick:
+        states, metrics = train_fn(states, train_keys, obs, acs, sizes)
+        metrics = jax.device_get(metrics)
+        tick(steps)  # one fused call: the bar completes when it returns
+    last_loss = np.asarray(metrics["loss"])[:, -1]
+    if not np.all(np.isfinite(last_loss)):
+        raise BcjaxError(f"training diverged (loss {last_loss}) at iteration {itr}: lower --learning_rate")
+    return states, metrics
+
+
+def evaluate(run: Run, itr: int, params_np: Any, roll_keys: jax.Array, rng_states: list[dict],
+             row: dict[str, list[float]], times: dict[str, float]) -> PendingEval:
+    """Start the evaluation of the updated policy in the pool: it runs while the next iteration works."""
+    cfg = run.cfg
+    futures = [run.pool.submit(run.task("eval", k, params_np, _env_seed(roll_keys[k], ENV_EVAL),
+                                        None if cfg.deterministic_eval else rng_states[k], cfg.eval_batch_size))
+               for k in range(cfg.num_seeds)]
+    return PendingEval(itr, futures, row, times)
+
+
+class EvalLog:
+    """The evaluations in flight; each is logged, in iteration order, once it and all before it are done."""
+
+    def __init__(self, run: Run, logger: RunLogger | None) -> None:
+        self.run, self.logger = run, logger
+        self.pending: deque[PendingEval] = deque()
+        self.rows: list[dict[str, list[float]]] = []
+        self.waited = 0.0  # seconds the loop stood waiting for evaluations
+
+    def add(self, ev: PendingEval) -> None:
+        self.pending.append(ev)
+        self.flush(wait=False)
+
+    def flush(self, wait: bool) -> None:
+        """Log the finished evaluations, oldest first; with `wait`, all of them."""
+        while self.pending and (wait or all(f.done() for f in self.pending[0].futures)):
+            ev = self.pending.popleft()
+            t = time.time()
+            with self.run.progress.phase(f"itr {ev.itr} eval", self.run.cfg.eval_batch_size * len(ev.futures)) as tick:
+                eval_paths = [r.paths for r in wait_all(ev.futures, tick, self.run.cfg.eval_batch_size)]
+            self.waited += time.time() - t
+            self._log(ev, eval_paths)
+
+    def _log(self, ev: PendingEval, eval_paths: list[list[Trajectory]]) -> None:
+        stats = [episode_stats(paths, "Eval") for paths in eval_paths]
+        found = {**{name: [s[name] for s in stats] for name in stats[0]}, **ev.row,
+                 "TimeSinceStart": [time.time() - self.run.start] * len(stats)}
+        row = {name: found[name] for name in (*METRICS, *BETA_METRICS) if name in found}
+        self.rows.append(row)
+        if self.logger is not None:
+            returns = [[float(p["reward"].sum()) for p in paths] for paths in eval_paths]
+            self.logger.log_iteration(ev.itr, row, {"Eval_EpisodeReturns": returns})
+            self.logger.print(summary_line(ev.itr, self.run.cfg.n_iter, row, ev.times))
+
+
+def wait_all(futures: list[Future], tick: Callable[[int], None], steps_each: int) -> list[RolloutResult]:
+    """The futures' results in order; a dead worker is a one-line error."""
+    out = []
+    for fut in futures:
         try:
-            results.append(fut.result())
+            out.append(fut.result())
         except WorkerDied as e:
             raise BcjaxError(f"{e}; the run directory keeps what was saved (--save_params runs can --resume)") from None
-        tick(task.min_steps)
-    return results
+        tick(steps_each)
+    return out
 
 
 def open_pool(cfg: Config) -> RolloutPool:
@@ -158,13 +303,6 @@ def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
     policy = MLPPolicy(act_dim=info.act_dim, n_layers=cfg.n_layers, size=cfg.size,
                        activation=cfg.activation, discrete=info.discrete, init_scheme=cfg.init,
                        normalize_obs=cfg.normalize_obs)
-    spec = policy_spec(policy)
-    local_envs = None  # envs of the in-process beta-mixed collection
-
-    def task(kind: str, k: int, params_np: Any, env_seed: int, rng_state: dict | None, steps: int) -> RolloutTask:
-        # Every phase reseeds its env from the seed's key stream: a task depends on nothing else.
-        return RolloutTask(kind, k, cfg.env_name, cfg.num_envs, cfg.vector_mode, spec, _seed_params(params_np, k),
-                           env_seed, rng_state, steps, ep_len)
     seed_keys = seed_index_keys(cfg.seed, k_seeds)
     init_keys, loop_keys = jnp.moveaxis(jax.vmap(jax.random.split)(seed_keys), 1, 0)
     states = create_train_states(policy, init_keys, info.obs_dim, cfg.learning_rate)
@@ -185,9 +323,7 @@ def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
 
     initial_return = float(np.mean([p["reward"].sum() for p in expert_paths]))
     envsteps = np.zeros(k_seeds, np.int64)
-    rows: list[dict[str, list[float]]] = []
     loss_history: list[np.ndarray] = []
-
     run_dir = logger.run_dir if logger is not None else None
     meta = {"config": config_dict(cfg), "env_name": cfg.env_name, "obs_dim": info.obs_dim, "act_dim": info.act_dim,
             "discrete": info.discrete, "num_seeds": k_seeds, "ep_len": ep_len}
@@ -196,138 +332,91 @@ def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
         loop = restore_resume(cfg.resume, LoopState(-1, states, loop_keys, buffers, envsteps, 0.0), cfg.resume_step)
         states, loop_keys, envsteps, first_itr = loop.states, loop.loop_keys, loop.envsteps, loop.iteration + 1
         start -= loop.elapsed
-    progress = Progress(bars_wanted(cfg.quiet))
     video = None
     if run_dir is not None and cfg.video_log_freq != -1:
         from bcjax.video import VideoLogger
 
         video = VideoLogger(cfg.env_name, run_dir, ep_len, writer=logger.writer)
+    run = Run(cfg, info, ep_len, policy, pool, expert, Progress(bars_wanted(cfg.quiet)), start)
+    evals = EvalLog(run, logger)
 
-    for itr in range(first_itr, cfg.n_iter):
-        before = dict(timings)
-        split = jax.vmap(lambda k: jax.random.split(k, 3))(loop_keys)
-        loop_keys, train_keys, roll_keys = split[:, 0], split[:, 1], split[:, 2]
-        rng_states = [_numpy_rng(roll_keys[k]).bit_generator.state for k in range(k_seeds)]
-        params_host = collect_params = jax.tree.map(np.asarray, jax.device_get(states.params))
-
-        # 1. Collect: the expert data first, then on-policy steps relabelled by the expert.
+    def timed(phase: str, fn: Callable, *args: Any) -> Any:
         t = time.time()
-        mixing = cfg.beta_schedule != "none"
-        beta = beta_at(cfg.beta_schedule, itr, 1.0 if cfg.beta0 is None else cfg.beta0, cfg.beta_decay or 1.0,
-                       cfg.beta_iters or 1)
-        mixed: dict[int, MixedActor] = {}
-        if itr == 0:
-            paths_per_seed = [expert_paths] * k_seeds
-        else:
-            with progress.phase(f"itr {itr} collect", cfg.batch_size * k_seeds) as tick:
-                tasks = [task("collect", k, params_host, _env_seed(roll_keys[k], ENV_COLLECT), rng_states[k],
-                              cfg.batch_size) for k in range(k_seeds)]
-                if mixing:  # the expert acts too: in this process (workers hold no expert), the same task code
-                    from bcjax.rollout_pool import _Envs
+        out = fn(*args)
+        timings[phase] += time.time() - t
+        return out
 
-                    local_envs = local_envs or _Envs()
-                    for k in range(k_seeds):  # its own draws, so --beta_schedule none consumes none
-                        mixed[k] = MixedActor(None, expert.mean_action_np, beta,
-                                              np.random.default_rng(_env_seed(roll_keys[k], BETA_DRAWS)))
-                    collected = [run_task(t, local_envs, wrap=mixed[t.seed_index].around) for t in tasks]
-                    tick(cfg.batch_size * k_seeds)
-                else:
-                    collected = run_rollouts(pool, tasks, tick)
-            paths_per_seed = [r.paths for r in collected]
-            envsteps += [r.steps for r in collected]  # all steps taken
-            rng_states = [r.rng_state for r in collected]  # evaluation noise continues the stream
-        timings["collection"] += time.time() - t
-        if itr > 0:  # DAgger: every collected observation gets the expert's action.
-            t = time.time()
-            for paths in paths_per_seed:
-                labels = np.asarray(expert(np.concatenate([p["observation"] for p in paths])))
-                offsets = np.cumsum([0] + [len(p["observation"]) for p in paths])
-                for p, a, b in zip(paths, offsets[:-1], offsets[1:]):
-                    p["action"] = labels[a:b].astype(act_dtype)
-            timings["relabel"] += time.time() - t
-        for buf, paths in zip(buffers, paths_per_seed):
-            buf.add_rollouts(paths)
-        if cfg.normalize_obs:
-            states = with_obs_stats(states, [b.arrays["observation"][:len(b)] for b in buffers])
+    try:
+        for itr in range(first_itr, cfg.n_iter):
+            before = dict(timings)
+            keys = jax.vmap(lambda k: jax.random.split(k, 3))(loop_keys)
+            loop_keys, train_keys, roll_keys = keys[:, 0], keys[:, 1], keys[:, 2]
+            collect_params = _host(states.params)
 
-        # 2. Train: all of the iteration's updates for all seeds in one call.
-        t = time.time()
-        obs = jnp.asarray(np.stack([b.arrays["observation"] for b in buffers]))
-        acs = jnp.asarray(np.stack([b.arrays["action"] for b in buffers]))
-        sizes = jnp.asarray([len(b) for b in buffers], jnp.int32)
-        with progress.phase(f"itr {itr} train", cfg.num_agent_train_steps_per_iter) as tick:
-            states, train_metrics = train_fn(states, train_keys, obs, acs, sizes)
-            train_metrics = jax.device_get(train_metrics)
-            loss_history.append(np.asarray(train_metrics["loss"]))
-            tick(cfg.num_agent_train_steps_per_iter)  # one fused call: the bar completes when it returns
-        last_loss = loss_history[-1][:, -1]
-        timings["training"] += time.time() - t
-        if not np.all(np.isfinite(last_loss)):
-            raise BcjaxError(f"training diverged (loss {last_loss}) at iteration {itr}: lower --learning_rate")
-
-        # 3. Evaluate and log.
-        params_host = jax.tree.map(np.asarray, jax.device_get(states.params))
-        fit = fit_stats(params_host, train_metrics, info.discrete)
-        per_seed: dict[str, list[float]] | None = None
-        if cfg.scalar_log_freq != -1 and itr % cfg.scalar_log_freq == 0:
-            t = time.time()
-            per_seed = defaultdict(list)
-            episode_returns = []
-            with progress.phase(f"itr {itr} eval", cfg.eval_batch_size * k_seeds) as tick:
-                evaluated = run_rollouts(pool, [
-                    task("eval", k, params_host, _env_seed(roll_keys[k], ENV_EVAL),
-                         None if cfg.deterministic_eval else rng_states[k], cfg.eval_batch_size)
-                    for k in range(k_seeds)], tick)
-                for k in range(k_seeds):
-                    eval_paths = evaluated[k].paths
-                    stats = {**episode_stats(eval_paths, "Eval"), **episode_stats(paths_per_seed[k], "Train"),
-                             "Train_EnvstepsSoFar": float(envsteps[k]), "TimeSinceStart": time.time() - start,
-                             "Training Loss": float(last_loss[k]),
-                             "Initial_DataCollection_AverageReturn": initial_return,
-                             **{name: float(v[k]) for name, v in fit.items()}}
-                    if mixing:  # iteration 0's data is all the expert's
-                        stats.update(Train_Beta=beta if itr else 1.0, Train_ExpertStepFraction=(
-                            mixed[k].expert_steps / mixed[k].steps if itr else 1.0))
-                    for name in (*METRICS, *BETA_METRICS):
-                        if name in stats:
-                            per_seed[name].append(stats[name])
-                    episode_returns.append([float(p["reward"].sum()) for p in eval_paths])
-            timings["evaluation"] += time.time() - t
-            t = time.time()
-            rows.append(dict(per_seed))
-            if logger is not None:
-                logger.log_iteration(itr, dict(per_seed), {"Eval_EpisodeReturns": episode_returns})
-            timings["logging"] += time.time() - t
-
-        # 4. Video of seed 0: the policy that collected this iteration's data (none at iteration 0,
-        # which loads expert data, as in CS285) and the updated policy. Its own seeds, so a run with
-        # video has the same metrics as one without.
-        if video is not None and itr % cfg.video_log_freq == 0:
-            t = time.time()
-            key0 = roll_keys[0]
-            noise = np.random.default_rng(_env_seed(key0, VIDEO_NOISE))
+            got = timed("collection", collect, run, itr, collect_params, roll_keys, expert_paths)
+            envsteps += got.steps  # every step taken
             if itr > 0:
-                video.log(itr, "train", host_actor(policy, _seed_params(collect_params, 0), noise),
-                          _env_seed(key0, VIDEO_TRAIN))
-            eval_actor = host_actor(policy, _seed_params(params_host, 0), None if cfg.deterministic_eval else noise)
-            video.log(itr, "eval", eval_actor, _env_seed(key0, VIDEO_EVAL))
-            timings["video"] += time.time() - t
+                timed("relabel", relabel, expert, got.paths, act_dtype)
+            states, train_metrics = timed("training", update, run, train_fn, states, buffers, got.paths,
+                                          train_keys, itr)
+            loss_history.append(np.asarray(train_metrics["loss"]))
+            params_np = _host(states.params)
+            if cfg.scalar_log_freq != -1 and itr % cfg.scalar_log_freq == 0:
+                row = iteration_row(got, envsteps, loss_history[-1][:, -1], initial_return,
+                                    fit_stats(params_np, train_metrics, info.discrete))
+                times = {k: v - before.get(k, 0.0) for k, v in timings.items()}
+                evals.add(evaluate(run, itr, params_np, roll_keys, got.rng_states, row, times))
 
-        # 5. Checkpoint: the policy (every iteration with --save_params, else the last), and
-        # with --save_params all the loop carries, for --resume.
-        if run_dir is not None and (cfg.save_params or itr == cfg.n_iter - 1):
-            t = time.time()
-            save_policy(run_dir, itr, states, meta)
-            if cfg.save_params:
-                save_resume(run_dir, LoopState(itr, states, loop_keys, buffers, envsteps, time.time() - start), meta)
-            timings["checkpoint"] += time.time() - t
-        if logger is not None:
-            logger.print(summary_line(itr, cfg.n_iter, per_seed,
-                                      {k: v - before.get(k, 0.0) for k, v in timings.items()}))
-        if itr < cfg.n_iter - 1:
-            check_stop(itr)  # SIGTERM/SIGINT: stop here, this iteration's checkpoint written
-
+            # Record: a video of seed 0 (the policy that collected this iteration's data, none at
+            # iteration 0, as in CS285, and the updated policy), on its own seeds so a run with video
+            # has the same metrics as one without; then the checkpoints.
+            if video is not None and itr % cfg.video_log_freq == 0:
+                timed("video", film, video, run, itr, roll_keys[0], collect_params, params_np)
+            if run_dir is not None and (cfg.save_params or itr == cfg.n_iter - 1):
+                if cfg.save_params:  # a resume point never precedes its iteration's metrics
+                    evals.flush(wait=True)
+                loop = LoopState(itr, states, loop_keys, buffers, envsteps, time.time() - start) if cfg.save_params else None
+                timed("checkpoint", save, run_dir, itr, states, meta, loop)
+            if itr < cfg.n_iter - 1:
+                check_stop(itr)  # SIGTERM/SIGINT: stop here, this iteration's checkpoint written
+    except (BcjaxError, Stopped):
+        with contextlib.suppress(BcjaxError):
+            evals.flush(wait=True)  # what finished still gets logged when the run stops with a clear error
+        raise
+    evals.flush(wait=True)
+    timings["evaluation"] = evals.waited
     timings["compile"] = compile_totals()[0] - compile_start
     timings["total"] = time.time() - start
-    return RunResult(policy=policy, states=states, buffers=buffers, rows=rows, losses=loss_history,
+    return RunResult(policy=policy, states=states, buffers=buffers, rows=evals.rows, losses=loss_history,
                      timings=dict(timings), peak_rss_mib=peak_rss_mib())
+
+
+def _host(params: Any) -> Any:
+    return jax.tree.map(np.asarray, jax.device_get(params))
+
+
+def iteration_row(got: Collected, envsteps: np.ndarray, last_loss: np.ndarray, initial_return: float,
+                  fit: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    """Per seed: the metrics of an iteration other than its evaluation's."""
+    train = [episode_stats(paths, "Train") for paths in got.paths]
+    return {**{name: [s[name] for s in train] for name in train[0]},
+            "Train_EnvstepsSoFar": [float(n) for n in envsteps], "Training Loss": [float(x) for x in last_loss],
+            "Initial_DataCollection_AverageReturn": [initial_return] * len(envsteps),
+            **{name: [float(x) for x in v] for name, v in fit.items()}, **got.stats}
+
+
+def film(video: Any, run: Run, itr: int, key0: jax.Array, collect_params: Any, params_np: Any) -> None:
+    noise = np.random.default_rng(_env_seed(key0, VIDEO_NOISE))
+    if itr > 0:
+        video.log(itr, "train", host_actor(run.policy, _seed_params(collect_params, 0), noise),
+                  _env_seed(key0, VIDEO_TRAIN))
+    eval_noise = None if run.cfg.deterministic_eval else noise
+    video.log(itr, "eval", host_actor(run.policy, _seed_params(params_np, 0), eval_noise), _env_seed(key0, VIDEO_EVAL))
+
+
+def save(run_dir: Path, itr: int, states: TrainState, meta: dict, loop: LoopState | None) -> None:
+    """The policy (every iteration with --save_params, else the last) and, with --save_params,
+    all the loop carries, for --resume."""
+    save_policy(run_dir, itr, states, meta)
+    if loop is not None:
+        save_resume(run_dir, loop, meta)

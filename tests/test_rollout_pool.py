@@ -13,7 +13,7 @@ import pytest
 from bcjax.errors import BcjaxError
 from bcjax.numpy_policy import PolicySpec
 from bcjax.rollout_pool import RolloutPool, RolloutTask, WorkerDied
-from bcjax.train_loop import run_rollouts
+from bcjax.train_loop import wait_all
 from tests.tiny_runs import expert_data, hopper_cfg, hopper_expert, metrics_without_time, run_logged
 
 
@@ -64,7 +64,7 @@ def test_killed_worker_fails_the_task_fast_with_its_seed():
         os.kill(pool._procs[0].pid, 9)
         t = time.time()
         with pytest.raises(BcjaxError, match="collect of seed index 0 .*env seed 7.*died"):
-            run_rollouts(pool, [_task(seed=7)], lambda n: None)
+            wait_all([pool.submit(_task(seed=7))], lambda n: None, 0)
         assert time.time() - t < 10
         with pytest.raises(WorkerDied):  # the pool stays broken
             pool.submit(_task()).result(timeout=10)
@@ -77,4 +77,4 @@ def test_killed_worker_fails_the_task_fast_with_its_seed():
 def test_env_that_raises_is_a_one_line_error_naming_the_task():
     with RolloutPool(1) as pool:
         with pytest.raises(BcjaxError, match="collect of seed index 0 \\(NoSuchEnv-v0.*unknown environment id"):
-            run_rollouts(pool, [_task(env_name="NoSuchEnv-v0")], lambda n: None)
+            wait_all([pool.submit(_task(env_name="NoSuchEnv-v0"))], lambda n: None, 0)
