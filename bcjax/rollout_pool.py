@@ -117,6 +117,14 @@ def describe(task: RolloutTask) -> str:
     return f"{task.kind} of seed index {task.seed_index} ({task.env_name}, env seed {task.env_seed})"
 
 
+def _exit_reason(proc: subprocess.Popen) -> str:
+    try:
+        code = proc.wait(timeout=2)  # its pipe closed: it is exiting
+    except subprocess.TimeoutExpired:
+        return "it stopped answering"
+    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+
+
 class RolloutPool:
     """`submit` gives a Future of a task's `RolloutResult`; with 0 workers it runs the task at once, here.
 
@@ -170,8 +178,7 @@ class RolloutPool:
                 _send(proc.stdin, task)
                 ok, value = _recv(proc.stdout)
             except Exception:  # EOF, a broken pipe, an unreadable answer: the worker is gone
-                code = proc.poll()
-                ok, value = False, f"the rollout worker died (exit code {code})"
+                ok, value = False, f"the rollout worker died ({_exit_reason(proc)})"
             if ok:
                 fut.set_result(value)
             else:

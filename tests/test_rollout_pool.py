@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +18,8 @@ from bcjax.numpy_policy import PolicySpec
 from bcjax.rollout_pool import RolloutPool, RolloutTask, WorkerDied
 from bcjax.train_loop import wait_all
 from tests.tiny_runs import expert_data, hopper_cfg, hopper_expert, metrics_without_time, run_logged
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _task(env_name: str = "Hopper-v4", seed: int = 3, rng: bool = True) -> RolloutTask:
@@ -78,3 +83,51 @@ def test_env_that_raises_is_a_one_line_error_naming_the_task():
     with RolloutPool(1) as pool:
         with pytest.raises(BcjaxError, match="collect of seed index 0 \\(NoSuchEnv-v0.*unknown environment id"):
             wait_all([pool.submit(_task(env_name="NoSuchEnv-v0"))], lambda n: None, 0)
+
+
+def _workers_of(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children if b"bcjax.rollout_pool" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def _start_run(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """A long DAgger run of the bundled Hopper expert with one rollout worker, once its first row is logged."""
+    cmd = [sys.executable, str(REPO / "scripts" / "train.py"), "--algo", "dagger", "--env_name", "Hopper-v4",
+           "-n", "200", "--batch_size", "2000", "--eval_batch_size", "2000", "--num_agent_train_steps_per_iter", "20",
+           "--video_log_freq", "-1", "--rollout_workers", "1", "--logdir", str(tmp_path), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        rows = list(tmp_path.glob("q2_*/metrics.jsonl"))
+        if rows and rows[0].read_text().count("\n") >= 2:
+            return proc, rows[0].parent
+        time.sleep(0.2)
+    proc.kill()
+    pytest.fail(f"the run logged nothing: {proc.communicate()[1][-2000:]}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the workers through /proc (Linux)")
+def test_worker_killed_mid_run_stops_it_with_one_line_naming_task_and_seed(tmp_path):
+    proc, run_dir = _start_run(tmp_path)
+    (worker,) = _workers_of(proc.pid)
+    logged = (run_dir / "metrics.jsonl").read_text()
+    os.kill(worker, 9)
+    t = time.time()
+    _, err = proc.communicate(timeout=60)
+    assert time.time() - t < 15  # stops within seconds, no hang
+    assert proc.returncode == 2
+    last = err.strip().splitlines()[-1]
+    assert re.match(r"error: (collect|eval) of seed index 0 \(Hopper-v4, env seed \d+\) failed: the rollout worker "
+                    r"died \(killed by SIGKILL\)", last), err[-2000:]
+    assert (run_dir / "metrics.jsonl").read_text().startswith(logged)  # what was logged stays
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the workers through /proc (Linux)")
+def test_ctrl_c_stops_the_run_and_its_workers(tmp_path):
+    proc, _ = _start_run(tmp_path)
+    (worker,) = _workers_of(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert not Path(f"/proc/{worker}").exists() or b"Z" in Path(f"/proc/{worker}/stat").read_bytes().split()[2:3]
