@@ -5,7 +5,11 @@ Runs, with the CS285 sample experts and data and the homework defaults
 (eval_batch_size 5000), K seeds per run trained side by side (--num_seeds):
   1. BC on Ant-v4, HalfCheetah-v4, Hopper-v4;
   2. a BC study on Ant-v4: return vs training steps;
-  3. DAgger, 10 iterations, on each task.
+  3. DAgger, 10 iterations, on each task;
+  4. DAgger with the expert mixed in (--beta_schedule linear) on Hopper-v4 and Ant-v4;
+  5. BC with --normalize_obs on each task;
+  6. BC on Ant-v4 vs the number of expert trajectories (1 to 24, collected from the
+     bundled expert with scripts/collect_expert_data.py).
 Each run is one trial of one sweep (bcjax.sweep): an embedded Ray runs as many at
 once as the machine has cores (--address: an existing Ray cluster). Writes
 docs/results.json (every number with its run directory, command and wall time),
@@ -23,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,37 +36,69 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bcjax.errors import BcjaxError  # noqa: E402
+from bcjax.experts import bundled_expert_path  # noqa: E402
 from bcjax.sweep import Outcome, SweepOptions, Trial, build_trials, run_sweep, summarize_groups, write_summary  # noqa: E402
 
 TASKS = {"Ant-v4": "Ant", "HalfCheetah-v4": "HalfCheetah", "Hopper-v4": "Hopper"}
 STUDY_TASK = "Ant-v4"
 STUDY_STEPS = (100, 300, 1000, 3000, 10000)
+BETA_TASKS = ("Hopper-v4", "Ant-v4")
+BETA_ITERS = 5  # beta falls 1, 0.8, ..., 0 over the first half of the 10 iterations
+DATA_TASK = "Ant-v4"  # the data study uses the bundled expert, which can give any number of trajectories
+DATA_TRAJECTORIES = (1, 2, 4, 8, 16, 24)
+DATA_SEED = 1000  # collection seed: the study's expert episodes are not the training runs' evaluation episodes
 
 
-def plan(args: argparse.Namespace) -> dict[tuple[str, str], Trial]:
+def plan(args: argparse.Namespace, data_file: Path) -> dict[tuple[str, str], Trial]:
     """The sweep: (table, row name) -> its trial (all seeds of a run in one trial, as train.py --num_seeds)."""
     shared = Path(args.shared)
-    files = ["-epf", str(shared / "experts" / "{env_base}.pkl"),
+    cs285 = ["-epf", str(shared / "experts" / "{env_base}.pkl"),
              "-ed", str(shared / "expert_data" / "expert_data_{env_name}.pkl")]
     steps = ["--num_agent_train_steps_per_iter", "50"] if args.quick else []
-    common = [*files, "--eval_batch_size", str(args.eval_batch_size), "--video_log_freq", "-1", *steps]
+    common = ["--eval_batch_size", str(args.eval_batch_size), "--video_log_freq", "-1", *steps]
     seeds = list(range(1, args.seeds + 1))
+    n_iter = 3 if args.quick else 10
 
-    def trial(task: str, algo: str, exp: str, *flags: str, n_iter: int | None = None) -> Trial:
-        (t,) = build_trials([task], [algo], [{}], seeds, [*common, *flags], exp, n_iter)
+    def trial(task: str, algo: str, exp: str, *flags: str, files: list[str] = cs285) -> Trial:
+        (t,) = build_trials([task], [algo], [{}], seeds, [*files, *common, *flags], exp, n_iter)
         return t
 
     runs = {}
     for task in TASKS:
         runs["bc", task] = trial(task, "bc", "bc")
-        runs["dagger", task] = trial(task, "dagger", "dagger", n_iter=3 if args.quick else 10)
+        runs["dagger", task] = trial(task, "dagger", "dagger")
+        runs["normalize", task] = trial(task, "bc", "bcnorm", "--normalize_obs")
+    for task in BETA_TASKS:
+        runs["beta", task] = trial(task, "dagger", "daggerbeta", "--beta_schedule", "linear",
+                                   "--beta_iters", str(BETA_ITERS))
     for n in (10, 50) if args.quick else STUDY_STEPS:
         # The homework samples actions at evaluation; the mean action shows how much of the
         # shortfall after few steps is the still-wide learned std rather than a wrong mean.
         runs["study", f"{n}"] = trial(STUDY_TASK, "bc", f"bcsteps{n}", "--num_agent_train_steps_per_iter", str(n))
         runs["study", f"{n}, mean action"] = trial(STUDY_TASK, "bc", f"bcsteps{n}mean",
                                                    "--num_agent_train_steps_per_iter", str(n), "--deterministic_eval")
+    bundled = ["-epf", str(bundled_expert_path(DATA_TASK)), "-ed", str(data_file)]
+    for n in data_counts(args):
+        runs["data", f"{n}"] = trial(DATA_TASK, "bc", f"bcdata{n}", "--expert_data_trajectories", str(n), files=bundled)
     return runs
+
+
+def data_counts(args: argparse.Namespace) -> tuple[int, ...]:
+    return (1, 2) if args.quick else DATA_TRAJECTORIES
+
+
+def collect_data(args: argparse.Namespace, runs_dir: Path) -> Path:
+    """The data study's expert trajectories (the bundled expert), collected once; each run takes the first N."""
+    n = max(data_counts(args))
+    data = runs_dir / "expert_data" / f"expert_data_{DATA_TASK}_bundled_n{n}_s{DATA_SEED}.pkl"
+    if not data.is_file():
+        cmd = [sys.executable, str(REPO / "scripts" / "collect_expert_data.py"), "--env_name", DATA_TASK,
+               "--n_traj", str(n), "--seed", str(DATA_SEED), "--output", str(data)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"error: {' '.join(cmd)} failed:\n{proc.stderr.strip()}")
+        print(proc.stdout.strip().splitlines()[0], flush=True)
+    return data
 
 
 def _relative(token: str) -> str:
@@ -117,8 +154,8 @@ def main() -> None:
     runs_dir = Path(args.runs or REPO / "runs" / ("reproduce_quick" if args.quick else "reproduce"))
     out.mkdir(parents=True, exist_ok=True)
     try:
-        runs = plan(args)
         t0 = time.time()
+        runs = plan(args, collect_data(args, runs_dir))
         outcomes = run_sweep(list(runs.values()), SweepOptions(runs_dir, args.address,
                                                                max_concurrent=args.max_concurrent, verbose=0))
         total_wall = time.time() - t0
@@ -132,7 +169,7 @@ def main() -> None:
     by_group = {(g["env_name"], g["algo"], g["exp_name"]): g for g in summary}
     by_key = {o.trial.key: o for o in outcomes}
     results: dict = {"machine": machine(), "seeds": args.seeds, "eval_batch_size": args.eval_batch_size,
-                     "bc": {}, "study": {}, "dagger": {}}
+                     **{kind: {} for kind, _ in runs}}
     for (kind, name), trial in runs.items():
         results[kind][name] = record(by_key[trial.key], by_group[trial.group])
     results["total_wall_s"] = round(total_wall, 1)
@@ -165,7 +202,12 @@ def render_tables(results: dict) -> str:
     note = f"mean ± std over {k} seeds of each seed's mean evaluation return; IQM over seeds with a 95% bootstrap CI"
     lines = _table(f"BC ({note})", "task", results["bc"])
     lines += _table(f"DAgger, final iteration ({note})", "task", results["dagger"])
+    lines += _table(f"DAgger with the expert mixed in (--beta_schedule linear --beta_iters {BETA_ITERS}), final "
+                    f"iteration ({note})", "task", results["beta"])
+    lines += _table(f"BC with --normalize_obs ({note})", "task", results["normalize"])
     lines += _table(f"BC on {STUDY_TASK} vs training steps ({note})", "training steps", results["study"])
+    lines += _table(f"BC on {DATA_TASK} vs expert trajectories, bundled expert ({note})", "expert trajectories",
+                    results["data"])
     lines += [f"Machine: {results['machine']}. Total wall time {results['total_wall_s']:.0f} s.", ""]
     return "\n".join(lines)
 
@@ -183,6 +225,13 @@ def make_figures(results: dict, out: Path) -> None:
     path = plot_hparam(study, "num_agent_train_steps_per_iter", out / f"bc_steps_{STUDY_TASK}.png",
                        title=f"BC on {STUDY_TASK}: return vs training steps ({k} seeds, mean ± std)",
                        split_by="deterministic_eval")
+    print(f"wrote {path}")
+    beta = [load_run(REPO / results[kind][task]["run_dir"]) for task in results["beta"] for kind in ("dagger", "beta")]
+    path = plot_learning_curves(beta, out / "dagger_beta.png")
+    print(f"wrote {path}")
+    data = [load_run(REPO / run["run_dir"]) for run in results["data"].values()]
+    path = plot_hparam(data, "expert_data_trajectories", out / f"bc_data_{DATA_TASK}.png",
+                       title=f"BC on {DATA_TASK}: return vs expert trajectories ({k} seeds, mean ± std)")
     print(f"wrote {path}")
 
 
