@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable
 
 import jax
@@ -20,6 +21,7 @@ from flax.training.train_state import TrainState
 
 from bcjax.buffer import RingBuffer
 from bcjax.config import Config
+from bcjax.devices import seed_sharding, shard_seeds
 from bcjax.envs import EnvInfo, env_info, make_env
 from bcjax.errors import BcjaxError
 from bcjax.logger import BETA_METRICS, METRICS, RunLogger
@@ -168,6 +170,8 @@ def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
     seed_keys = seed_index_keys(cfg.seed, k_seeds)
     init_keys, loop_keys = jnp.moveaxis(jax.vmap(jax.random.split)(seed_keys), 1, 0)
     states = create_train_states(policy, init_keys, info.obs_dim, cfg.learning_rate)
+    seeds_on = seed_sharding(k_seeds)  # the K seeds split over the local devices (None: one device)
+    states, loop_keys = shard_seeds((states, loop_keys), seeds_on)
 
     n_expert_rows = sum(len(p["observation"]) for p in expert_paths)
     capacity = buffer_capacity(cfg, n_expert_rows, ep_len)
@@ -175,7 +179,7 @@ def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
     buffers = [RingBuffer(capacity, info.obs_dim, act_shape, act_dtype) for _ in range(k_seeds)]
     # Compile now, once per shape (the buffers' shapes never change), so no iteration compiles:
     # the updates, and the expert's relabelling batch.
-    shape = jax.ShapeDtypeStruct
+    shape = partial(jax.ShapeDtypeStruct, sharding=seeds_on)
     train_fn = compile_trainer(policy, cfg.train_batch_size, cfg.num_agent_train_steps_per_iter, states, loop_keys,
                                shape((k_seeds, capacity, info.obs_dim), jnp.float32),
                                shape((k_seeds, capacity, *act_shape), act_dtype), shape((k_seeds,), jnp.int32),
@@ -255,6 +259,7 @@ def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
         obs = jnp.asarray(np.stack([b.arrays["observation"] for b in buffers]))
         acs = jnp.asarray(np.stack([b.arrays["action"] for b in buffers]))
         sizes = jnp.asarray([len(b) for b in buffers], jnp.int32)
+        states, train_keys, obs, acs, sizes = shard_seeds((states, train_keys, obs, acs, sizes), seeds_on)
         with progress.phase(f"itr {itr} train", cfg.num_agent_train_steps_per_iter) as tick:
             states, train_metrics = train_fn(states, train_keys, obs, acs, sizes)
             train_metrics = jax.device_get(train_metrics)
