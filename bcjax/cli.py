@@ -69,7 +69,7 @@ def _run(cfg: Config, on_row: Callable[[dict, Path], None] | None, pool: "Rollou
 
         limit_cpu_threads(cfg.cpu_threads)
     from bcjax.envs import env_info, make_env
-    from bcjax.video import check_mujoco_gl_setting
+    from bcjax.gl import check_mujoco_gl_setting
 
     check_mujoco_gl_setting()
     from bcjax.atomic_file import check_writable_dir, write_failure
