@@ -33,10 +33,10 @@ def evaluate_run(run_dir: str | Path, step: int | None = None, episodes: int = 1
     """
     from bcjax.config import check_seed
     from bcjax.envs import make_env
+    from bcjax.gl import check_mujoco_gl_setting
     from bcjax.policy import host_actor
     from bcjax.rollout import sample_n_trajectories
     from bcjax.saved_run import load_policy
-    from bcjax.gl import check_mujoco_gl_setting
 
     if episodes <= 0:
         raise BcjaxError(f"--episodes must be positive, got {episodes}")

@@ -14,6 +14,7 @@ import math
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,7 @@ def _spawning_ffmpeg() -> Iterator[None]:
 class Mp4Writer:
     """H.264 mp4 (imageio-ffmpeg) written frame by frame; sizes are multiples of 16 so no frame is resized."""
 
-    def __init__(self, path: str | Path, fps: float):
+    def __init__(self, path: str | Path, fps: float) -> None:
         import imageio.v2 as imageio
 
         self.path = Path(path)
@@ -96,7 +97,7 @@ class GifPreview:
     the mp4 files keep every frame.
     """
 
-    def __init__(self, fps: float):
+    def __init__(self, fps: float) -> None:
         self.stride = gif_stride(fps)
         self.fps = fps / self.stride
         self._episodes: list[list[np.ndarray]] = []
@@ -111,7 +112,7 @@ class GifPreview:
             self._episodes[-1].append(np.ascontiguousarray(frame[::2, ::2]))  # a copy: the frame is not kept
         self._seen += 1
 
-    def write(self, writer, tag: str, step: int) -> None:
+    def write(self, writer: Any, tag: str, step: int) -> None:
         """Encode the episodes seen so far and add them to `writer` (a tensorboardX SummaryWriter)."""
         from tensorboardX.proto.summary_pb2 import Summary
 

@@ -84,13 +84,14 @@ def test_off_writes_nothing(tmp_path):
     assert _files(cache) == set()
 
 
-def test_train_flag_turns_it_off(tmp_path):
-    """--no_compile_cache through scripts/train.py: a whole (tiny) run writes no cache entry."""
-    cache = tmp_path / "cache"
+def test_train_fills_the_cache_unless_told_not_to(tmp_path):
+    """scripts/train.py: a whole (tiny) run fills the cache; with --no_compile_cache it writes no entry."""
     flags = ["--env_name", "Hopper-v4", "--expert_data_trajectories", "1", "--num_agent_train_steps_per_iter", "3",
              "--eval_batch_size", "20", "--ep_len", "20", "--video_log_freq", "-1", "--quiet",
              "--rollout_workers", "0", "--logdir", str(tmp_path / "runs")]
     code = "import sys; from bcjax.cli import main; sys.exit(main(sys.argv[1:]))"
-    proc = _run(cache, "--no_compile_cache", *flags, code=code)
-    assert "time (s):" in proc.stdout
-    assert _files(cache) == set()
+    on = _run(tmp_path / "on", *flags, code=code)
+    assert "time (s):" in on.stdout and _files(tmp_path / "on")
+    off = _run(tmp_path / "off", "--no_compile_cache", *flags, code=code)
+    assert "time (s):" in off.stdout
+    assert _files(tmp_path / "off") == set()

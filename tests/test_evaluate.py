@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import jax
-import numpy as np
 import pytest
 from tiny_runs import cartpole_cfg, cartpole_expert, expert_data, hopper_cfg, hopper_expert, run_logged
 
