@@ -61,12 +61,15 @@ def _run(cfg: Config, on_row: Callable[[dict, Path], None] | None, pool: "Rollou
 
     if cfg.no_gpu:
         jax.config.update("jax_platforms", "cpu")
+    from bcjax.compile_cache import enable_compile_cache
+
+    enable_compile_cache(not cfg.no_compile_cache)  # before anything compiles
     if cfg.cpu_threads:
         from bcjax.perf import limit_cpu_threads
 
         limit_cpu_threads(cfg.cpu_threads)
     from bcjax.envs import env_info, make_env
-    from bcjax.video import check_mujoco_gl_setting
+    from bcjax.gl import check_mujoco_gl_setting
 
     check_mujoco_gl_setting()
     from bcjax.atomic_file import check_writable_dir, write_failure
@@ -151,7 +154,12 @@ def _run(cfg: Config, on_row: Callable[[dict, Path], None] | None, pool: "Rollou
     finally:
         lock.release()
     t = result.timings
-    print("time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()) + f"; peak RSS {result.peak_rss_mib:.0f} MiB")
+    from bcjax.compile_cache import cache_hits
+
+    # "compile" is tracing, lowering and compiling, or loading from the persistent cache: say how many loaded.
+    cached = f" ({cache_hits()} programs from the compilation cache)" if cache_hits() else ""
+    print("time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()) + cached
+          + f"; peak RSS {result.peak_rss_mib:.0f} MiB")
     return 0
 
 

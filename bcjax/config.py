@@ -42,6 +42,7 @@ class Config:
     video_log_freq: int = 5
     scalar_log_freq: int = 1
     no_gpu: bool = False
+    no_compile_cache: bool = False
     which_gpu: int = 0
     max_replay_buffer_size: int = 1_000_000
     save_params: bool = False
@@ -105,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--video_log_freq", type=int, default=5, help="iterations between videos; -1 disables")
     a("--scalar_log_freq", type=int, default=1, help="iterations between evaluations/logs; -1 disables")
     a("--no_gpu", "-ngpu", action="store_true", help="run JAX on the CPU")
+    a("--no_compile_cache", action="store_true",
+      help="do not use JAX's persistent compilation cache ($BCJAX_CACHE_DIR, else ~/.cache/bcjax/jax)")
     a("--which_gpu", type=int, default=0, help="GPU index (sets CUDA_VISIBLE_DEVICES)")
     a("--max_replay_buffer_size", type=int, default=1_000_000, help="ring buffer capacity (rows)")
     a("--save_params", action="store_true", help="checkpoint the policy after every iteration")

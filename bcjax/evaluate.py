@@ -33,10 +33,10 @@ def evaluate_run(run_dir: str | Path, step: int | None = None, episodes: int = 1
     """
     from bcjax.config import check_seed
     from bcjax.envs import make_env
+    from bcjax.gl import check_mujoco_gl_setting
     from bcjax.policy import host_actor
     from bcjax.rollout import sample_n_trajectories
     from bcjax.saved_run import load_policy
-    from bcjax.video import check_mujoco_gl_setting
 
     if episodes <= 0:
         raise BcjaxError(f"--episodes must be positive, got {episodes}")
@@ -67,14 +67,16 @@ def evaluate_run(run_dir: str | Path, step: int | None = None, episodes: int = 1
     video_path = None
     if video is not None:
         from bcjax.envs import video_fps
-        from bcjax.video import frame_stride, make_render_env, render_episodes, write_mp4
+        from bcjax.video import frame_stride, make_render_env, render_episodes
+        from bcjax.video_encode import Mp4Writer
 
         renv = None
         try:
             renv = make_render_env(env_name)
             stride = frame_stride(video_fps(renv))
-            ep = render_episodes(renv, actor_for(indices[0]), 1, ep_len, seed, stride)[0]
-            video_path = write_mp4(video, ep.frames, video_fps(renv) / stride)
+            with Mp4Writer(video, video_fps(renv) / stride) as mp4:  # frames go to ffmpeg as rendered
+                render_episodes(renv, actor_for(indices[0]), 1, ep_len, seed, lambda _, f: mp4.add(f), stride)
+            video_path = mp4.path
         except Exception as e:  # noqa: BLE001 - the statistics are already computed; report and keep them
             print(f"warning: no video ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                   "headless rendering needs GL: scripts/setup_gl.sh, MUJOCO_GL=egl or osmesa", file=sys.stderr)

@@ -15,6 +15,7 @@ import time
 from collections import defaultdict, deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +26,7 @@ from flax.training.train_state import TrainState
 
 from bcjax.buffer import RingBuffer
 from bcjax.config import Config
+from bcjax.devices import seed_sharding, shard_seeds
 from bcjax.envs import EnvInfo, env_info, make_env
 from bcjax.errors import BcjaxError
 from bcjax.logger import BETA_METRICS, METRICS, RunLogger
@@ -131,6 +133,7 @@ class Run:
     expert: Expert | None
     progress: Progress
     start: float  # the run's clock (a resumed run's starts in the past)
+    seeds_on: Any  # the seed axis's sharding over local devices, or None (one device)
 
     def task(self, kind: str, k: int, params_np: Any, env_seed: int, rng_state: dict | None, steps: int) -> RolloutTask:
         # Every task reseeds its env from seed k's key stream: it depends on nothing else.
@@ -204,6 +207,8 @@ def update(run: Run, train_fn: Callable, states: TrainState, buffers: list[RingB
     obs = jnp.asarray(np.stack([b.arrays["observation"] for b in buffers]))
     acs = jnp.asarray(np.stack([b.arrays["action"] for b in buffers]))
     sizes = jnp.asarray([len(b) for b in buffers], jnp.int32)
+    # also places what --resume and --normalize_obs give back unsharded; nothing with one device
+    states, train_keys, obs, acs, sizes = shard_seeds((states, train_keys, obs, acs, sizes), run.seeds_on)
     steps = run.cfg.num_agent_train_steps_per_iter
     with run.progress.phase(f"itr {itr} train", steps) as tick:
         states, metrics = train_fn(states, train_keys, obs, acs, sizes)
@@ -306,6 +311,8 @@ def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
     seed_keys = seed_index_keys(cfg.seed, k_seeds)
     init_keys, loop_keys = jnp.moveaxis(jax.vmap(jax.random.split)(seed_keys), 1, 0)
     states = create_train_states(policy, init_keys, info.obs_dim, cfg.learning_rate)
+    seeds_on = seed_sharding(k_seeds)  # the K seeds split over the local devices (None: one device)
+    states, loop_keys = shard_seeds((states, loop_keys), seeds_on)
 
     n_expert_rows = sum(len(p["observation"]) for p in expert_paths)
     capacity = buffer_capacity(cfg, n_expert_rows, ep_len)
@@ -313,7 +320,7 @@ def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
     buffers = [RingBuffer(capacity, info.obs_dim, act_shape, act_dtype) for _ in range(k_seeds)]
     # Compile now, once per shape (the buffers' shapes never change), so no iteration compiles:
     # the updates, and the expert's relabelling batch.
-    shape = jax.ShapeDtypeStruct
+    shape = partial(jax.ShapeDtypeStruct, sharding=seeds_on)
     train_fn = compile_trainer(policy, cfg.train_batch_size, cfg.num_agent_train_steps_per_iter, states, loop_keys,
                                shape((k_seeds, capacity, info.obs_dim), jnp.float32),
                                shape((k_seeds, capacity, *act_shape), act_dtype), shape((k_seeds,), jnp.int32),
@@ -337,7 +344,7 @@ def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
         from bcjax.video import VideoLogger
 
         video = VideoLogger(cfg.env_name, run_dir, ep_len, writer=logger.writer)
-    run = Run(cfg, info, ep_len, policy, pool, expert, Progress(bars_wanted(cfg.quiet)), start)
+    run = Run(cfg, info, ep_len, policy, pool, expert, Progress(bars_wanted(cfg.quiet)), start, seeds_on)
     evals = EvalLog(run, logger)
 
     def timed(phase: str, fn: Callable, *args: Any) -> Any:

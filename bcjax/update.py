@@ -17,7 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax.training.train_state import TrainState
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from bcjax.devices import SEED_AXIS
 from bcjax.loss import nll_loss
 from bcjax.policy import MLPPolicy, apply, init_params, obs_stats
 
@@ -105,8 +107,33 @@ def train_fused(policy: MLPPolicy, batch_size: int, num_steps: int, states: Trai
     sizes (K,) rows stored. Returns the new states and the metrics ("loss", and "mse" for continuous
     actions), each of shape (K, num_steps).
     """
-    fn = partial(_train_one_seed, policy, batch_size, num_steps)
-    return jax.vmap(fn)(states, keys, obs, acs, sizes)
+    return _vmapped_seeds(policy, batch_size, num_steps, states, keys, obs, acs, sizes)
+
+
+def _vmapped_seeds(policy: MLPPolicy, batch_size: int, num_steps: int, states: TrainState, keys: jax.Array,
+                   obs: jax.Array, acs: jax.Array, sizes: jax.Array) -> tuple[TrainState, Metrics]:
+    return jax.vmap(partial(_train_one_seed, policy, batch_size, num_steps))(states, keys, obs, acs, sizes)
+
+
+def _seed_mesh(x: object) -> Mesh | None:
+    """The mesh of a seed-sharded argument (bcjax.devices), or None."""
+    sharding = getattr(x, "sharding", None)
+    if isinstance(sharding, NamedSharding) and SEED_AXIS in sharding.mesh.axis_names and sharding.mesh.size > 1:
+        return sharding.mesh
+    return None
+
+
+def _sharded_fused(policy: MLPPolicy, batch_size: int, num_steps: int, mesh: Mesh) -> Callable:
+    """`train_fused` with each device running its own seeds as a one-device program of K/n seeds.
+
+    shard_map rather than jit's automatic partitioning: the partitioner rewrites the program
+    (a global while-loop predicate, other fusions) and the losses then differ in the last bits
+    from a one-device run; a per-device vmap computes exactly what one device computes.
+    """
+    spec = PartitionSpec(SEED_AXIS)
+    body = jax.shard_map(partial(_vmapped_seeds, policy, batch_size, num_steps), mesh=mesh,
+                         in_specs=spec, out_specs=spec)
+    return jax.jit(body, donate_argnums=(0,))
 
 
 @partial(jax.jit, static_argnums=(0, 1), donate_argnums=(2,))
@@ -148,6 +175,9 @@ def compile_trainer(policy: MLPPolicy, batch_size: int, num_steps: int, states: 
     Compiling before the loop keeps compilation out of every iteration and makes its
     cost measurable; a call with other shapes raises instead of silently re-tracing.
     """
+    mesh = _seed_mesh(obs)
+    if mesh is not None and not per_step:
+        return _sharded_fused(policy, batch_size, num_steps, mesh).lower(states, keys, obs, acs, sizes).compile()
     if not per_step:
         return train_fused.lower(policy, batch_size, num_steps, states, keys, obs, acs, sizes).compile()
     step_keys = jax.eval_shape(_split_steps, keys, num_steps)

@@ -44,7 +44,7 @@ def collect(argv: list[str] | None) -> int:
     out = Path(ns.output or f"data/expert_data/expert_data_{ns.env_name}.pkl")
     if not ns.no_save and out.is_dir():
         raise BcjaxError(f"--output {out} is a directory: give a file name such as {out / 'expert_data.pkl'}")
-    from bcjax.video import check_mujoco_gl_setting
+    from bcjax.gl import check_mujoco_gl_setting
 
     check_mujoco_gl_setting()
     import numpy as np

@@ -81,6 +81,10 @@ def train(ns: argparse.Namespace) -> dict:
     import jax
     import numpy as np
 
+    from bcjax.compile_cache import enable_compile_cache
+
+    enable_compile_cache()  # SAC's fused updates compile once per machine
+
     from bcjax.checkpoint import checkpoint_steps, restore_checkpoint, save_checkpoint
     from bcjax.envs import make_env
     from bcjax.expert import save_expert

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -9,6 +10,18 @@ import numpy as np
 import pytest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "cs285"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _compile_cache_dir(tmp_path_factory):
+    """The suite's own empty compilation cache (inherited by its subprocesses): never the user's, never warm."""
+    old = os.environ.get("BCJAX_CACHE_DIR")
+    os.environ["BCJAX_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax_cache"))
+    yield
+    if old is None:
+        os.environ.pop("BCJAX_CACHE_DIR", None)
+    else:
+        os.environ["BCJAX_CACHE_DIR"] = old
 
 
 def cs285_file(kind: str, name: str) -> Path:

@@ -457,15 +457,15 @@ def test_a_second_signal_exits_at_once(sig, code):
 # ---------------------------------------------------------------- GL probe and collect_expert_data
 
 def test_missing_gl_library_is_one_line_for_every_command(tmp_path, monkeypatch, capsys):
-    import bcjax.video
+    import bcjax.gl
 
     monkeypatch.setenv("MUJOCO_GL", "osmesa")
-    monkeypatch.setattr(bcjax.video, "_find_library", lambda name: None)
+    monkeypatch.setattr(bcjax.gl, "_find_library", lambda name: None)
     with pytest.raises(BcjaxError, match="MUJOCO_GL=osmesa but libOSMesa is not installed"):
-        bcjax.video.check_mujoco_gl_setting()
+        bcjax.gl.check_mujoco_gl_setting()
     monkeypatch.setenv("MUJOCO_GL", "egl")
-    monkeypatch.setattr(bcjax.video, "_find_library", lambda name: "libEGL.so.1")
-    bcjax.video.check_mujoco_gl_setting()
+    monkeypatch.setattr(bcjax.gl, "_find_library", lambda name: "libEGL.so.1")
+    bcjax.gl.check_mujoco_gl_setting()
 
 
 def test_missing_osmesa_real_process(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import io
 import math
 import struct
 from pathlib import Path
@@ -12,16 +13,8 @@ import pytest
 from tiny_runs import expert_data, hopper_cfg, hopper_expert, metrics_without_time, run_logged
 
 from bcjax.logger import read_metrics
-from bcjax.video import (
-    GIF_MAX_FPS,
-    VideoLogger,
-    count_frames,
-    frame_stride,
-    gif_stride,
-    make_render_env,
-    render_episodes,
-    tile_episodes,
-)
+from bcjax.video import VideoLogger, frame_stride, make_render_env, render_episodes
+from bcjax.video_encode import GIF_MAX_FPS, gif_stride, tile_episodes
 
 
 def test_strides_play_in_real_time():
@@ -58,6 +51,14 @@ def gl():
     assert frame.shape == (64, 64, 3)
 
 
+def mp4_frames(path: Path) -> int:
+    """The frame count a player sees in the written file."""
+    import imageio.v2 as imageio
+
+    with imageio.get_reader(path) as r:
+        return r.count_frames()
+
+
 def _tensorboard_images(run_dir: Path) -> list[tuple[int, str, object]]:
     """(step, tag, image) of every image summary in the run's event files (TFRecord framing)."""
     from tensorboardX.proto import event_pb2
@@ -83,8 +84,9 @@ def test_video_logger_writes_mp4s_and_a_tensorboard_gif(gl, tmp_path):
     writer.close()
     assert [f.name for f in files] == ["itr003_eval_0.mp4", "itr003_eval_1.mp4"]
     # zero torques keep the hopper up for 23 steps: 23 steps at 125 steps/s, every 5th rendered
-    assert [count_frames(f) for f in files] == [math.ceil(23 / 5)] * 2
     import imageio.v2 as imageio
+
+    assert [mp4_frames(f) for f in files] == [math.ceil(23 / 5)] * 2
 
     with imageio.get_reader(files[0]) as r:
         assert r.get_meta_data()["fps"] == pytest.approx(25.0)
@@ -94,16 +96,40 @@ def test_video_logger_writes_mp4s_and_a_tensorboard_gif(gl, tmp_path):
     assert (step, tag) == (3, "eval_rollouts")
     assert image.encoded_image_string[:6] == b"GIF89a"
     assert (image.width, image.height) == (64, 32)  # the two episodes side by side, at half size
+    from PIL import Image
+
+    gif = Image.open(io.BytesIO(image.encoded_image_string))
+    assert gif.n_frames == math.ceil(math.ceil(23 / 5) / gif_stride(25.0))  # every s-th of the 25-fps frames
 
 
 def test_rendered_episode_frames_follow_the_episode(gl):
     env = make_render_env("Hopper-v4", 64)
-    eps = render_episodes(env, hopper_expert, 2, 1000, seed=1, stride=1)
+    frames: dict[int, list[np.ndarray]] = {0: [], 1: []}
+    eps = render_episodes(env, hopper_expert, 2, 1000, seed=1, stride=1,
+                          on_frame=lambda i, f: frames[i].append(f.copy()))
     env.close()
-    for ep in eps:
+    for i, ep in enumerate(eps):
         assert ep.length < 1000  # zero torques: the hopper falls and the episode terminates
-        assert len(ep.frames) == ep.length  # one frame per step, the state each action saw
-        assert not np.array_equal(ep.frames[0], ep.frames[-1])
+        assert len(frames[i]) == ep.frames == ep.length  # one frame per step, the state each action saw
+        assert frames[i][0].shape == (64, 64, 3) and frames[i][0].dtype == np.uint8
+        assert not np.array_equal(frames[i][0], frames[i][-1])
+
+
+def test_frames_are_streamed_not_stacked(gl, tmp_path, monkeypatch):
+    """Each mp4 encoder gets single (H, W, 3) frames while the episode runs: no episode is held as a stack."""
+    import bcjax.video
+    from bcjax.video_encode import Mp4Writer
+
+    seen: list[tuple[int, tuple[int, ...]]] = []
+
+    class Recording(Mp4Writer):
+        def add(self, frame: np.ndarray) -> None:
+            seen.append((len(seen), frame.shape))
+            super().add(frame)
+
+    monkeypatch.setattr(bcjax.video, "Mp4Writer", Recording)
+    files = VideoLogger("Hopper-v4", tmp_path, ep_len=12, size=64).log(0, "eval", hopper_expert, seed=0)
+    assert len(files) == 2 and [shape for _, shape in seen] == [(64, 64, 3)] * (2 * math.ceil(12 / 5))
 
 
 def test_training_writes_videos_every_video_log_freq_without_changing_metrics(gl, tmp_path):
@@ -126,7 +152,8 @@ def test_a_failing_video_backend_does_not_stop_training(tmp_path, monkeypatch, c
     paths = expert_data("Hopper-v4", hopper_expert, n=1, ep_len=30)
     run_dir, _ = run_logged(hopper_cfg(tmp_path, n_iter=3, video_log_freq=1, save_params=True), hopper_expert, paths)
     assert [r["Iteration"] for r in read_metrics(run_dir)] == [0, 1, 2]
-    assert not (run_dir / "videos").exists() or not any((run_dir / "videos").iterdir())
+    assert not list(run_dir.glob("videos/*.mp4"))  # what a user would look for
+    assert _tensorboard_images(run_dir) == []
     warnings = [line for line in capsys.readouterr().err.splitlines() if "video off" in line]
     assert len(warnings) == 1 and "MUJOCO_GL=no-such-backend" in warnings[0]
     assert (run_dir / "checkpoints" / "2").is_dir()
