@@ -10,6 +10,7 @@ from functools import partial
 import gymnasium as gym
 import numpy as np
 
+from bcjax.config import VECTOR_MODES
 from bcjax.errors import BcjaxError
 
 # Keyword arguments the CS285 experts and data were made with.
@@ -53,9 +54,6 @@ def make_env(env_name: str, seed: int | None = None, render: bool = False) -> gy
         env.reset(seed=seed)
         env.action_space.seed(seed)
     return env
-
-
-VECTOR_MODES = ("auto", "sync", "async")
 
 
 def resolve_vector_mode(mode: str, num_envs: int) -> str:

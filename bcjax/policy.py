@@ -29,8 +29,6 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "identity": lambda x: x,
 }
 
-INITS = ("torch", "flax")
-
 
 def _dense(features: int, fan_in: int, init: str, name: str) -> nn.Dense:
     """A Dense layer initialised as the homework's `nn.Linear` ("torch": weights and biases uniform in
@@ -55,7 +53,7 @@ class MLPPolicy(nn.Module):
     size: int = 64
     activation: str = "tanh"
     discrete: bool = False
-    init_scheme: str = "torch"  # INITS
+    init_scheme: str = "torch"  # bcjax.config.INITS
     normalize_obs: bool = False  # standardise the input with the params' obs_mean / obs_std (set from the buffer)
 
     @nn.compact

@@ -31,7 +31,10 @@ from bcjax.expert_data import load_expert_data
 from bcjax.logger import RunLogger, read_metrics
 from bcjax.run_lock import RunLock
 from bcjax.safe_pickle import memory_budget
-from bcjax.saved_run import RESUME_DIR, config_dict, read_run_config, resume_config, truncate_metrics
+from bcjax.config import config_dict
+from bcjax.logger import truncate_metrics
+from bcjax.resume_flags import resume_config
+from bcjax.saved_run import RESUME_DIR, read_run_config
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
