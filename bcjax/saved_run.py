@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.training.train_state import TrainState
 
-from bcjax.buffer import FIELDS, RingBuffer
+from bcjax.buffer import RingBuffer
 from bcjax.checkpoint import checkpoint_steps, restore_checkpoint, restore_meta, save_checkpoint, step_problem
 from bcjax.config import Config, config_dict, config_from_dict  # noqa: F401 - config_dict: train_loop's import
 from bcjax.errors import BcjaxError
@@ -59,19 +59,13 @@ def _as_keys(data: Any, like: jax.Array) -> jax.Array:
     return data
 
 
-def _buffer_tree(buf: RingBuffer) -> dict[str, np.ndarray]:
-    # 0-d arrays: orbax restores numpy arrays but not numpy scalars.
-    return {**{k: buf.arrays[k] for k in FIELDS},
-            "size": np.array(buf.size, np.int64), "pos": np.array(buf.pos, np.int64)}
-
-
 def save_policy(run_dir: str | Path, itr: int, states: TrainState, meta: dict) -> None:
     save_checkpoint(Path(run_dir) / POLICY_DIR, itr, {"train_state": states}, {**meta, "iteration": itr})
 
 
 def save_resume(run_dir: str | Path, loop: LoopState, meta: dict) -> None:
     tree = {"train_state": loop.states, "loop_keys": _key_data(loop.loop_keys),
-            "envsteps": np.asarray(loop.envsteps, np.int64), "buffers": [_buffer_tree(b) for b in loop.buffers]}
+            "envsteps": np.asarray(loop.envsteps, np.int64), "buffers": [b.state_dict() for b in loop.buffers]}
     save_checkpoint(Path(run_dir) / RESUME_DIR, loop.iteration, tree,
                     {**meta, "iteration": loop.iteration, "elapsed": loop.elapsed}, max_to_keep=2)
 
@@ -87,7 +81,7 @@ def restore_resume(run_dir: str | Path, template: LoopState, step: int | None = 
     structures of the same shapes."""
     tree = {"train_state": template.states, "loop_keys": _key_data(template.loop_keys),
             "envsteps": np.asarray(template.envsteps, np.int64),
-            "buffers": [_buffer_tree(b) for b in template.buffers]}
+            "buffers": [b.state_dict() for b in template.buffers]}
     misfit = f"cannot resume from {run_dir}: its saved state does not fit this configuration"
     try:
         out, meta = restore_checkpoint(Path(run_dir) / RESUME_DIR, tree, step, step_flag="--resume_step")
