@@ -483,12 +483,9 @@ def test_missing_osmesa_real_process(tmp_path):
 
 
 def _collect(argv: list[str]) -> int:
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import collect_expert_data
-    finally:
-        sys.path.pop(0)
-    return collect_expert_data.main(argv)
+    from bcjax.expert_collection import main
+
+    return main(argv)
 
 
 @pytest.mark.parametrize("argv,message", [

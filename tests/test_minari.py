@@ -3,7 +3,6 @@ the one-line errors (missing package, mismatched spaces, too few trajectories, t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import warnings
@@ -22,7 +21,6 @@ from bcjax.logger import read_metrics
 
 minari = pytest.importorskip("minari")
 
-ROOT = Path(__file__).resolve().parents[1]
 DATASET = "bcjax/hopper/expert-v0"
 
 
@@ -35,10 +33,9 @@ def minari_root(tmp_path, monkeypatch) -> Path:
 
 
 def _collect_script():
-    spec = importlib.util.spec_from_file_location("collect", ROOT / "scripts" / "collect_expert_data.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from bcjax import expert_collection
+
+    return expert_collection
 
 
 @pytest.fixture
