@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from functools import partial
@@ -38,12 +39,29 @@ class EnvInfo:
     fps: float
 
 
+def _mujoco_warning(msg: str) -> None:
+    # Without the time stamp, Python's default filter shows each kind of warning once per process.
+    warnings.warn(f"MuJoCo: {msg.split(' Time = ')[0]}", RuntimeWarning, stacklevel=2)
+
+
+def route_mujoco_warnings() -> None:
+    """MuJoCo's default warning handler appends to MUJOCO_LOG.TXT in the working directory (an unstable
+    HalfCheetah episode does): route its warnings through Python's `warnings` instead. A handler the
+    user set is kept."""
+    import mujoco
+
+    if mujoco.get_mju_user_warning() is None:
+        mujoco.set_mju_user_warning(_mujoco_warning)
+
+
 def make_env(env_name: str, seed: int | None = None) -> gym.Env:
     """gym.make with the task's kwargs (video makes its rendering envs in bcjax.video)."""
     try:
         with warnings.catch_warnings():  # also in rollout workers and their vector-env processes
             ignore_outdated_task_warnings()
             env = gym.make(env_name, **TASK_KWARGS.get(env_name, {}))
+        if "mujoco" in sys.modules:  # a MuJoCo task, in every process that steps one (workers too)
+            route_mujoco_warnings()
     except gym.error.Error as e:
         raise BcjaxError(f"unknown environment id {env_name!r} ({e}); pick a gymnasium id such as Hopper-v4") from None
     except (ImportError, ModuleNotFoundError) as e:
