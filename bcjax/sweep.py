@@ -548,6 +548,15 @@ def plot_performance_profile(summary: list[dict], outcomes: list[Outcome], path:
     return path
 
 
+REPO = Path(__file__).resolve().parent.parent
+
+
+def repo_relative(token: str) -> str:
+    """A path in a command or a summary, relative to the repository (as a user types it from a clone):
+    what a run leaves behind names no directory of the machine that made it."""
+    return os.path.relpath(token, REPO) if os.path.isabs(token) else token
+
+
 def write_summary(outcomes: list[Outcome], out: Path, metric: str = "Eval_AverageReturn",
                   summary: list[dict] | None = None) -> list[dict]:
     """summary.md, summary.csv, summary.json and plots/ in `out` (from `summary` if already computed);
@@ -562,8 +571,9 @@ def write_summary(outcomes: list[Outcome], out: Path, metric: str = "Eval_Averag
         for g in summary:
             w.writerow({**g, "setting": _setting_text(g["setting"])})
     trials = [{"key": o.trial.key, "env_name": o.trial.env_name, "algo": o.trial.algo, "setting": o.trial.setting,
-               "seeds": list(o.trial.seeds), "status": o.status, "error": o.error, "run_dir": o.run_dir,
-               "wall_s": o.wall_s, "train_flags": list(o.trial.argv)} for o in outcomes]
+               "seeds": list(o.trial.seeds), "status": o.status, "error": o.error,
+               "run_dir": o.run_dir and repo_relative(o.run_dir),
+               "wall_s": o.wall_s, "train_flags": [repo_relative(t) for t in o.trial.argv]} for o in outcomes]
     (out / "summary.json").write_text(json.dumps({"metric": metric, "groups": summary, "trials": trials}, indent=1) + "\n")
     make_plots(outcomes, summary, out, metric)
     return summary
