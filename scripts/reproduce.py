@@ -78,7 +78,7 @@ def record(outcome: Outcome, summary: dict) -> dict:
     run_dir = Path(outcome.run_dir)
     argv = [*outcome.trial.argv, "--logdir", str(run_dir.parent)]
     return {"run_dir": repo_relative(str(run_dir)), "wall_s": round(outcome.wall_s, 1),
-            "command": " ".join(["scripts/train.py", *map(_relative, argv)]), "rows": outcome.rows,
+            "command": " ".join(["scripts/train.py", *map(repo_relative, argv)]), "rows": outcome.rows,
             "summary": {k: summary[k] for k in ("n", "mean", "std", "iqm", "iqm_ci_low", "iqm_ci_high")}}
 
 

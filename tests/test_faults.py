@@ -24,16 +24,14 @@ from conftest import cs285_file, make_expert_dict, write_pickle
 
 from bcjax.atomic_file import append_line, check_writable_dir, write_atomic
 from bcjax.checkpoint import CHECKSUM_FILE, checkpoint_steps, restore_checkpoint, save_checkpoint, step_problem
-from bcjax.config import Config
+from bcjax.config import Config, config_dict
 from bcjax.errors import BcjaxError
 from bcjax.expert import expert_params_from_dict, load_expert
 from bcjax.expert_data import load_expert_data
-from bcjax.logger import RunLogger, read_metrics
+from bcjax.logger import RunLogger, read_metrics, truncate_metrics
+from bcjax.resume_flags import resume_config
 from bcjax.run_lock import RunLock
 from bcjax.safe_pickle import memory_budget
-from bcjax.config import config_dict
-from bcjax.logger import truncate_metrics
-from bcjax.resume_flags import resume_config
 from bcjax.saved_run import RESUME_DIR, read_run_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,10 +15,9 @@ import pytest
 from tiny_runs import cartpole_cfg, cartpole_expert, expert_data, metrics_without_time, run_logged
 
 import bcjax.train_loop
-from bcjax.errors import BcjaxError
-from bcjax.logger import read_metrics
 from bcjax.config import explicit_flags
-from bcjax.logger import truncate_metrics
+from bcjax.errors import BcjaxError
+from bcjax.logger import read_metrics, truncate_metrics
 from bcjax.resume_flags import resume_config
 from bcjax.saved_run import resume_iteration
 

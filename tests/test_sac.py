@@ -26,7 +26,6 @@ from bcjax.sac import (
 from bcjax.safe_pickle import load_pickle
 
 
-
 def _state(obs_dim=3, low=(-2.0,), high=(2.0,), hidden=(32, 32), seed=0, **kw):
     return create_sac_state(jax.random.PRNGKey(seed), obs_dim, np.array(low), np.array(high),
                             SACConfig(hidden=hidden, **kw))
