@@ -152,6 +152,15 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
     return p
 
 
+def flag_options() -> dict[str, tuple[str, bool]]:
+    """Each option string of train.py (--name and its short forms) -> (its name, whether it is an on/off switch)."""
+    out = {"--do_dagger": ("do_dagger", True)}
+    for f in dataclasses.fields(Config):
+        for option in (f"--{f.name}", *f.metadata["short"]):
+            out[option] = (f.name, f.type == "bool")
+    return out
+
+
 def explicit_flags(argv: list[str] | None) -> dict:
     """The flags given on the command line (not defaulted), with their parsed values."""
     return vars(build_parser(defaults=False).parse_args(argv))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bcjax.config import Config, build_parser, config_from_args
+from bcjax.config import Config, build_parser, config_from_args, flag_options
 from bcjax.errors import BcjaxError
 
 EXTRA = "pip install -e '.[sweep]'"
@@ -86,8 +86,9 @@ def train_config(argv: list[str]) -> Config:
     return config_from_args(_strict_parser().parse_args(argv))
 
 
-def _flag_actions() -> dict[str, argparse.Action]:
-    return {a.dest: a for a in build_parser()._actions if a.option_strings and a.dest != "help"}
+def _switches() -> dict[str, bool]:
+    """train.py's flag names -> whether each is an on/off switch."""
+    return dict(flag_options().values())
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -109,7 +110,7 @@ def _flag_name(name: str, option: str) -> str:
     name = name.strip().lstrip("-")
     if name in OWN_FLAGS:
         raise BcjaxError(f"{option} cannot sweep {name}: use {OWN_FLAGS[name]}")
-    if name not in _flag_actions():
+    if name not in _switches():
         raise BcjaxError(f"{option}: train.py has no flag --{name}: see python scripts/train.py --help")
     return name
 
@@ -166,9 +167,9 @@ def settings_of(grid: dict[str, list[str]], samples: list[str] = (), num_samples
 
 
 def _setting_flags(setting: dict[str, str]) -> list[str]:
-    actions, flags = _flag_actions(), []
+    switches, flags = _switches(), []
     for name, value in setting.items():
-        if isinstance(actions[name], argparse._StoreTrueAction):
+        if switches[name]:
             if value.lower() not in ("true", "false"):
                 raise BcjaxError(f"--{name} is on or off: sweep it as {name}=true,false, got {value!r}")
             flags += [f"--{name}"] if value.lower() == "true" else []
@@ -620,11 +621,11 @@ def _check_passthrough(flags: list[str]) -> None:
         name = token.split("=", 1)[0]
         if not name.startswith("-") or name.lstrip("-").replace(".", "").isdigit():
             continue
-        action = next((a for a in build_parser()._actions if name in a.option_strings), None)
-        if action is None:
+        dest = flag_options().get(name, (None,))[0]
+        if dest is None:
             raise BcjaxError(f"unknown flag {name}: see python scripts/sweep.py --help and python scripts/train.py --help")
-        if action.dest in OWN_FLAGS:
-            raise BcjaxError(f"{name} is set per trial by the sweep: use {OWN_FLAGS[action.dest]}")
+        if dest in OWN_FLAGS:
+            raise BcjaxError(f"{name} is set per trial by the sweep: use {OWN_FLAGS[dest]}")
 
 
 def main(argv: list[str] | None = None) -> int:

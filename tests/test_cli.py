@@ -172,6 +172,11 @@ def test_every_config_field_is_a_flag_with_its_default_in_help():
     for short in ("-epf", "-ed", "-env", "-exp", "-n", "-lr", "-ngpu", "--do_dagger"):
         assert short in out
     assert vars(build_parser().parse_args([]))["learning_rate"] == Config.learning_rate
+    from bcjax.config import flag_options
+
+    opts = flag_options()
+    assert opts["-lr"] == ("learning_rate", False) and opts["--quiet"] == ("quiet", True)
+    assert opts["--do_dagger"] == ("do_dagger", True) and len(opts) == len(dataclasses.fields(Config)) + 1 + 7
 
 
 def test_explicit_flags_are_only_those_given():
