@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from dataclasses import dataclass
 from functools import partial
@@ -39,9 +38,15 @@ class EnvInfo:
     fps: float
 
 
+_MUJOCO_SEEN: set[str] = set()
+
+
 def _mujoco_warning(msg: str) -> None:
-    # Without the time stamp, Python's default filter shows each kind of warning once per process.
-    warnings.warn(f"MuJoCo: {msg.split(' Time = ')[0]}", RuntimeWarning, stacklevel=2)
+    # Once per kind and process: MuJoCo repeats a model's warning at every load, and a time stamp in others.
+    msg = msg.split(" Time = ")[0]
+    if msg not in _MUJOCO_SEEN:
+        _MUJOCO_SEEN.add(msg)
+        warnings.warn(f"MuJoCo: {msg}", RuntimeWarning, stacklevel=2)
 
 
 def route_mujoco_warnings() -> None:
@@ -57,11 +62,11 @@ def route_mujoco_warnings() -> None:
 def make_env(env_name: str, seed: int | None = None) -> gym.Env:
     """gym.make with the task's kwargs (video makes its rendering envs in bcjax.video)."""
     try:
+        if "mujoco" in str(gym.spec(env_name).entry_point):  # before the model loads (it may warn)
+            route_mujoco_warnings()  # in every process that makes a MuJoCo task: rollout workers too
         with warnings.catch_warnings():  # also in rollout workers and their vector-env processes
             ignore_outdated_task_warnings()
             env = gym.make(env_name, **TASK_KWARGS.get(env_name, {}))
-        if "mujoco" in sys.modules:  # a MuJoCo task, in every process that steps one (workers too)
-            route_mujoco_warnings()
     except gym.error.Error as e:
         raise BcjaxError(f"unknown environment id {env_name!r} ({e}); pick a gymnasium id such as Hopper-v4") from None
     except (ImportError, ModuleNotFoundError) as e:
