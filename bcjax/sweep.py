@@ -307,7 +307,7 @@ def run_trial(config: dict) -> None:
     def report(row: dict, run_dir: Path) -> None:
         tune.report({**row, "run_dir": str(run_dir), "wall_s": time.time() - start})
 
-    run(cfg, on_row=report)
+    run(cfg, on_row=report, limit_threads=True)  # a trial owns its Ray worker process, as train.py owns its own
 
 
 @dataclass
