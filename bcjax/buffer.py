@@ -1,7 +1,7 @@
 """A preallocated FIFO ring buffer of transitions, fed by Python-side rollouts.
 
 Rows 0..size-1 are always the stored ones (the ring fills from 0 and only
-overwrites once full), so a sampler can draw uniformly from [0, size).
+overwrites once full), so the update's sampler draws uniformly from [0, size) of `arrays`.
 """
 
 from __future__ import annotations
@@ -50,21 +50,10 @@ class RingBuffer:
     def add_rollouts(self, paths: list[Trajectory]) -> None:
         self.add({k: np.concatenate([p[k] for p in paths]) for k in FIELDS})
 
-    def ordered(self) -> dict[str, np.ndarray]:
-        """The stored rows, oldest first."""
-        start = self.pos if self.size == self.capacity else 0
-        idx = (start + np.arange(self.size)) % self.capacity
-        return {k: v[idx] for k, v in self.arrays.items()}
-
-    def sample(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
-        """`n` rows drawn uniformly, with replacement, from the stored rows."""
-        if self.size == 0:
-            raise ValueError("cannot sample from an empty buffer")
-        idx = rng.integers(0, self.size, n)
-        return {k: v[idx] for k, v in self.arrays.items()}
-
-    def state_dict(self) -> dict[str, np.ndarray | int]:
-        return {**self.arrays, "size": self.size, "pos": self.pos}
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """What a resume checkpoint stores; size and pos as 0-d arrays (orbax restores numpy arrays, not scalars)."""
+        return {**{k: self.arrays[k] for k in FIELDS},
+                "size": np.array(self.size, np.int64), "pos": np.array(self.pos, np.int64)}
 
     def load_state_dict(self, state: dict) -> None:
         for k in FIELDS:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import shutil
 import sys
@@ -13,19 +12,20 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bcjax.config import Config, build_parser, config_from_args
+from bcjax.config import Config, build_parser, config_dict, config_from_args, explicit_flags
 from bcjax.errors import BcjaxError, run_script
 
 if TYPE_CHECKING:
     from bcjax.rollout_pool import RolloutPool
 
 
-def _select_device(cfg: Config) -> None:
-    # Must happen before JAX picks its backend.
+def _select_device(cfg: Config, gpu_given: bool) -> None:
+    """Must happen before JAX picks its backend. A given --which_gpu wins; else an existing
+    CUDA_VISIBLE_DEVICES (the user's or a scheduler's choice) is kept."""
     if cfg.no_gpu:
         os.environ["JAX_PLATFORMS"] = "cpu"
-    else:
-        os.environ.setdefault("CUDA_VISIBLE_DEVICES", str(cfg.which_gpu))
+    elif gpu_given or "CUDA_VISIBLE_DEVICES" not in os.environ:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(cfg.which_gpu)
 
 
 def check_expert_return(expert: Callable[[np.ndarray], np.ndarray], cfg: Config, paths: list[dict]) -> None:
@@ -44,19 +44,23 @@ def check_expert_return(expert: Callable[[np.ndarray], np.ndarray], cfg: Config,
             "or pass --allow_weak_expert to train anyway")
 
 
-def run(cfg: Config, on_row: Callable[[dict, Path], None] | None = None) -> int:
-    """Train as `cfg` says; `on_row` gets each logged metrics row and the run directory."""
+def run(cfg: Config, on_row: Callable[[dict, Path], None] | None = None, limit_threads: bool = False) -> int:
+    """Train as `cfg` says; `on_row` gets each logged metrics row and the run directory.
+
+    limit_threads (scripts/train.py only): size JAX's CPU pool to `cfg.cpu_threads`; a library caller's
+    process keeps its own.
+    """
     from bcjax.rollout_pool import RolloutPool, default_workers
 
     # First: the workers start up while this process imports JAX and compiles.
     pool = RolloutPool(default_workers() if cfg.rollout_workers is None else cfg.rollout_workers)
     try:
-        return _run(cfg, on_row, pool)
+        return _run(cfg, on_row, pool, limit_threads)
     finally:
         pool.close()  # also on Ctrl-C and errors: no worker outlives the run
 
 
-def _run(cfg: Config, on_row: Callable[[dict, Path], None] | None, pool: "RolloutPool") -> int:
+def _run(cfg: Config, on_row: Callable[[dict, Path], None] | None, pool: "RolloutPool", limit_threads: bool) -> int:
     import jax
 
     if cfg.no_gpu:
@@ -64,10 +68,10 @@ def _run(cfg: Config, on_row: Callable[[dict, Path], None] | None, pool: "Rollou
     from bcjax.compile_cache import enable_compile_cache
 
     enable_compile_cache(not cfg.no_compile_cache)  # before anything compiles
-    if cfg.cpu_threads:
+    if limit_threads and cfg.cpu_threads:
         from bcjax.perf import limit_cpu_threads
 
-        limit_cpu_threads(cfg.cpu_threads)
+        limit_cpu_threads(cfg.cpu_threads)  # before the first JAX computation sizes the CPU pool
     from bcjax.envs import env_info, make_env
     from bcjax.gl import check_mujoco_gl_setting
 
@@ -75,7 +79,7 @@ def _run(cfg: Config, on_row: Callable[[dict, Path], None] | None, pool: "Rollou
     from bcjax.atomic_file import check_writable_dir, write_failure
     from bcjax.expert import load_expert
     from bcjax.expert_data import load_expert_data
-    from bcjax.logger import RunLogger, make_run_dir, write_config
+    from bcjax.logger import RunLogger, make_run_dir, truncate_metrics, write_config
     from bcjax.memory_check import check_run_fits_memory
     from bcjax.obs_layout import describe_input
     from bcjax.run_lock import RunLock
@@ -120,8 +124,6 @@ def _run(cfg: Config, on_row: Callable[[dict, Path], None] | None, pool: "Rollou
     purge_step = None
     lock = None
     if cfg.resume:  # same directory; metrics after the saved iteration are logged again
-        from bcjax.saved_run import truncate_metrics
-
         run_dir, last = Path(cfg.resume), cfg.resume_step
         lock = RunLock(run_dir).acquire()
         truncate_metrics(run_dir, last)
@@ -168,16 +170,20 @@ def resolve_config(argv: list[str] | None) -> Config:
     ns = build_parser().parse_args(argv)
     if not ns.resume:
         return config_from_args(ns)
-    from bcjax.saved_run import explicit_flags, resume_config
+    from bcjax.resume_flags import resume_config
 
     cfg = resume_config(ns.resume, explicit_flags(argv))
-    return config_from_args(argparse.Namespace(**{**dataclasses.asdict(cfg), "do_dagger": False}))
+    return config_from_args(argparse.Namespace(**{**config_dict(cfg), "do_dagger": False}))
 
 
 def main(argv: list[str] | None = None) -> int:
+    """scripts/train.py. Process-wide settings are made here, not in `run`, so a library caller keeps its own."""
     def body() -> int:
+        from bcjax.envs import ignore_outdated_task_warnings
+
         cfg = resolve_config(argv)
-        _select_device(cfg)
-        return run(cfg)
+        _select_device(cfg, "which_gpu" in explicit_flags(argv))
+        ignore_outdated_task_warnings()
+        return run(cfg, limit_threads=True)
 
     return run_script(body, "interrupted: the run directory keeps what was logged so far")

@@ -1,4 +1,10 @@
-"""Run configuration: the CS285 flags (same names, short forms, defaults) plus bcjax's own."""
+"""Run configuration: the CS285 flags (same names, short forms, defaults) plus bcjax's own.
+
+`Config` is the one source of every flag: each field's default, help text, short
+form and choices build the parser (`build_parser`), so a new flag is one field.
+This module imports neither JAX nor gymnasium: parsing flags must not start JAX
+before the device is chosen.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from bcjax.envs import VECTOR_MODES
 from bcjax.errors import BcjaxError
-from bcjax.policy import ACTIVATIONS, INITS
-from bcjax.rollout import BETA_SCHEDULES
 
 # The zero-flag run's task: with the bundled (SAC) Ant expert, BC from its 2 trajectories stays far
 # below the expert and DAgger climbs to ~90% of it in 10 iterations (the bundled Hopper and
@@ -19,51 +22,88 @@ from bcjax.rollout import BETA_SCHEDULES
 DEFAULT_ENV = "Ant-v4"
 DEFAULT_DAGGER_ITERS = 10
 
+# The choices of flags whose values other modules interpret (bcjax.policy, bcjax.envs, bcjax.rollout).
+ACTIVATION_NAMES = ("identity", "leaky_relu", "relu", "selu", "sigmoid", "softplus", "tanh")
+INITS = ("torch", "flax")
+VECTOR_MODES = ("auto", "sync", "async")
+BETA_SCHEDULES = ("none", "linear", "exponential")
+
+
+def _flag(default: object, help: str, *short: str, choices: tuple[str, ...] | None = None,
+          metavar: str | None = None, unset: bool = False, resumable: bool = False) -> object:
+    """A Config field that is also a command-line flag.
+
+    unset: the parser's default is None, resolved by `config_from_args` (the field holds the resolved default).
+    resumable: a resumed run may set it anew (it changes how the run runs, not what it computes).
+    """
+    meta = {"help": help, "short": short, "choices": choices, "metavar": metavar, "unset": unset,
+            "resumable": resumable}
+    return dataclasses.field(default=default, metadata=meta)
+
 
 @dataclass(frozen=True)
 class Config:
-    algo: str = "bc"
-    expert_policy_file: str | None = None
-    expert_data: str | None = None
-    expert_data_trajectories: int | None = None
-    env_name: str = DEFAULT_ENV
-    exp_name: str = "run"
-    ep_len: int | None = None
-    num_agent_train_steps_per_iter: int = 1000
-    n_iter: int = 1
-    batch_size: int = 1000
-    eval_batch_size: int = 1000
-    train_batch_size: int = 100
-    n_layers: int = 2
-    size: int = 64
-    activation: str = "tanh"
-    init: str = "torch"
-    learning_rate: float = 5e-3
-    video_log_freq: int = 5
-    scalar_log_freq: int = 1
-    no_gpu: bool = False
-    no_compile_cache: bool = False
-    which_gpu: int = 0
-    max_replay_buffer_size: int = 1_000_000
-    save_params: bool = False
-    seed: int = 1
-    logdir: str = "data"
-    num_seeds: int = 1
-    num_envs: int = 1
-    vector_mode: str = "auto"
-    rollout_workers: int | None = None  # None: one per core this process may run on (at most 8)
-    cpu_threads: int = 1
-    deterministic_eval: bool = False
-    per_step_updates: bool = False
-    quiet: bool = False
-    allow_weak_expert: bool = False
-    resume: str | None = None
-    resume_step: int | None = None
-    beta_schedule: str = "none"
-    beta0: float | None = None
-    beta_decay: float | None = None
-    beta_iters: int | None = None
-    normalize_obs: bool = False
+    algo: str = _flag("bc", "bc (one iteration) or dagger; unset: bc", choices=("bc", "dagger"), unset=True)
+    expert_policy_file: str | None = _flag(None, "CS285 expert .pkl; unset: the bundled expert for the task", "-epf",
+                                           resumable=True)  # the files it used, maybe moved (checked on load)
+    expert_data: str | None = _flag(
+        None, "CS285 expert data .pkl, a Minari dataset directory or minari:DATASET_ID; unset: collected from the expert",
+        "-ed", resumable=True)
+    expert_data_trajectories: int | None = _flag(
+        None, "use the first N trajectories of the expert data; unset: all (without --expert_data, 2 are collected)",
+        metavar="N")
+    env_name: str = _flag(DEFAULT_ENV, "gymnasium task id", "-env")
+    exp_name: str = _flag("run", "name in the run directory", "-exp")
+    ep_len: int | None = _flag(None, "max episode length; unset: the task's max_episode_steps")
+    num_agent_train_steps_per_iter: int = _flag(1000, "gradient steps per iteration")
+    n_iter: int = _flag(1, f"iterations; unset: 1 for bc, {DEFAULT_DAGGER_ITERS} for dagger", "-n", unset=True)
+    batch_size: int = _flag(1000, "env steps collected per DAgger iteration")
+    eval_batch_size: int = _flag(1000, "env steps of evaluation per iteration")
+    train_batch_size: int = _flag(100, "minibatch size of each update")
+    n_layers: int = _flag(2, "hidden layers of the policy")
+    size: int = _flag(64, "units per hidden layer")
+    activation: str = _flag("tanh", "hidden-layer activation", choices=ACTIVATION_NAMES)
+    init: str = _flag("torch", "layer initialisation: torch (the homework's nn.Linear: uniform in ±1/sqrt(fan_in)) "
+                               "or flax (lecun-normal, zero bias)", choices=INITS)
+    learning_rate: float = _flag(5e-3, "Adam step size", "-lr")
+    video_log_freq: int = _flag(5, "iterations between videos; -1 disables", resumable=True)
+    scalar_log_freq: int = _flag(1, "iterations between evaluations/logs; -1 disables")
+    no_gpu: bool = _flag(False, "run JAX on the CPU", "-ngpu", resumable=True)
+    no_compile_cache: bool = _flag(False, "do not use JAX's persistent compilation cache (default: in the user's cache "
+                                          "directory, or BCJAX_CACHE_DIR)", resumable=True)
+    which_gpu: int = _flag(0, "GPU index (sets CUDA_VISIBLE_DEVICES; unset: an existing CUDA_VISIBLE_DEVICES is kept)",
+                           resumable=True)
+    max_replay_buffer_size: int = _flag(1_000_000, "ring buffer capacity (rows)")
+    save_params: bool = _flag(False, "checkpoint the policy after every iteration")
+    seed: int = _flag(1, "seed of the run; seed index k of --num_seeds uses fold_in(PRNGKey(seed), k)")
+    logdir: str = _flag("data", "root of the run directories")
+    num_seeds: int = _flag(1, "independent policies trained side by side (vmapped)")
+    num_envs: int = _flag(1, "vector environments for collection and evaluation")
+    vector_mode: str = _flag("auto", "sync: one process; async: a process per env; auto: async only with a core per "
+                                     "env to spare", choices=VECTOR_MODES)
+    rollout_workers: int | None = _flag(
+        None, "worker processes that run collection and evaluation (default: one per core, at most 8; 0: in this "
+              "process)", metavar="N")
+    cpu_threads: int = _flag(1, "threads of JAX's CPU pool, set by scripts/train.py (1 is faster for small nets on a "
+                                "small shared CPU; 0: all cores)", resumable=True)
+    deterministic_eval: bool = _flag(False, "evaluate the mean action instead of sampling")
+    per_step_updates: bool = _flag(False, "one jitted call per update instead of one fused scan")
+    quiet: bool = _flag(False, "no progress bars", resumable=True)
+    allow_weak_expert: bool = _flag(False, "train even when the expert's check episode returns under half of its "
+                                           "data's return")
+    resume: str | None = _flag(None, "continue an interrupted run", metavar="RUN_DIR", resumable=True)
+    resume_step: int | None = _flag(
+        None, "with --resume: continue after iteration N (default: the latest saved; the one before is kept too)",
+        metavar="N", resumable=True)
+    beta_schedule: str = _flag(
+        "none", "DAgger: the expert drives each collection step with probability beta_i (linear: max(0, 1 - "
+                "i/beta_iters); exponential: beta0 * beta_decay^i); none: the policy always drives (the homework)",
+        choices=BETA_SCHEDULES)
+    beta0: float | None = _flag(None, "exponential schedule's beta at iteration 0, in [0, 1]; unset: 1")
+    beta_decay: float | None = _flag(None, "exponential schedule's factor per iteration, in (0, 1]")
+    beta_iters: int | None = _flag(None, "linear schedule: iterations until beta reaches 0")
+    normalize_obs: bool = _flag(False, "standardise the policy's input with the mean and std of the buffer's "
+                                       "observations")
 
     @property
     def is_dagger(self) -> bool:
@@ -73,71 +113,59 @@ class Config:
         return dataclasses.replace(self, **kw)
 
 
-def build_parser() -> argparse.ArgumentParser:
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+RESUME_RUNTIME_FLAGS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["resumable"])
+
+
+def config_dict(cfg: Config) -> dict:
+    """The config as config.json and checkpoints store it."""
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(d: dict) -> Config:
+    """The Config of a stored dict; names it does not know (an older or newer bcjax's) are dropped."""
+    names = {f.name for f in dataclasses.fields(Config)}
+    return Config(**{k: v for k, v in d.items() if k in names})
+
+
+def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
+    """train.py's parser, built from Config's fields; defaults=False: only the flags given land in the namespace."""
     p = argparse.ArgumentParser(
         prog="train.py",
         description="Behavioral Cloning and DAgger (CS285 hw1) in JAX/Flax. 'Training Loss' is the Gaussian "
                     "negative log-likelihood of the expert's actions: it goes below 0 as the policy's sigma shrinks "
                     "('Policy_Std*' and 'Training MSE' are logged beside it).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=None if defaults else argparse.SUPPRESS,
     )
-    a = p.add_argument
-    a("--algo", choices=["bc", "dagger"], default=None, help="bc (one iteration) or dagger; unset: bc")
-    a("--do_dagger", action="store_true", help="same as --algo dagger")
-    a("--expert_policy_file", "-epf", default=None, help="CS285 expert .pkl; unset: the bundled expert for the task")
-    a("--expert_data", "-ed", default=None,
-      help="CS285 expert data .pkl, a Minari dataset directory or minari:DATASET_ID; unset: collected from the expert")
-    a("--expert_data_trajectories", type=int, default=None, metavar="N",
-      help="use the first N trajectories of the expert data; unset: all (without --expert_data, 2 are collected)")
-    a("--env_name", "-env", default=DEFAULT_ENV, help="gymnasium task id")
-    a("--exp_name", "-exp", default="run", help="name in the run directory")
-    a("--ep_len", type=int, default=None, help="max episode length; unset: the task's max_episode_steps")
-    a("--num_agent_train_steps_per_iter", type=int, default=1000, help="gradient steps per iteration")
-    a("--n_iter", "-n", type=int, default=None, help=f"iterations; unset: 1 for bc, {DEFAULT_DAGGER_ITERS} for dagger")
-    a("--batch_size", type=int, default=1000, help="env steps collected per DAgger iteration")
-    a("--eval_batch_size", type=int, default=1000, help="env steps of evaluation per iteration")
-    a("--train_batch_size", type=int, default=100, help="minibatch size of each update")
-    a("--n_layers", type=int, default=2, help="hidden layers of the policy")
-    a("--size", type=int, default=64, help="units per hidden layer")
-    a("--activation", choices=sorted(ACTIVATIONS), default="tanh", help="hidden-layer activation")
-    a("--init", choices=INITS, default="torch",
-      help="layer initialisation: torch (the homework's nn.Linear: uniform in ±1/sqrt(fan_in)) or flax (lecun-normal, zero bias)")
-    a("--learning_rate", "-lr", type=float, default=5e-3, help="Adam step size")
-    a("--video_log_freq", type=int, default=5, help="iterations between videos; -1 disables")
-    a("--scalar_log_freq", type=int, default=1, help="iterations between evaluations/logs; -1 disables")
-    a("--no_gpu", "-ngpu", action="store_true", help="run JAX on the CPU")
-    a("--no_compile_cache", action="store_true",
-      help="do not use JAX's persistent compilation cache ($BCJAX_CACHE_DIR, else ~/.cache/bcjax/jax)")
-    a("--which_gpu", type=int, default=0, help="GPU index (sets CUDA_VISIBLE_DEVICES)")
-    a("--max_replay_buffer_size", type=int, default=1_000_000, help="ring buffer capacity (rows)")
-    a("--save_params", action="store_true", help="checkpoint the policy after every iteration")
-    a("--seed", type=int, default=1, help="seed of the run; seed index k of --num_seeds uses fold_in(PRNGKey(seed), k)")
-    a("--logdir", default="data", help="root of the run directories")
-    a("--num_seeds", type=int, default=1, help="independent policies trained side by side (vmapped)")
-    a("--num_envs", type=int, default=1, help="vector environments for collection and evaluation")
-    a("--vector_mode", choices=VECTOR_MODES, default="auto",
-      help="sync: one process; async: a process per env; auto: async only with a core per env to spare")
-    a("--rollout_workers", type=int, default=None, metavar="N",
-      help="worker processes that run collection and evaluation (default: one per core, at most 8; 0: in this process)")
-    a("--cpu_threads", type=int, default=1,
-      help="threads of JAX's CPU pool (1 is faster for small nets on a small shared CPU; 0: all cores)")
-    a("--deterministic_eval", action="store_true", help="evaluate the mean action instead of sampling")
-    a("--per_step_updates", action="store_true", help="one jitted call per update instead of one fused scan")
-    a("--quiet", action="store_true", help="no progress bars")
-    a("--allow_weak_expert", action="store_true",
-      help="train even when the expert's check episode returns under half of its data's return")
-    a("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
-    a("--resume_step", type=int, default=None, metavar="N",
-      help="with --resume: continue after iteration N (default: the latest saved; the one before is kept too)")
-    a("--beta_schedule", choices=BETA_SCHEDULES, default="none",
-      help="DAgger: the expert drives each collection step with probability beta_i (linear: max(0, 1 - i/beta_iters); "
-           "exponential: beta0 * beta_decay^i); none: the policy always drives (the homework)")
-    a("--beta0", type=float, default=None, help="exponential schedule's beta at iteration 0, in [0, 1]; unset: 1")
-    a("--beta_decay", type=float, default=None, help="exponential schedule's factor per iteration, in (0, 1]")
-    a("--beta_iters", type=int, default=None, help="linear schedule: iterations until beta reaches 0")
-    a("--normalize_obs", action="store_true",
-      help="standardise the policy's input with the mean and std of the buffer's observations")
+    for f in dataclasses.fields(Config):
+        m = f.metadata
+        kw: dict = {"help": m["help"]}
+        if defaults:
+            kw["default"] = None if m["unset"] else f.default
+        kind = _TYPES[f.type.removesuffix(" | None")]
+        if kind is bool:
+            kw["action"] = "store_true"
+        else:
+            kw.update(type=None if kind is str else kind, choices=m["choices"], metavar=m["metavar"])
+        p.add_argument(f"--{f.name}", *m["short"], **kw)
+        if f.name == "algo":  # the homework's switch, beside the flag it stands for
+            p.add_argument("--do_dagger", action="store_true", help="same as --algo dagger")
     return p
+
+
+def flag_options() -> dict[str, tuple[str, bool]]:
+    """Each option string of train.py (--name and its short forms) -> (its name, whether it is an on/off switch)."""
+    out = {"--do_dagger": ("do_dagger", True)}
+    for f in dataclasses.fields(Config):
+        for option in (f"--{f.name}", *f.metadata["short"]):
+            out[option] = (f.name, f.type == "bool")
+    return out
+
+
+def explicit_flags(argv: list[str] | None) -> dict:
+    """The flags given on the command line (not defaulted), with their parsed values."""
+    return vars(build_parser(defaults=False).parse_args(argv))
 
 
 def _check_beta(ns: argparse.Namespace, algo: str) -> None:

@@ -10,6 +10,7 @@ from functools import partial
 import gymnasium as gym
 import numpy as np
 
+from bcjax.config import VECTOR_MODES
 from bcjax.errors import BcjaxError
 
 # Keyword arguments the CS285 experts and data were made with.
@@ -17,9 +18,12 @@ TASK_KWARGS: dict[str, dict] = {
     "Ant-v4": {"use_contact_forces": False},
 }
 
-# v4 MuJoCo tasks warn to upgrade on every make; the homework targets v4 on purpose.
-warnings.filterwarnings("ignore", message=".*is out of date.*")
-warnings.filterwarnings("ignore", message=".*The environment .* is out of date.*")
+
+
+def ignore_outdated_task_warnings() -> None:
+    """Hide gymnasium's "upgrade to v5" warning (the homework targets v4 on purpose): process-wide when an
+    entry point calls it, scoped when `make_env` does."""
+    warnings.filterwarnings("ignore", message=".*is out of date.*")
 
 
 @dataclass(frozen=True)
@@ -34,13 +38,35 @@ class EnvInfo:
     fps: float
 
 
-def make_env(env_name: str, seed: int | None = None, render: bool = False) -> gym.Env:
-    """gym.make with the task's kwargs; `render` adds rgb_array rendering (video only)."""
-    kwargs = dict(TASK_KWARGS.get(env_name, {}))
-    if render:
-        kwargs["render_mode"] = "rgb_array"
+_MUJOCO_SEEN: set[str] = set()
+
+
+def _mujoco_warning(msg: str) -> None:
+    # Once per kind and process: MuJoCo repeats a model's warning at every load, and a time stamp in others.
+    msg = msg.split(" Time = ")[0]
+    if msg not in _MUJOCO_SEEN:
+        _MUJOCO_SEEN.add(msg)
+        warnings.warn(f"MuJoCo: {msg}", RuntimeWarning, stacklevel=2)
+
+
+def route_mujoco_warnings() -> None:
+    """MuJoCo's default warning handler appends to MUJOCO_LOG.TXT in the working directory (an unstable
+    HalfCheetah episode does): route its warnings through Python's `warnings` instead. A handler the
+    user set is kept."""
+    import mujoco
+
+    if mujoco.get_mju_user_warning() is None:
+        mujoco.set_mju_user_warning(_mujoco_warning)
+
+
+def make_env(env_name: str, seed: int | None = None) -> gym.Env:
+    """gym.make with the task's kwargs (video makes its rendering envs in bcjax.video)."""
     try:
-        env = gym.make(env_name, **kwargs)
+        if "mujoco" in str(gym.spec(env_name).entry_point):  # before the model loads (it may warn)
+            route_mujoco_warnings()  # in every process that makes a MuJoCo task: rollout workers too
+        with warnings.catch_warnings():  # also in rollout workers and their vector-env processes
+            ignore_outdated_task_warnings()
+            env = gym.make(env_name, **TASK_KWARGS.get(env_name, {}))
     except gym.error.Error as e:
         raise BcjaxError(f"unknown environment id {env_name!r} ({e}); pick a gymnasium id such as Hopper-v4") from None
     except (ImportError, ModuleNotFoundError) as e:
@@ -53,9 +79,6 @@ def make_env(env_name: str, seed: int | None = None, render: bool = False) -> gy
         env.reset(seed=seed)
         env.action_space.seed(seed)
     return env
-
-
-VECTOR_MODES = ("auto", "sync", "async")
 
 
 def resolve_vector_mode(mode: str, num_envs: int) -> str:

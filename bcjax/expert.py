@@ -1,4 +1,4 @@
-"""CS285 expert policies: load the pickle into a pure, jitted, batched mean-action function."""
+"""CS285 expert policies: load the pickle into a pure, jitted, batched mean-action function, and write one."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from bcjax.atomic_file import write_atomic
 from bcjax.errors import BcjaxError
-from bcjax.np_mlp import mlp_forward
+from bcjax.np_mlp import NP_ACTIVATIONS, mlp_forward
 from bcjax.obs_layout import obs_map
 from bcjax.safe_pickle import as_array, finite, load_pickle
 
@@ -26,10 +26,7 @@ NONLINEARITIES: dict[str, Callable[[jax.Array], jax.Array]] = {
     "lrelu": partial(jax.nn.leaky_relu, negative_slope=0.01),
 }
 
-NP_NONLINEARITIES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "tanh": np.tanh,
-    "lrelu": lambda x: np.where(x >= 0, x, np.float32(0.01) * x),
-}
+NP_NONLINEARITIES = {"tanh": NP_ACTIVATIONS["tanh"], "lrelu": NP_ACTIVATIONS["leaky_relu"]}
 
 # Relabelling runs on batches of varying length; padding them to whole chunks
 # keeps one compiled shape for the whole run.
@@ -192,17 +189,6 @@ def mlp_to_cs285(hidden: Sequence[tuple[np.ndarray, np.ndarray]], out: tuple[np.
             "logstdevs_1_Da": np.asarray(log_std, np.float64).reshape(1, -1),
         },
     }
-
-
-def tanh_squashed_to_cs285(hidden: Sequence[tuple[np.ndarray, np.ndarray]], mean_layer: tuple[np.ndarray, np.ndarray],
-                           act_scale: np.ndarray, act_bias: np.ndarray, log_std: np.ndarray) -> dict[str, Any]:
-    """A CS285 expert dict whose mean action is exactly tanh(mean_layer(tanh MLP(obs))) * scale + bias.
-
-    The CS285 format has a linear output, so the squashing is represented as one
-    more tanh hidden layer (the mean head) followed by `out` = diag(scale), bias.
-    """
-    scale = np.diag(np.asarray(act_scale, np.float32).reshape(-1))
-    return mlp_to_cs285([*hidden, mean_layer], (scale, act_bias), log_std, "tanh")
 
 
 def save_expert(data: dict[str, Any], path: str | Path) -> None:

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from bcjax.atomic_file import append_line, write_atomic, write_failure
-from bcjax.config import Config
+from bcjax.config import Config, config_dict
 from bcjax.errors import BcjaxError
 
 # The CS285 names, in the homework's print order.
@@ -50,9 +50,8 @@ def make_run_dir(cfg: Config) -> Path:
             raise write_failure(path, e) from None
 
 
-def write_config(run_dir: Path, cfg: Config, extra: dict | None = None) -> None:
-    data = {**cfg.__dict__, **(extra or {})}
-    write_atomic(run_dir / "config.json", json.dumps(data, indent=2, default=str) + "\n")
+def write_config(run_dir: Path, cfg: Config) -> None:
+    write_atomic(run_dir / "config.json", json.dumps(config_dict(cfg), indent=2) + "\n")
 
 
 def read_jsonl_lines(path: Path) -> list[tuple[str, dict]]:
@@ -81,6 +80,37 @@ def read_jsonl_lines(path: Path) -> list[tuple[str, dict]]:
 def read_metrics(run_dir: str | Path) -> list[dict]:
     """The rows of a run's metrics.jsonl (without a torn last line)."""
     return [row for _, row in read_jsonl_lines(Path(run_dir) / "metrics.jsonl")]
+
+
+def _csv_iteration(line: str, n_fields: int) -> int | None:
+    """The iteration of a complete metrics.csv row, or None for a torn one."""
+    if not line.endswith("\n"):
+        return None
+    row = next(csv.reader([line]), [])
+    try:
+        return int(row[0]) if len(row) == n_fields else None
+    except ValueError:
+        return None
+
+
+def truncate_metrics(run_dir: str | Path, last_iteration: int) -> None:
+    """Drop metric rows logged after `last_iteration` (the resumed run logs those iterations again),
+    and a torn last line (what a kill or a full disk during an append leaves)."""
+    run_dir = Path(run_dir)
+    jsonl = run_dir / "metrics.jsonl"
+    if jsonl.is_file():
+        lines = jsonl.read_text(errors="replace").splitlines(keepends=True)
+        kept = [line for line, row in read_jsonl_lines(jsonl) if row["Iteration"] <= last_iteration]
+        if kept != lines:
+            write_atomic(jsonl, "".join(kept))
+    table = run_dir / "metrics.csv"
+    if table.is_file():
+        lines = table.read_text(errors="replace").splitlines(keepends=True)
+        header = lines[:1] if lines and lines[0].endswith("\n") else []
+        n_fields = len(next(csv.reader(header), []))
+        kept = header + [x for x in lines[1:] if (i := _csv_iteration(x, n_fields)) is not None and i <= last_iteration]
+        if kept != lines:
+            write_atomic(table, "".join(kept))
 
 
 def _json_number(x: float) -> float | None:

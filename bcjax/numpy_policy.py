@@ -10,18 +10,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from bcjax.np_mlp import mlp_forward
-
-_SELU_ALPHA, _SELU_SCALE = 1.6732632423543772, 1.0507009873554805
-NP_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "relu": lambda x: np.maximum(x, 0),
-    "tanh": np.tanh,
-    "leaky_relu": lambda x: np.where(x >= 0, x, 0.01 * x),
-    "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
-    "selu": lambda x: _SELU_SCALE * np.where(x > 0, x, _SELU_ALPHA * np.expm1(np.minimum(x, 0))),
-    "softplus": lambda x: np.logaddexp(0, x),
-    "identity": lambda x: x,
-}
+from bcjax.np_mlp import NP_ACTIVATIONS, dense, hidden_layers, mlp_forward
 
 
 class PolicySpec(NamedTuple):
@@ -40,8 +29,7 @@ def numpy_actor(spec: PolicySpec, params: dict[str, Any],
     `params` is the flax variables dict ({"params": ...}) with numpy leaves.
     """
     p = params["params"]
-    layers = [(p[f"hidden_{i}"]["kernel"], p[f"hidden_{i}"]["bias"]) for i in range(spec.n_layers)]
-    w_out, b_out = p["out"]["kernel"], p["out"]["bias"]
+    layers, out_layer = hidden_layers(p), dense(p["out"])
     act = NP_ACTIVATIONS[spec.activation]
     std = None if spec.discrete else np.exp(p["log_std"])
 
@@ -50,7 +38,7 @@ def numpy_actor(spec: PolicySpec, params: dict[str, Any],
     def actor(obs: np.ndarray) -> np.ndarray:
         if norm is not None:
             obs = (obs - norm[0]) / norm[1]
-        out = mlp_forward(obs, layers, (w_out, b_out), act)
+        out = mlp_forward(obs, layers, out_layer, act)
         if spec.discrete:
             if rng is not None:
                 out = out + rng.gumbel(size=out.shape)  # Gumbel-max: a categorical sample

@@ -15,7 +15,7 @@ _COMPILE_EVENTS = frozenset({
     "/jax/core/compile/jaxpr_to_mlir_module_duration",
     "/jax/core/compile/backend_compile_duration",
 })
-_totals = {"seconds": 0.0, "programs": 0}
+_totals = {"seconds": 0.0, "programs": 0, "listening": False}
 
 
 def _on_duration(event: str, duration: float, **_: object) -> None:
@@ -24,12 +24,15 @@ def _on_duration(event: str, duration: float, **_: object) -> None:
         _totals["programs"] += event.endswith("backend_compile_duration")
 
 
-# Process-wide and read-only: counting needs a listener registered before the compiles happen.
-jax.monitoring.register_event_duration_secs_listener(_on_duration)
-
-
 def compile_totals() -> tuple[float, int]:
-    """Seconds spent tracing, lowering and compiling, and XLA programs compiled, in this process so far."""
+    """Seconds spent tracing, lowering and compiling, and XLA programs compiled, since the first call.
+
+    A run calls it first at its start: that registers JAX's (process-wide, never removed)
+    listener once, so importing bcjax registers nothing.
+    """
+    if not _totals["listening"]:
+        jax.monitoring.register_event_duration_secs_listener(_on_duration)
+        _totals["listening"] = True
     return _totals["seconds"], int(_totals["programs"])
 
 

@@ -17,11 +17,15 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bcjax.errors import BcjaxError, run_script
 from bcjax.logger import read_metrics
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass
@@ -162,6 +166,11 @@ def _save(fig, out: str | Path) -> Path:
 
 def plot_learning_curves(runs: list[Run], out: str | Path, metric: str = "Eval_AverageReturn",
                          title: str | None = None) -> Path:
+    """`learning_curves_figure` written to `out` (PNG)."""
+    return _save(learning_curves_figure(runs, metric, title), out)
+
+
+def learning_curves_figure(runs: list[Run], metric: str = "Eval_AverageReturn", title: str | None = None) -> Figure:
     """DAgger curves (mean ± std per iteration), BC and expert lines; one panel per task."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -197,7 +206,7 @@ def plot_learning_curves(runs: list[Run], out: str | Path, metric: str = "Eval_A
         ax.set_title(title or env)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return _save(fig, out)
+    return fig
 
 
 def _numeric(value: object) -> float | None:
@@ -208,6 +217,12 @@ def _numeric(value: object) -> float | None:
 
 def plot_hparam(runs: list[Run], hparam: str, out: str | Path, metric: str = "Eval_AverageReturn",
                 title: str | None = None, split_by: str | list[str] | None = None) -> Path:
+    """`hparam_figure` written to `out` (PNG)."""
+    return _save(hparam_figure(runs, hparam, metric, title, split_by), out)
+
+
+def hparam_figure(runs: list[Run], hparam: str, metric: str = "Eval_AverageReturn", title: str | None = None,
+                  split_by: str | list[str] | None = None) -> Figure:
     """`metric` at the final iteration vs `hparam` (a config field), one line per task and algorithm
     (and per value of the config field(s) `split_by`, if given)."""
     from matplotlib.figure import Figure
@@ -244,7 +259,7 @@ def plot_hparam(runs: list[Run], hparam: str, out: str | Path, metric: str = "Ev
     ax.set_title(title or f"{metric} vs {hparam}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, out)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """The MLP policy (CS285 MLPPolicySL): Gaussian with a state-independent log_std, or categorical.
 
 Pure functions over a params pytree: `apply` gives the mean (or logits),
-`log_prob`, `sample` and `mode`. `host_actor` runs the same network in numpy for
+and `log_prob`. `host_actor` samples or takes the mode, running the same network in numpy for
 per-step rollouts, where a jitted call costs more than the physics step.
 """
 
@@ -29,8 +29,6 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "identity": lambda x: x,
 }
 
-INITS = ("torch", "flax")
-
 
 def _dense(features: int, fan_in: int, init: str, name: str) -> nn.Dense:
     """A Dense layer initialised as the homework's `nn.Linear` ("torch": weights and biases uniform in
@@ -55,7 +53,7 @@ class MLPPolicy(nn.Module):
     size: int = 64
     activation: str = "tanh"
     discrete: bool = False
-    init_scheme: str = "torch"  # INITS
+    init_scheme: str = "torch"  # bcjax.config.INITS
     normalize_obs: bool = False  # standardise the input with the params' obs_mean / obs_std (set from the buffer)
 
     @nn.compact
@@ -101,18 +99,6 @@ def log_prob(policy: MLPPolicy, params: Params, obs: jax.Array, act: jax.Array) 
     log_std = params["params"]["log_std"]
     z = (act - out) * jnp.exp(-log_std)
     return jnp.sum(-0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi), axis=-1)
-
-
-def sample(policy: MLPPolicy, params: Params, key: jax.Array, obs: jax.Array) -> jax.Array:
-    out = apply(policy, params, obs)
-    if policy.discrete:
-        return jax.random.categorical(key, out)
-    return out + jnp.exp(params["params"]["log_std"]) * jax.random.normal(key, out.shape)
-
-
-def mode(policy: MLPPolicy, params: Params, obs: jax.Array) -> jax.Array:
-    out = apply(policy, params, obs)
-    return jnp.argmax(out, axis=-1) if policy.discrete else out
 
 
 def policy_spec(policy: MLPPolicy) -> PolicySpec:

@@ -16,7 +16,7 @@ Trajectory = dict[str, np.ndarray]
 Actor = Callable[[np.ndarray], np.ndarray]
 
 
-def _trajectory(obs: list, acs: list, rews: list, last_ob: np.ndarray, frames: list) -> Trajectory:
+def _trajectory(obs: list, acs: list, rews: list, last_ob: np.ndarray) -> Trajectory:
     """Arrays of one finished episode; next_observation is observation shifted by one, ending in `last_ob`."""
     observation = np.asarray(obs, np.float32)
     terminal = np.zeros(len(obs), np.float32)
@@ -27,18 +27,16 @@ def _trajectory(obs: list, acs: list, rews: list, last_ob: np.ndarray, frames: l
         "reward": np.asarray(rews, np.float32),
         "next_observation": np.concatenate([observation[1:], np.asarray(last_ob, np.float32)[None]]),
         "terminal": terminal,
-        "image_obs": np.asarray(frames, np.uint8) if frames else np.zeros((0,), np.uint8),
+        "image_obs": np.zeros((0,), np.uint8),  # the CS285 field; videos are rendered by bcjax.video
     }
 
 
-def sample_trajectory(env: gym.Env, actor: Actor, ep_len: int, render: bool = False) -> Trajectory:
+def sample_trajectory(env: gym.Env, actor: Actor, ep_len: int) -> Trajectory:
     """Run one episode until terminated, truncated or `ep_len` steps; terminal is 1 on its last step."""
     ob, _ = env.reset()
-    obs, acs, rews, frames = [], [], [], []
+    obs, acs, rews = [], [], []
     # The loop body is all the per-step overhead a rollout adds to env.step: keep it this small.
     for _ in range(ep_len):
-        if render:
-            frames.append(env.render())
         ob32 = np.asarray(ob, np.float32)
         ac = actor(ob32[None])[0]
         ob, rew, terminated, truncated, _ = env.step(ac)
@@ -47,7 +45,7 @@ def sample_trajectory(env: gym.Env, actor: Actor, ep_len: int, render: bool = Fa
         rews.append(rew)
         if terminated or truncated:
             break
-    return _trajectory(obs, acs, rews, ob, frames)
+    return _trajectory(obs, acs, rews, ob)
 
 
 def sample_trajectories(env: gym.Env | gym.vector.VectorEnv, actor: Actor, min_steps: int,
@@ -130,7 +128,7 @@ def _sample_vector(venv: gym.vector.VectorEnv, actor: Actor, min_steps: int, ep_
             kept_steps += len(episodes[kept].rews)
             kept += 1
         if kept_steps >= min_steps:
-            return [_trajectory(e.obs, e.acs, e.rews, e.last_ob, []) for e in episodes[:kept]], recorded
+            return [_trajectory(e.obs, e.acs, e.rews, e.last_ob) for e in episodes[:kept]], recorded
         # Envs freed by an autoreset this step start their episode from next_ob; capped ones need a reset.
         launch(np.flatnonzero(resetting))
         if capped.any() and recorded < min_steps:
@@ -140,12 +138,9 @@ def _sample_vector(venv: gym.vector.VectorEnv, actor: Actor, min_steps: int, ep_
         ob = next_ob
 
 
-def sample_n_trajectories(env: gym.Env, actor: Actor, n: int, ep_len: int, render: bool = False) -> list[Trajectory]:
-    """Exactly `n` episodes (used for video)."""
-    return [sample_trajectory(env, actor, ep_len, render) for _ in range(n)]
-
-
-BETA_SCHEDULES = ("none", "linear", "exponential")
+def sample_n_trajectories(env: gym.Env, actor: Actor, n: int, ep_len: int) -> list[Trajectory]:
+    """Exactly `n` episodes."""
+    return [sample_trajectory(env, actor, ep_len) for _ in range(n)]
 
 
 def beta_at(schedule: str, itr: int, beta0: float = 1.0, decay: float = 1.0, iters: int = 1) -> float:

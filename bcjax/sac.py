@@ -7,7 +7,7 @@ transitions into the on-device replay ring, then run that many updates in one
 
 The actor's hidden layers use tanh and its action is `tanh(mean) * scale + bias`,
 so the trained deterministic policy is exactly a CS285 tanh network (see
-`actor_to_cs285` in bcjax.expert): no distillation is needed for export.
+`export_cs285`): no distillation is needed for export.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ import numpy as np
 import optax
 from flax import struct
 from flax.training.train_state import TrainState
+
+from bcjax.expert import mlp_to_cs285
+from bcjax.np_mlp import Layer, dense, hidden_forward, hidden_layers, linear
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 BUFFER_FIELDS = ("observation", "action", "reward", "next_observation", "done")
@@ -213,35 +216,21 @@ insert_rows.__doc__ = "Write `rows` into the replay ring at `pos` (wrapping); no
 
 
 def host_actor_params(state: SACState, actor_params: Any = None) -> dict[str, Any]:
-    """The actor's weights as numpy (default: the state's; or a copy from `train_chunk`),
+    """The actor's weights as numpy layers (default: the state's; or a copy from `train_chunk`),
     for acting on the host without a JAX dispatch per env step."""
     p = jax.device_get(state.actor.params if actor_params is None else actor_params)
-    out: dict[str, Any] = {k: (np.asarray(v["kernel"]), np.asarray(v["bias"])) for k, v in p.items()}
-    out["act_scale"], out["act_bias"] = np.asarray(state.act_scale), np.asarray(state.act_bias)
-    return out
+    return {"hidden": hidden_layers(p), "mean": dense(p["mean"]), "log_std": dense(p["log_std"]),
+            "act_scale": np.asarray(state.act_scale), "act_bias": np.asarray(state.act_bias)}
 
 
 def host_act(params: dict[str, Any], obs: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
     """numpy actor: a sampled action (rng given) or the deterministic tanh(mean) action."""
-    h = obs
-    i = 0
-    while f"hidden_{i}" in params:
-        w, b = params[f"hidden_{i}"]
-        h = np.tanh(h @ w + b)
-        i += 1
-    w, b = params["mean"]
-    u = h @ w + b
+    h = hidden_forward(obs, params["hidden"], np.tanh)
+    u = linear(h, params["mean"])
     if rng is not None:
-        w, b = params["log_std"]
-        log_std = np.clip(h @ w + b, LOG_STD_MIN, LOG_STD_MAX)
+        log_std = np.clip(linear(h, params["log_std"]), LOG_STD_MIN, LOG_STD_MAX)
         u = u + np.exp(log_std) * rng.standard_normal(u.shape).astype(np.float32)
     return np.tanh(u) * params["act_scale"] + params["act_bias"]
-
-
-def deterministic_action(state: SACState, obs: jax.Array) -> jax.Array:
-    """The trained policy's mean action tanh(mean) * scale + bias (pure, the export's reference)."""
-    mean, _ = state.actor.apply_fn({"params": state.actor.params}, obs)
-    return jnp.tanh(mean) * state.act_scale + state.act_bias
 
 
 def export_cs285(state: SACState, obs_sample: np.ndarray) -> dict[str, Any]:
@@ -249,13 +238,18 @@ def export_cs285(state: SACState, obs_sample: np.ndarray) -> dict[str, Any]:
 
     CS285's log-std is state-independent: the actor's mean log-std over `obs_sample` stands in.
     """
-    from bcjax.expert import tanh_squashed_to_cs285
-
     p = host_actor_params(state)
-    hidden = [p[f"hidden_{i}"] for i in range(sum(k.startswith("hidden_") for k in p))]
-    w, b = p["log_std"]
-    h = np.asarray(obs_sample, np.float32)
-    for hw, hb in hidden:
-        h = np.tanh(h @ hw + hb)
-    log_std = np.clip(h @ w + b, LOG_STD_MIN, LOG_STD_MAX).mean(0)
-    return tanh_squashed_to_cs285(hidden, p["mean"], p["act_scale"], p["act_bias"], log_std)
+    h = hidden_forward(np.asarray(obs_sample, np.float32), p["hidden"], np.tanh)
+    log_std = np.clip(linear(h, p["log_std"]), LOG_STD_MIN, LOG_STD_MAX).mean(0)
+    return tanh_squashed_to_cs285(p["hidden"], p["mean"], p["act_scale"], p["act_bias"], log_std)
+
+
+def tanh_squashed_to_cs285(hidden: Sequence[Layer], mean_layer: Layer, act_scale: np.ndarray, act_bias: np.ndarray,
+                           log_std: np.ndarray) -> dict[str, Any]:
+    """A CS285 expert dict whose mean action is exactly tanh(mean_layer(tanh MLP(obs))) * scale + bias.
+
+    The CS285 format has a linear output, so the squashing is represented as one
+    more tanh hidden layer (the mean head) followed by `out` = diag(scale), bias.
+    """
+    scale = np.diag(np.asarray(act_scale, np.float32).reshape(-1))
+    return mlp_to_cs285([*hidden, mean_layer], (scale, act_bias), log_std, "tanh")

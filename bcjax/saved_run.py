@@ -13,11 +13,7 @@ complete: a run killed during a save still has the previous step readable.
 
 from __future__ import annotations
 
-import argparse
-import csv
-import dataclasses
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax.training.train_state import TrainState
 
-from bcjax.atomic_file import write_atomic
-from bcjax.buffer import FIELDS, RingBuffer
-from bcjax.checkpoint import checkpoint_steps, restore_checkpoint, restore_meta, save_checkpoint, step_problem
-from bcjax.config import Config
+from bcjax.buffer import RingBuffer
+from bcjax.checkpoint import checkpoint_steps, restore_checkpoint, restore_meta, save_checkpoint
+from bcjax.config import Config, config_dict, config_from_dict  # noqa: F401 - config_dict: train_loop's import
 from bcjax.errors import BcjaxError
 from bcjax.policy import MLPPolicy
 
@@ -50,15 +45,6 @@ class LoopState:
     elapsed: float  # seconds of training before this point, so TimeSinceStart continues
 
 
-def config_dict(cfg: Config) -> dict:
-    return dataclasses.asdict(cfg)
-
-
-def config_from_dict(d: dict) -> Config:
-    names = {f.name for f in dataclasses.fields(Config)}
-    return Config(**{k: v for k, v in d.items() if k in names})
-
-
 def _key_data(keys: jax.Array) -> np.ndarray:
     # Typed keys (jax.random.key) are not arrays orbax can write; their raw uint32 data is.
     if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
@@ -73,19 +59,13 @@ def _as_keys(data: Any, like: jax.Array) -> jax.Array:
     return data
 
 
-def _buffer_tree(buf: RingBuffer) -> dict[str, np.ndarray]:
-    # 0-d arrays: orbax restores numpy arrays but not numpy scalars.
-    return {**{k: buf.arrays[k] for k in FIELDS},
-            "size": np.array(buf.size, np.int64), "pos": np.array(buf.pos, np.int64)}
-
-
 def save_policy(run_dir: str | Path, itr: int, states: TrainState, meta: dict) -> None:
     save_checkpoint(Path(run_dir) / POLICY_DIR, itr, {"train_state": states}, {**meta, "iteration": itr})
 
 
 def save_resume(run_dir: str | Path, loop: LoopState, meta: dict) -> None:
     tree = {"train_state": loop.states, "loop_keys": _key_data(loop.loop_keys),
-            "envsteps": np.asarray(loop.envsteps, np.int64), "buffers": [_buffer_tree(b) for b in loop.buffers]}
+            "envsteps": np.asarray(loop.envsteps, np.int64), "buffers": [b.state_dict() for b in loop.buffers]}
     save_checkpoint(Path(run_dir) / RESUME_DIR, loop.iteration, tree,
                     {**meta, "iteration": loop.iteration, "elapsed": loop.elapsed}, max_to_keep=2)
 
@@ -101,7 +81,7 @@ def restore_resume(run_dir: str | Path, template: LoopState, step: int | None = 
     structures of the same shapes."""
     tree = {"train_state": template.states, "loop_keys": _key_data(template.loop_keys),
             "envsteps": np.asarray(template.envsteps, np.int64),
-            "buffers": [_buffer_tree(b) for b in template.buffers]}
+            "buffers": [b.state_dict() for b in template.buffers]}
     misfit = f"cannot resume from {run_dir}: its saved state does not fit this configuration"
     try:
         out, meta = restore_checkpoint(Path(run_dir) / RESUME_DIR, tree, step, step_flag="--resume_step")
@@ -183,85 +163,3 @@ def load_policy(run_dir: str | Path, step: int | None = None) -> SavedPolicy:
         raise BcjaxError(f"checkpoint step {step} in {ckpt} does not hold the policy its metadata describes "
                          f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
     return SavedPolicy(policy=policy, states=out["train_state"], meta=meta, iteration=step)
-
-
-# Flags a resumed run may set anew: they change how it runs, not what it computes.
-# The expert files may be given again: they are what the run used, moved (the paths are checked on load).
-RESUME_RUNTIME_FLAGS = ("resume", "resume_step", "quiet", "no_gpu", "which_gpu", "cpu_threads", "video_log_freq",
-                        "expert_policy_file", "expert_data")
-
-
-def explicit_flags(argv: list[str] | None) -> dict:
-    """The flags given on the command line (not defaulted), with their parsed values."""
-    from bcjax.config import build_parser
-
-    parser = build_parser()
-    for action in parser._actions:  # no defaults: only what argv sets lands in the namespace
-        action.default = argparse.SUPPRESS
-    return vars(parser.parse_args(argv))
-
-
-def resume_config(run_dir: str | Path, explicit: dict) -> Config:
-    """The saved config of `run_dir`, set to resume after its last saved iteration."""
-    run_dir = Path(run_dir)
-    cfg = read_run_config(run_dir)
-    other = sorted(set(explicit) - set(RESUME_RUNTIME_FLAGS))
-    if other:
-        raise BcjaxError(f"--resume continues {run_dir} with its saved configuration: drop "
-                         + ", ".join(f"--{k}" for k in other))
-    steps = checkpoint_steps(run_dir / RESUME_DIR)
-    if not steps:
-        if not cfg.save_params:
-            raise BcjaxError(f"{run_dir} has no resume state (it was trained without --save_params); "
-                             "its final policy can still be evaluated with scripts/evaluate.py")
-        raise BcjaxError(f"{run_dir} has no complete resume state: it was stopped before or during its first "
-                         "save (iteration 0); start the run again")
-    last = explicit.get("resume_step", steps[-1])
-    if last not in steps:
-        raise BcjaxError(f"--resume_step {last}: {run_dir / RESUME_DIR} holds iterations {steps}")
-    problem = step_problem(run_dir / RESUME_DIR, last)
-    if problem is not None:
-        older = [s for s in steps if s < last and step_problem(run_dir / RESUME_DIR, s) is None]
-        hint = (f"resume from iteration {older[-1]} with --resume_step {older[-1]}" if older
-                else "no intact resume state is left; start the run again")
-        raise BcjaxError(f"the resume state of iteration {last} in {run_dir / RESUME_DIR} is corrupt ({problem}): {hint}")
-    if last >= cfg.n_iter - 1:
-        raise BcjaxError(f"{run_dir} already finished all {cfg.n_iter} iterations: nothing to resume")
-    keep = {k: v for k, v in explicit.items() if k in RESUME_RUNTIME_FLAGS and k not in ("resume", "resume_step")}
-    for name in ("expert_policy_file", "expert_data"):
-        if name in keep:
-            keep[name] = os.path.abspath(keep[name])
-    return cfg.replace(resume=str(run_dir), resume_step=last, **keep)
-
-
-def _csv_iteration(line: str, n_fields: int) -> int | None:
-    """The iteration of a complete metrics.csv row, or None for a torn one."""
-    if not line.endswith("\n"):
-        return None
-    row = next(csv.reader([line]), [])
-    try:
-        return int(row[0]) if len(row) == n_fields else None
-    except ValueError:
-        return None
-
-
-def truncate_metrics(run_dir: str | Path, last_iteration: int) -> None:
-    """Drop metric rows logged after `last_iteration` (the resumed run logs those iterations again),
-    and a torn last line (what a kill or a full disk during an append leaves)."""
-    from bcjax.logger import read_jsonl_lines
-
-    run_dir = Path(run_dir)
-    jsonl = run_dir / "metrics.jsonl"
-    if jsonl.is_file():
-        lines = jsonl.read_text(errors="replace").splitlines(keepends=True)
-        kept = [line for line, row in read_jsonl_lines(jsonl) if row["Iteration"] <= last_iteration]
-        if kept != lines:
-            write_atomic(jsonl, "".join(kept))
-    table = run_dir / "metrics.csv"
-    if table.is_file():
-        lines = table.read_text(errors="replace").splitlines(keepends=True)
-        header = lines[:1] if lines and lines[0].endswith("\n") else []
-        n_fields = len(next(csv.reader(header), []))
-        kept = header + [x for x in lines[1:] if (i := _csv_iteration(x, n_fields)) is not None and i <= last_iteration]
-        if kept != lines:
-            write_atomic(table, "".join(kept))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bcjax.config import Config, build_parser, config_from_args
+from bcjax.config import Config, build_parser, config_from_args, flag_options
 from bcjax.errors import BcjaxError
 
 EXTRA = "pip install -e '.[sweep]'"
@@ -86,8 +86,9 @@ def train_config(argv: list[str]) -> Config:
     return config_from_args(_strict_parser().parse_args(argv))
 
 
-def _flag_actions() -> dict[str, argparse.Action]:
-    return {a.dest: a for a in build_parser()._actions if a.option_strings and a.dest != "help"}
+def _switches() -> dict[str, bool]:
+    """train.py's flag names -> whether each is an on/off switch."""
+    return dict(flag_options().values())
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -109,7 +110,7 @@ def _flag_name(name: str, option: str) -> str:
     name = name.strip().lstrip("-")
     if name in OWN_FLAGS:
         raise BcjaxError(f"{option} cannot sweep {name}: use {OWN_FLAGS[name]}")
-    if name not in _flag_actions():
+    if name not in _switches():
         raise BcjaxError(f"{option}: train.py has no flag --{name}: see python scripts/train.py --help")
     return name
 
@@ -166,9 +167,9 @@ def settings_of(grid: dict[str, list[str]], samples: list[str] = (), num_samples
 
 
 def _setting_flags(setting: dict[str, str]) -> list[str]:
-    actions, flags = _flag_actions(), []
+    switches, flags = _switches(), []
     for name, value in setting.items():
-        if isinstance(actions[name], argparse._StoreTrueAction):
+        if switches[name]:
             if value.lower() not in ("true", "false"):
                 raise BcjaxError(f"--{name} is on or off: sweep it as {name}=true,false, got {value!r}")
             flags += [f"--{name}"] if value.lower() == "true" else []
@@ -306,7 +307,7 @@ def run_trial(config: dict) -> None:
     def report(row: dict, run_dir: Path) -> None:
         tune.report({**row, "run_dir": str(run_dir), "wall_s": time.time() - start})
 
-    run(cfg, on_row=report)
+    run(cfg, on_row=report, limit_threads=True)  # a trial owns its Ray worker process, as train.py owns its own
 
 
 @dataclass
@@ -548,6 +549,15 @@ def plot_performance_profile(summary: list[dict], outcomes: list[Outcome], path:
     return path
 
 
+REPO = Path(__file__).resolve().parent.parent
+
+
+def repo_relative(token: str) -> str:
+    """A path in a command or a summary, relative to the repository (as a user types it from a clone):
+    what a run leaves behind names no directory of the machine that made it."""
+    return os.path.relpath(token, REPO) if os.path.isabs(token) else token
+
+
 def write_summary(outcomes: list[Outcome], out: Path, metric: str = "Eval_AverageReturn",
                   summary: list[dict] | None = None) -> list[dict]:
     """summary.md, summary.csv, summary.json and plots/ in `out` (from `summary` if already computed);
@@ -562,8 +572,9 @@ def write_summary(outcomes: list[Outcome], out: Path, metric: str = "Eval_Averag
         for g in summary:
             w.writerow({**g, "setting": _setting_text(g["setting"])})
     trials = [{"key": o.trial.key, "env_name": o.trial.env_name, "algo": o.trial.algo, "setting": o.trial.setting,
-               "seeds": list(o.trial.seeds), "status": o.status, "error": o.error, "run_dir": o.run_dir,
-               "wall_s": o.wall_s, "train_flags": list(o.trial.argv)} for o in outcomes]
+               "seeds": list(o.trial.seeds), "status": o.status, "error": o.error,
+               "run_dir": o.run_dir and repo_relative(o.run_dir),
+               "wall_s": o.wall_s, "train_flags": [repo_relative(t) for t in o.trial.argv]} for o in outcomes]
     (out / "summary.json").write_text(json.dumps({"metric": metric, "groups": summary, "trials": trials}, indent=1) + "\n")
     make_plots(outcomes, summary, out, metric)
     return summary
@@ -610,11 +621,11 @@ def _check_passthrough(flags: list[str]) -> None:
         name = token.split("=", 1)[0]
         if not name.startswith("-") or name.lstrip("-").replace(".", "").isdigit():
             continue
-        action = next((a for a in build_parser()._actions if name in a.option_strings), None)
-        if action is None:
+        dest = flag_options().get(name, (None,))[0]
+        if dest is None:
             raise BcjaxError(f"unknown flag {name}: see python scripts/sweep.py --help and python scripts/train.py --help")
-        if action.dest in OWN_FLAGS:
-            raise BcjaxError(f"{name} is set per trial by the sweep: use {OWN_FLAGS[action.dest]}")
+        if dest in OWN_FLAGS:
+            raise BcjaxError(f"{name} is set per trial by the sweep: use {OWN_FLAGS[dest]}")
 
 
 def main(argv: list[str] | None = None) -> int:

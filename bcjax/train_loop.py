@@ -25,7 +25,7 @@ import numpy as np
 from flax.training.train_state import TrainState
 
 from bcjax.buffer import RingBuffer
-from bcjax.config import Config
+from bcjax.config import Config, config_dict
 from bcjax.devices import seed_sharding, shard_seeds
 from bcjax.envs import EnvInfo, env_info, make_env
 from bcjax.errors import BcjaxError
@@ -35,7 +35,7 @@ from bcjax.policy import MLPPolicy, host_actor, policy_spec
 from bcjax.progress import Progress, bars_wanted, summary_line
 from bcjax.rollout import MixedActor, Trajectory, beta_at, episode_stats
 from bcjax.rollout_pool import RolloutPool, RolloutResult, RolloutTask, WorkerDied, default_workers
-from bcjax.saved_run import LoopState, config_dict, restore_resume, save_policy, save_resume
+from bcjax.saved_run import LoopState, restore_resume, save_policy, save_resume
 from bcjax.stop_signal import Stopped, check_stop
 from bcjax.update import compile_trainer, create_train_states, with_obs_stats
 

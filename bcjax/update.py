@@ -3,8 +3,8 @@
 Every function here is pure. A run holds K policies stacked on axis 0 of every
 array in the TrainState; the updates are vmapped over that axis, so K seeds
 train in one call. `train_fused` runs a whole iteration's updates as one
-`lax.scan` with minibatch indices drawn inside it; `train_per_step` makes one
-jitted call per update (kept for comparison).
+`lax.scan` with minibatch indices drawn inside it; `compile_trainer(per_step=True)`
+makes one jitted call per update (kept for comparison).
 """
 
 from __future__ import annotations
@@ -83,23 +83,23 @@ def _adam_step(policy: MLPPolicy, state: TrainState, obs: jax.Array, acs: jax.Ar
     return state.apply_gradients(grads=grads), metrics
 
 
-def _sample_step(policy: MLPPolicy, batch_size: int, state: TrainState, key: jax.Array,
+def _sample_step(policy: MLPPolicy, minibatch_size: int, state: TrainState, key: jax.Array,
                  obs: jax.Array, acs: jax.Array, size: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
     """One update on a minibatch of distinct rows drawn uniformly from the first `size` rows."""
-    idx, weight = minibatch_indices(key, size, min(batch_size, obs.shape[0]))
+    idx, weight = minibatch_indices(key, size, min(minibatch_size, obs.shape[0]))
     return _adam_step(policy, state, obs[idx], acs[idx], weight)
 
 
-def _train_one_seed(policy: MLPPolicy, batch_size: int, num_steps: int, state: TrainState, key: jax.Array,
+def _train_one_seed(policy: MLPPolicy, minibatch_size: int, num_steps: int, state: TrainState, key: jax.Array,
                     obs: jax.Array, acs: jax.Array, size: jax.Array) -> tuple[TrainState, Metrics]:
     def body(state: TrainState, k: jax.Array) -> tuple[TrainState, Metrics]:
-        return _sample_step(policy, batch_size, state, k, obs, acs, size)
+        return _sample_step(policy, minibatch_size, state, k, obs, acs, size)
 
     return jax.lax.scan(body, state, jax.random.split(key, num_steps))
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2), donate_argnums=(3,))
-def train_fused(policy: MLPPolicy, batch_size: int, num_steps: int, states: TrainState, keys: jax.Array,
+def train_fused(policy: MLPPolicy, minibatch_size: int, num_steps: int, states: TrainState, keys: jax.Array,
                 obs: jax.Array, acs: jax.Array, sizes: jax.Array) -> tuple[TrainState, Metrics]:
     """`num_steps` updates for each of K seeds in one call.
 
@@ -107,12 +107,12 @@ def train_fused(policy: MLPPolicy, batch_size: int, num_steps: int, states: Trai
     sizes (K,) rows stored. Returns the new states and the metrics ("loss", and "mse" for continuous
     actions), each of shape (K, num_steps).
     """
-    return _vmapped_seeds(policy, batch_size, num_steps, states, keys, obs, acs, sizes)
+    return _vmapped_seeds(policy, minibatch_size, num_steps, states, keys, obs, acs, sizes)
 
 
-def _vmapped_seeds(policy: MLPPolicy, batch_size: int, num_steps: int, states: TrainState, keys: jax.Array,
+def _vmapped_seeds(policy: MLPPolicy, minibatch_size: int, num_steps: int, states: TrainState, keys: jax.Array,
                    obs: jax.Array, acs: jax.Array, sizes: jax.Array) -> tuple[TrainState, Metrics]:
-    return jax.vmap(partial(_train_one_seed, policy, batch_size, num_steps))(states, keys, obs, acs, sizes)
+    return jax.vmap(partial(_train_one_seed, policy, minibatch_size, num_steps))(states, keys, obs, acs, sizes)
 
 
 def _seed_mesh(x: object) -> Mesh | None:
@@ -123,7 +123,7 @@ def _seed_mesh(x: object) -> Mesh | None:
     return None
 
 
-def _sharded_fused(policy: MLPPolicy, batch_size: int, num_steps: int, mesh: Mesh) -> Callable:
+def _sharded_fused(policy: MLPPolicy, minibatch_size: int, num_steps: int, mesh: Mesh) -> Callable:
     """`train_fused` with each device running its own seeds as a one-device program of K/n seeds.
 
     shard_map rather than jit's automatic partitioning: the partitioner rewrites the program
@@ -131,16 +131,16 @@ def _sharded_fused(policy: MLPPolicy, batch_size: int, num_steps: int, mesh: Mes
     from a one-device run; a per-device vmap computes exactly what one device computes.
     """
     spec = PartitionSpec(SEED_AXIS)
-    body = jax.shard_map(partial(_vmapped_seeds, policy, batch_size, num_steps), mesh=mesh,
+    body = jax.shard_map(partial(_vmapped_seeds, policy, minibatch_size, num_steps), mesh=mesh,
                          in_specs=spec, out_specs=spec)
     return jax.jit(body, donate_argnums=(0,))
 
 
 @partial(jax.jit, static_argnums=(0, 1), donate_argnums=(2,))
-def _step_all_seeds(policy: MLPPolicy, batch_size: int, states: TrainState, step_keys: jax.Array, t: jax.Array,
+def _step_all_seeds(policy: MLPPolicy, minibatch_size: int, states: TrainState, step_keys: jax.Array, t: jax.Array,
                     obs: jax.Array, acs: jax.Array, sizes: jax.Array) -> tuple[TrainState, Metrics]:
     # step_keys[:, t] is taken inside the jit: slicing outside would add a second dispatch per update.
-    return jax.vmap(partial(_sample_step, policy, batch_size))(states, step_keys[:, t], obs, acs, sizes)
+    return jax.vmap(partial(_sample_step, policy, minibatch_size))(states, step_keys[:, t], obs, acs, sizes)
 
 
 @partial(jax.jit, static_argnums=(1,))
@@ -161,15 +161,9 @@ def _per_step_loop(step: Callable, num_steps: int, states: TrainState, keys: jax
     return states, jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *metrics)
 
 
-def train_per_step(policy: MLPPolicy, batch_size: int, num_steps: int, states: TrainState, keys: jax.Array,
-                   obs: jax.Array, acs: jax.Array, sizes: jax.Array) -> tuple[TrainState, Metrics]:
-    """Same contract and same random stream as `train_fused`, one jitted call per update."""
-    return _per_step_loop(partial(_step_all_seeds, policy, batch_size), num_steps, states, keys, obs, acs, sizes)
-
-
-def compile_trainer(policy: MLPPolicy, batch_size: int, num_steps: int, states: TrainState, keys: jax.Array,
+def compile_trainer(policy: MLPPolicy, minibatch_size: int, num_steps: int, states: TrainState, keys: jax.Array,
                     obs: jax.Array, acs: jax.Array, sizes: jax.Array, per_step: bool = False) -> Trainer:
-    """`train_fused` (or `train_per_step`) compiled now for these argument shapes, as
+    """`train_fused` (or one jitted call per update, same random stream) compiled now for these argument shapes, as
     `trainer(states, keys, obs, acs, sizes)`.
 
     Compiling before the loop keeps compilation out of every iteration and makes its
@@ -177,10 +171,10 @@ def compile_trainer(policy: MLPPolicy, batch_size: int, num_steps: int, states: 
     """
     mesh = _seed_mesh(obs)
     if mesh is not None and not per_step:
-        return _sharded_fused(policy, batch_size, num_steps, mesh).lower(states, keys, obs, acs, sizes).compile()
+        return _sharded_fused(policy, minibatch_size, num_steps, mesh).lower(states, keys, obs, acs, sizes).compile()
     if not per_step:
-        return train_fused.lower(policy, batch_size, num_steps, states, keys, obs, acs, sizes).compile()
+        return train_fused.lower(policy, minibatch_size, num_steps, states, keys, obs, acs, sizes).compile()
     step_keys = jax.eval_shape(_split_steps, keys, num_steps)
-    step = _step_all_seeds.lower(policy, batch_size, states, step_keys, 0, obs, acs, sizes).compile()
+    step = _step_all_seeds.lower(policy, minibatch_size, states, step_keys, 0, obs, acs, sizes).compile()
     _split_steps.lower(keys, num_steps).compile()
     return partial(_per_step_loop, step, num_steps)

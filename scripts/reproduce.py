@@ -37,7 +37,16 @@ sys.path.insert(0, str(REPO))
 
 from bcjax.errors import BcjaxError  # noqa: E402
 from bcjax.experts import bundled_expert_path  # noqa: E402
-from bcjax.sweep import Outcome, SweepOptions, Trial, build_trials, run_sweep, summarize_groups, write_summary  # noqa: E402
+from bcjax.sweep import (  # noqa: E402
+    Outcome,
+    SweepOptions,
+    Trial,
+    build_trials,
+    repo_relative,
+    run_sweep,
+    summarize_groups,
+    write_summary,
+)
 
 TASKS = {"Ant-v4": "Ant", "HalfCheetah-v4": "HalfCheetah", "Hopper-v4": "Hopper"}
 STUDY_TASK = "Ant-v4"
@@ -101,17 +110,12 @@ def collect_data(args: argparse.Namespace, runs_dir: Path) -> Path:
     return data
 
 
-def _relative(token: str) -> str:
-    """A path in a command, relative to the repository (as a user types it from a clone)."""
-    return os.path.relpath(token, REPO) if os.path.isabs(token) else token
-
-
 def record(outcome: Outcome, summary: dict) -> dict:
     """One run's entry in results.json."""
     run_dir = Path(outcome.run_dir)
     argv = [*outcome.trial.argv, "--logdir", str(run_dir.parent)]
-    return {"run_dir": _relative(str(run_dir)), "wall_s": round(outcome.wall_s, 1),
-            "command": " ".join(["scripts/train.py", *map(_relative, argv)]), "rows": outcome.rows,
+    return {"run_dir": repo_relative(str(run_dir)), "wall_s": round(outcome.wall_s, 1),
+            "command": " ".join(["scripts/train.py", *map(repo_relative, argv)]), "rows": outcome.rows,
             "summary": {k: summary[k] for k in ("n", "mean", "std", "iqm", "iqm_ci_low", "iqm_ci_high")}}
 
 

@@ -60,7 +60,26 @@ def write_pickle(path: Path, obj: object) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def bundled_hopper_files(tmp_path_factory):
+    """bcjax's own Hopper expert and 2 trajectories of it: what a fresh clone has without ../shared."""
+    from bcjax.expert import load_expert
+    from bcjax.expert_data import collect_expert_paths, save_expert_data
+    from bcjax.experts import bundled_expert_path
+
+    expert_file = bundled_expert_path("Hopper-v4")
+    data_file = tmp_path_factory.mktemp("bundled") / "expert_data_Hopper-v4.pkl"
+    save_expert_data(collect_expert_paths(load_expert(expert_file), "Hopper-v4", n_traj=2, seed=1), data_file)
+    return expert_file, data_file
+
+
 @pytest.fixture
 def hopper_files():
     """The real CS285 Hopper expert and data."""
     return cs285_file("experts", "Hopper.pkl"), cs285_file("expert_data", "expert_data_Hopper-v4.pkl")
+
+
+@pytest.fixture(params=["cs285", "bundled"])
+def any_hopper_files(request):
+    """A Hopper expert and its data: the CS285 files (skipped without ../shared), then bcjax's bundled expert."""
+    return request.getfixturevalue("hopper_files" if request.param == "cs285" else "bundled_hopper_files")

@@ -24,7 +24,7 @@ def test_fifo_across_wraparound():
         buf.add(_rows(added, n))
         added += n
         newest = np.arange(max(0, added - 7), added, dtype=np.float32)
-        got = buf.ordered()
+        got = _oldest_first(buf)
         assert len(buf) == len(newest)
         np.testing.assert_array_equal(got["reward"], newest)
         np.testing.assert_array_equal(got["observation"][:, 1], -newest)
@@ -32,13 +32,24 @@ def test_fifo_across_wraparound():
         np.testing.assert_array_equal(got["terminal"], (newest % 5 == 4).astype(np.float32))
 
 
-def test_sampling_returns_only_stored_rows():
+def _oldest_first(buf: RingBuffer) -> dict[str, np.ndarray]:
+    # Rows 0..size-1 are the stored ones; once full, `pos` is the oldest.
+    idx = ((buf.pos if len(buf) == buf.capacity else 0) + np.arange(len(buf))) % buf.capacity
+    return {k: v[idx] for k, v in buf.arrays.items()}
+
+
+def test_the_update_samples_only_stored_rows():
+    import jax
+    import jax.numpy as jnp
+
+    from bcjax.update import minibatch_indices
+
     buf = RingBuffer(capacity=100, obs_dim=2, act_shape=(1,))
     buf.add(_rows(1, 10))  # 90 rows are still zeros
-    batch = buf.sample(np.random.default_rng(0), 5000)
+    idx = np.concatenate([np.asarray(minibatch_indices(k, jnp.int32(len(buf)), 8)[0])
+                          for k in jax.random.split(jax.random.PRNGKey(0), 200)])
+    batch = {k: v[idx] for k, v in buf.arrays.items()}  # what train_loop hands the update: arrays + size
     assert set(np.unique(batch["reward"])) == set(np.arange(1, 11, dtype=np.float32))
-    for k in FIELDS:
-        assert len(batch[k]) == 5000
     # rows stay intact: every field of a sampled row belongs to the same transition
     np.testing.assert_array_equal(batch["observation"][:, 0], batch["reward"])
     np.testing.assert_array_equal(batch["action"][:, 0], batch["reward"])
@@ -46,8 +57,6 @@ def test_sampling_returns_only_stored_rows():
 
 def test_empty_and_mismatched():
     buf = RingBuffer(capacity=4, obs_dim=2, act_shape=(1,))
-    with pytest.raises(ValueError):
-        buf.sample(np.random.default_rng(0), 1)
     bad = _rows(0, 3)
     bad["reward"] = bad["reward"][:2]
     with pytest.raises(ValueError):
@@ -60,4 +69,5 @@ def test_state_dict_round_trip():
     other = RingBuffer(capacity=5, obs_dim=2, act_shape=(1,))
     other.load_state_dict(buf.state_dict())
     for k in FIELDS:
-        np.testing.assert_array_equal(other.ordered()[k], buf.ordered()[k])
+        np.testing.assert_array_equal(_oldest_first(other)[k], _oldest_first(buf)[k])
+    assert (other.size, other.pos) == (buf.size, buf.pos)

@@ -16,13 +16,12 @@ import pytest
 
 from bcjax.buffer import RingBuffer
 from bcjax.checkpoint import checkpoint_steps, restore_checkpoint
-from bcjax.config import Config
+from bcjax.config import Config, config_dict
 from bcjax.errors import BcjaxError
 from bcjax.policy import MLPPolicy
 from bcjax.saved_run import (
     RESUME_DIR,
     LoopState,
-    config_dict,
     load_policy,
     restore_resume,
     save_policy,

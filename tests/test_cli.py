@@ -159,3 +159,44 @@ def test_help_states_every_default():
         entry = next(e for e in entries.values() if re.match(rf"\s+(?:\S+ )*?{flag}\b", e.split("\n")[0]))
         assert f"(default: {default})" in " ".join(entry.split()), flag
     assert "-ngpu" in out and "negative log-likelihood" in out
+
+
+def test_every_config_field_is_a_flag_with_its_default_in_help():
+    import dataclasses
+
+    from bcjax.config import Config, build_parser
+
+    out = " ".join(build_parser().format_help().split())
+    for f in dataclasses.fields(Config):
+        assert f"--{f.name}" in out, f.name
+    for short in ("-epf", "-ed", "-env", "-exp", "-n", "-lr", "-ngpu", "--do_dagger"):
+        assert short in out
+    assert vars(build_parser().parse_args([]))["learning_rate"] == Config.learning_rate
+    from bcjax.config import flag_options
+
+    opts = flag_options()
+    assert opts["-lr"] == ("learning_rate", False) and opts["--quiet"] == ("quiet", True)
+    assert opts["--do_dagger"] == ("do_dagger", True) and len(opts) == len(dataclasses.fields(Config)) + 1 + 7
+
+
+def test_explicit_flags_are_only_those_given():
+    from bcjax.config import explicit_flags
+
+    assert explicit_flags(["--resume", "r", "-n", "3", "--quiet"]) == {"resume": "r", "n_iter": 3, "quiet": True}
+    assert explicit_flags([]) == {}
+
+
+@pytest.mark.parametrize("env, argv, want", [
+    ({}, [], "0"),  # unset: --which_gpu's default
+    ({"CUDA_VISIBLE_DEVICES": "3"}, [], "3"),  # an existing choice is kept
+    ({"CUDA_VISIBLE_DEVICES": "3"}, ["--which_gpu", "1"], "1"),  # a given --which_gpu wins
+])
+def test_which_gpu_and_cuda_visible_devices(monkeypatch, env, argv, want):
+    from bcjax.cli import _select_device, resolve_config
+    from bcjax.config import explicit_flags
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    _select_device(resolve_config(argv), "which_gpu" in explicit_flags(argv))
+    assert __import__("os").environ["CUDA_VISIBLE_DEVICES"] == want

@@ -24,14 +24,15 @@ from conftest import cs285_file, make_expert_dict, write_pickle
 
 from bcjax.atomic_file import append_line, check_writable_dir, write_atomic
 from bcjax.checkpoint import CHECKSUM_FILE, checkpoint_steps, restore_checkpoint, save_checkpoint, step_problem
-from bcjax.config import Config
+from bcjax.config import Config, config_dict
 from bcjax.errors import BcjaxError
 from bcjax.expert import expert_params_from_dict, load_expert
 from bcjax.expert_data import load_expert_data
-from bcjax.logger import RunLogger, read_metrics
+from bcjax.logger import RunLogger, read_metrics, truncate_metrics
+from bcjax.resume_flags import resume_config
 from bcjax.run_lock import RunLock
 from bcjax.safe_pickle import memory_budget
-from bcjax.saved_run import RESUME_DIR, config_dict, read_run_config, resume_config, truncate_metrics
+from bcjax.saved_run import RESUME_DIR, read_run_config
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -480,12 +481,9 @@ def test_missing_osmesa_real_process(tmp_path):
 
 
 def _collect(argv: list[str]) -> int:
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import collect_expert_data
-    finally:
-        sys.path.pop(0)
-    return collect_expert_data.main(argv)
+    from bcjax.expert_collection import main
+
+    return main(argv)
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -3,7 +3,6 @@ the one-line errors (missing package, mismatched spaces, too few trajectories, t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import warnings
@@ -18,11 +17,11 @@ from bcjax.cli import main as train_main
 from bcjax.envs import env_info, make_env
 from bcjax.errors import BcjaxError
 from bcjax.expert_data import collect_expert_episodes, load_expert_data
+from bcjax.experts import bundled_expert_path
 from bcjax.logger import read_metrics
 
 minari = pytest.importorskip("minari")
 
-ROOT = Path(__file__).resolve().parents[1]
 DATASET = "bcjax/hopper/expert-v0"
 
 
@@ -35,10 +34,9 @@ def minari_root(tmp_path, monkeypatch) -> Path:
 
 
 def _collect_script():
-    spec = importlib.util.spec_from_file_location("collect", ROOT / "scripts" / "collect_expert_data.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from bcjax import expert_collection
+
+    return expert_collection
 
 
 @pytest.fixture
@@ -90,7 +88,7 @@ def test_terminations_and_truncations(minari_root):
         paths, terminated = collect_expert_episodes(hopper_expert, "Hopper-v4", 2, seed=0, ep_len=ep_len)
         fell = [len(p["reward"]) < ep_len for p in paths]
         assert terminated == fell == [ep_len == 1000] * 2
-        save_minari(paths, terminated, f"zero/{name}", "Hopper-v4", ROOT / "bcjax" / "experts" / "Hopper-v4.pkl", 0)
+        save_minari(paths, terminated, f"zero/{name}", "Hopper-v4", bundled_expert_path("Hopper-v4"), 0)
         for ep, path in zip(minari.load_dataset(f"zero/{name}").iterate_episodes(), paths):
             assert ep.terminations[-1] == (ep_len == 1000) and ep.truncations[-1] == (ep_len == 30)
             assert not ep.terminations[:-1].any() and not ep.truncations[:-1].any()

@@ -11,7 +11,15 @@ from PIL import Image
 from tiny_runs import cartpole_cfg, cartpole_expert, expert_data, run_logged
 
 from bcjax.errors import BcjaxError
-from bcjax.plots import final_value, find_runs, learning_curve, main, plot_hparam, plot_learning_curves
+from bcjax.plots import (
+    final_value,
+    find_runs,
+    hparam_figure,
+    learning_curve,
+    learning_curves_figure,
+    main,
+    plot_hparam,
+)
 
 
 def _fake_run(root: Path, name: str, config: dict, rows: list[dict[str, list[float]]]) -> Path:
@@ -59,10 +67,19 @@ def test_a_folder_of_runs_is_expanded_and_bad_paths_are_errors(tmp_path):
 
 
 def _is_png(path: Path) -> tuple[int, int]:
-    assert path.stat().st_size > 5000
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(path) as im:
         return im.size
+
+
+def _curves(ax) -> dict[str, np.ndarray]:
+    """label -> y data of each drawn curve (error-bar lines; horizontal lines as their level)."""
+    handles, labels = ax.get_legend_handles_labels()
+    out = {}
+    for h, label in zip(handles, labels):
+        line = h.lines[0] if hasattr(h, "lines") else h  # an errorbar container holds its data line first
+        out[label] = np.asarray(line.get_ydata(), float)
+    return out
 
 
 def test_plot_writes_a_png_from_two_tiny_runs(tmp_path, capsys):
@@ -75,9 +92,25 @@ def test_plot_writes_a_png_from_two_tiny_runs(tmp_path, capsys):
     assert f"wrote {out} (2 run(s))" in capsys.readouterr().out
     w, h = _is_png(out)
     assert w > 400 and h > 300
+    # What the reader sees: the DAgger curve (one point per iteration, the mean of its 2 seeds), a BC line
+    # at BC's return and the expert's line at its data's return.
+    runs = find_runs([dagger, bc])
+    (ax,) = learning_curves_figure(runs).axes
+    assert ax.get_xlabel() == "DAgger iteration" and ax.get_ylabel() == "Eval_AverageReturn"
+    assert ax.get_title() == "CartPole-v1"
+    curves = _curves(ax)
+    assert len(curves) == 3
+    (dag_label,) = [k for k in curves if k.startswith("DAgger")]
+    np.testing.assert_allclose(curves[dag_label], learning_curve(find_runs([dagger]))[1])
+    (bc_label,) = [k for k in curves if k.startswith("BC")]
+    np.testing.assert_allclose(curves[bc_label], final_value(find_runs([bc]), "Eval_AverageReturn")[0])
+    (expert_label,) = [k for k in curves if k.startswith("expert")]
+    np.testing.assert_allclose(curves[expert_label], np.mean([p["reward"].sum() for p in paths]), rtol=1e-4)
 
-    hp = plot_hparam(find_runs([dagger, bc]), "num_agent_train_steps_per_iter", tmp_path / "hp.png")
-    _is_png(hp)
+    (ax,) = hparam_figure(runs, "num_agent_train_steps_per_iter").axes
+    assert ax.get_xlabel() == "num_agent_train_steps_per_iter"
+    assert sorted(k.split()[0] for k in _curves(ax)) == ["BC", "DAgger", "expert"]
+    _is_png(plot_hparam(runs, "num_agent_train_steps_per_iter", tmp_path / "hp.png"))
 
 
 def test_hparam_plot_checks_its_hyperparameter(tmp_path, capsys):
@@ -86,8 +119,10 @@ def test_hparam_plot_checks_its_hyperparameter(tmp_path, capsys):
         cfg = {"env_name": "Ant-v4", "algo": "bc", "exp_name": f"s{steps}", "num_agent_train_steps_per_iter": steps,
                "activation": "tanh"}
         runs.append(_fake_run(tmp_path, f"s{steps}", cfg, [_row([steps / 10], [1.0])]))
-    out = plot_hparam(find_runs(runs), "num_agent_train_steps_per_iter", tmp_path / "steps.png")
-    _is_png(out)
+    (ax,) = hparam_figure(find_runs(runs), "num_agent_train_steps_per_iter").axes
+    (line,) = [v for k, v in _curves(ax).items() if k.startswith("BC")]
+    np.testing.assert_allclose(line, [1.0, 10.0, 100.0])  # the final return at each value
+    assert ax.get_xscale() == "log"  # 10..1000 spans two decades
     assert main([*map(str, runs), "--hparam", "activation", "--out", str(tmp_path / "x.png")]) == 2
     assert "not a numeric config value" in capsys.readouterr().err
     assert main([*map(str, runs), "--metric", "Nope"]) == 2
@@ -99,9 +134,11 @@ def test_learning_curves_put_each_task_in_its_own_panel(tmp_path):
                    [_row([1.0], [0.5]), _row([2.0], [0.5])])
     d2 = _fake_run(tmp_path, "a", {"env_name": "Ant-v4", "algo": "dagger", "exp_name": "d"},
                    [_row([1.0], [0.5]), _row([2.0], [0.5])])
-    w_two, _ = _is_png(plot_learning_curves(find_runs([d1, d2]), tmp_path / "two.png"))
-    w_one, _ = _is_png(plot_learning_curves(find_runs([d1]), tmp_path / "one.png"))
-    assert w_two > 1.6 * w_one
+    fig = learning_curves_figure(find_runs([d1, d2]))
+    assert [ax.get_title() for ax in fig.axes] == ["Ant-v4", "Hopper-v4"]
+    for ax in fig.axes:
+        assert len(_curves(ax)) == 2  # its DAgger curve and its expert line, nothing of the other task
+    assert len(learning_curves_figure(find_runs([d1])).axes) == 1
 
 
 def test_pooled_runs_that_share_a_seed_are_refused():

@@ -15,9 +15,11 @@ import pytest
 from tiny_runs import cartpole_cfg, cartpole_expert, expert_data, metrics_without_time, run_logged
 
 import bcjax.train_loop
+from bcjax.config import explicit_flags
 from bcjax.errors import BcjaxError
-from bcjax.logger import read_metrics
-from bcjax.saved_run import explicit_flags, resume_config, resume_iteration, truncate_metrics
+from bcjax.logger import read_metrics, truncate_metrics
+from bcjax.resume_flags import resume_config
+from bcjax.saved_run import resume_iteration
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,10 +1,8 @@
-"""SAC: the tanh-Gaussian log-probability, critic learning, the exact CS285 export, and train_expert.py."""
+"""SAC: the tanh-Gaussian log-probability, critic learning, the exact CS285 export, and the expert training (scripts/train_expert.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import gymnasium as gym
 import jax
@@ -12,12 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from bcjax import expert_training
 from bcjax.checkpoint import checkpoint_steps
 from bcjax.expert import load_expert, save_expert
 from bcjax.sac import (
     SACConfig,
     create_sac_state,
-    deterministic_action,
     empty_buffer,
     export_cs285,
     host_act,
@@ -26,15 +24,6 @@ from bcjax.sac import (
     train_chunk,
 )
 from bcjax.safe_pickle import load_pickle
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _state(obs_dim=3, low=(-2.0,), high=(2.0,), hidden=(32, 32), seed=0, **kw):
@@ -92,7 +81,8 @@ def test_export_reproduces_mean_action_exactly(tmp_path):
     assert raw["nonlin_type"] == "tanh"
     assert sorted(raw["GaussianPolicy"]["hidden"]["FeedforwardNet"]) == ["layer_0", "layer_2", "layer_4"]
     expert = load_expert(path)
-    want = np.asarray(deterministic_action(state, jnp.asarray(obs)))
+    mean, _ = state.actor.apply_fn({"params": state.actor.params}, jnp.asarray(obs))  # the JAX actor itself
+    want = np.asarray(jnp.tanh(mean) * state.act_scale + state.act_bias)
     np.testing.assert_allclose(expert(obs), want, atol=2e-6)
     # The numpy actor used while training acts with the same mean action.
     np.testing.assert_allclose(host_act(host_actor_params(state), obs, None), want, atol=2e-6)
@@ -101,7 +91,7 @@ def test_export_reproduces_mean_action_exactly(tmp_path):
 
 
 def test_train_expert_runs_checkpoints_and_resumes(tmp_path, capsys):
-    mod = _script("train_expert")
+    mod = expert_training
     logdir = tmp_path / "run"
     args = ["--env_name", "Pendulum-v1", "--hidden", "16", "16", "--batch_size", "64", "--start_steps", "200",
             "--chunk", "50", "--eval_every", "200", "--eval_episodes", "1", "--ckpt_every", "200",
@@ -120,7 +110,7 @@ def test_train_expert_runs_checkpoints_and_resumes(tmp_path, capsys):
 
 
 def test_train_expert_bad_input_is_one_line(tmp_path, capsys):
-    mod = _script("train_expert")
+    mod = expert_training
     assert mod.main(["--env_name", "Pendulum-v1", "--logdir", str(tmp_path / "x"), "--resume", "--no_gpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --resume: no checkpoint") and "\n" not in err

@@ -4,6 +4,7 @@ embedded Ray (a summary with the right seeds, a failing trial beside a finished 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ from bcjax.errors import BcjaxError
 from bcjax.experts import bundled_expert_path
 from bcjax.logger import read_metrics
 from bcjax.sweep import auto_seeds_per_trial, build_trials, main, parse_grid, parse_seeds, seed_chunks, settings_of
+
+REPO = Path(__file__).resolve().parents[1]
 
 # Tiny Hopper runs on the bundled expert: each trial's work takes well under a second (JAX start-up aside).
 TINY = ["--env_name", "Hopper-v4", "--num_agent_train_steps_per_iter", "5", "--eval_batch_size", "20",
@@ -95,6 +98,12 @@ def _summary(out: Path) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
+def _run_dir(trial: dict) -> Path:
+    # The summary names run directories relative to the repository: it must not hold this machine's paths.
+    assert not Path(trial["run_dir"]).is_absolute()
+    return Path(os.path.normpath(REPO / trial["run_dir"]))
+
+
 @pytest.mark.slow
 def test_sweep_pools_seeds_across_trials_into_one_summary(tmp_path):
     """Seeds 1-3 packed 2 + 1: two trials on the embedded Ray, one group of 3 seeds in the summary."""
@@ -109,9 +118,9 @@ def test_sweep_pools_seeds_across_trials_into_one_summary(tmp_path):
     # The numbers agree with the trials' own bcjax run directories.
     finals = []
     for t in s["trials"]:
-        rows = read_metrics(t["run_dir"])
+        rows = read_metrics(_run_dir(t))
         assert [r["Iteration"] for r in rows] == [0, 1]
-        cfg = json.loads((Path(t["run_dir"]) / "config.json").read_text())
+        cfg = json.loads((_run_dir(t) / "config.json").read_text())
         assert (cfg["seed"], cfg["num_seeds"]) == (t["seeds"][0], len(t["seeds"]))
         finals += rows[-1]["per_seed"]["Eval_AverageReturn"]
     assert group["mean"] == pytest.approx(np.mean(finals)) and group["std"] == pytest.approx(np.std(finals))
@@ -139,7 +148,7 @@ def test_failing_trial_is_reported_and_a_resumed_sweep_skips_finished_ones(tmp_p
     assert bad["error"] == f"expert policy file not found: {later} (check --expert_policy_file)"
     assert f"`{bad['key']}`: failed: expert policy file not found" in (out / "summary.md").read_text()
     assert [g.get("n", 0) for g in s["groups"]] == [2, 0]
-    finished_run = Path(ok["run_dir"])
+    finished_run = _run_dir(ok)
     finished_result = (out / "tune" / ok["key"] / "result.json").read_text()
     stamp = (finished_run / "metrics.jsonl").stat().st_mtime_ns
 
@@ -150,7 +159,7 @@ def test_failing_trial_is_reported_and_a_resumed_sweep_skips_finished_ones(tmp_p
     assert [t["status"] for t in s["trials"]] == ["finished", "finished"]
     assert [g["n"] for g in s["groups"]] == [2, 2]
     # The finished trial did not run again: same run directory, untouched, same Tune results.
-    assert s["trials"][0]["run_dir"] == str(finished_run)
+    assert _run_dir(s["trials"][0]) == finished_run
     assert (finished_run / "metrics.jsonl").stat().st_mtime_ns == stamp
     assert list((out / "runs" / ok["key"]).glob("q1_*")) == [finished_run]
     assert (out / "tune" / ok["key"] / "result.json").read_text() == finished_result
@@ -180,3 +189,19 @@ def test_a_retried_trial_keeps_only_its_last_attempt(tmp_path):
     assert set(o.rows[0]) == {"Iteration", "Eval_AverageReturn", "per_seed"}  # Tune's bookkeeping dropped
     o = _outcome(trial, SimpleNamespace(path=str(tmp_path), error=None), "RUNNING")
     assert o.status == "unfinished"
+
+
+def test_repo_relative_names_no_machine_path():
+    from bcjax.sweep import REPO as repo
+    from bcjax.sweep import repo_relative
+
+    assert repo_relative(str(repo / "scripts" / "train.py")) == "scripts/train.py"
+    assert repo_relative(str(repo.parent / "shared" / "cs285" / "x.pkl")) == "../shared/cs285/x.pkl"
+    assert repo_relative("--seed") == "--seed"
+
+
+def test_results_json_holds_no_machine_paths():
+    text = (REPO / "docs" / "results.json").read_text()
+    commands = [c for c in json.loads(text)["bc"].values()]
+    assert commands and all(c["command"].startswith("scripts/train.py ") for c in commands)
+    assert " /" not in text and '": "/' not in text  # no absolute path anywhere in the file
