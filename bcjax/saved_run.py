@@ -25,7 +25,7 @@ from flax.training.train_state import TrainState
 
 from bcjax.buffer import RingBuffer
 from bcjax.checkpoint import checkpoint_steps, restore_checkpoint, restore_meta, save_checkpoint
-from bcjax.config import Config, config_dict, config_from_dict  # noqa: F401 - config_dict: train_loop's import
+from bcjax.config import Config, config_from_dict
 from bcjax.errors import BcjaxError
 from bcjax.policy import MLPPolicy
 
