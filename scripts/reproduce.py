@@ -143,6 +143,9 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="tiny settings, to check the script end to end")
     p.add_argument("--redraw", action="store_true", help="only redo tables and figures from OUT/results.json")
     p.add_argument("--address", default=None, help="an existing Ray cluster (auto, ray://HOST:10001); default: embedded")
+    p.add_argument("--only", default=None, metavar="TABLES",
+                   help="run only these tables' runs (comma-separated, of bc, dagger, beta, normalize, study, data) and "
+                        "report their wall time; writes no results page (a later full run resumes them)")
     p.add_argument("--max_concurrent", type=int, default=None, help="at most this many runs at once (1: one at a time)")
     args = p.parse_args()
     out = Path(args.out)
@@ -160,12 +163,21 @@ def main() -> None:
     try:
         t0 = time.time()
         runs = plan(args, collect_data(args, runs_dir))
+        if args.only:
+            kinds = args.only.split(",")
+            if unknown := sorted(set(kinds) - {kind for kind, _ in runs}):
+                sys.exit(f"error: --only {unknown[0]}: pick from bc, dagger, beta, normalize, study, data")
+            runs = {key: t for key, t in runs.items() if key[0] in kinds}
         outcomes = run_sweep(list(runs.values()), SweepOptions(runs_dir, args.address,
                                                                max_concurrent=args.max_concurrent, verbose=0))
         total_wall = time.time() - t0
+        print(f"{len(runs)} runs in {total_wall:.0f} s (sum of the runs' own wall times: "
+              f"{sum(o.wall_s for o in outcomes):.0f} s)", flush=True)
         failed = [o for o in outcomes if o.status != "finished"]
         if failed:
             sys.exit("error: " + "; ".join(f"{o.trial.key} {o.status}: {o.error or ''}" for o in failed))
+        if args.only:
+            return
         summary = summarize_groups(outcomes)
         write_summary(outcomes, runs_dir.resolve(), summary=summary)
     except BcjaxError as e:
