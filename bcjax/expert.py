@@ -17,7 +17,7 @@ import numpy as np
 
 from bcjax.atomic_file import write_atomic
 from bcjax.errors import BcjaxError
-from bcjax.np_mlp import NP_ACTIVATIONS, mlp_forward
+from bcjax.numpy_policy import NumpyExpert
 from bcjax.obs_layout import obs_map
 from bcjax.safe_pickle import as_array, finite, load_pickle
 
@@ -25,8 +25,6 @@ NONLINEARITIES: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": jnp.tanh,
     "lrelu": partial(jax.nn.leaky_relu, negative_slope=0.01),
 }
-
-NP_NONLINEARITIES = {"tanh": NP_ACTIVATIONS["tanh"], "lrelu": NP_ACTIVATIONS["leaky_relu"]}
 
 # Relabelling runs on batches of varying length; padding them to whole chunks
 # keeps one compiled shape for the whole run.
@@ -67,20 +65,12 @@ class ExpertPolicy:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_fn", jax.jit(partial(expert_mean_action, nonlin=self.nonlin)))
         object.__setattr__(self, "_map", obs_map(self.task) if self.task else None)
+        # The same function in numpy, picklable (no JAX): for per-step rollouts and rollout workers.
+        object.__setattr__(self, "mean_action_np", NumpyExpert(self.params, self.nonlin, self.task))
 
     def for_task(self, env_name: str) -> "ExpertPolicy":
         """This expert reading `env_name`'s observations (mapped to the v4 layout where a v5 task changed it)."""
         return dataclasses.replace(self, task=env_name)
-
-    def mean_action_np(self, obs: np.ndarray) -> np.ndarray:
-        """`__call__` in numpy (no JAX): for per-step rollouts, where a jitted call costs more than the step."""
-        obs = np.asarray(obs, np.float32)
-        if self._map is not None:
-            obs = self._map(obs)
-        in_dim, d = self.obs_dim, obs.shape[-1]
-        obs = np.pad(obs, ((0, 0), (0, in_dim - d))) if d < in_dim else obs[:, :in_dim]
-        p = self.params
-        return mlp_forward((obs - p["obs_mean"]) / p["obs_std"], p["hidden"], p["out"], NP_NONLINEARITIES[self.nonlin])
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         """Mean actions for a (B, obs_dim) batch; obs of another size is padded or truncated."""

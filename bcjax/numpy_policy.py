@@ -48,3 +48,31 @@ def numpy_actor(spec: PolicySpec, params: dict[str, Any],
         return out + std * rng.standard_normal(out.shape, dtype=np.float32)
 
     return actor
+
+
+EXPERT_NONLINEARITIES = {"tanh": NP_ACTIVATIONS["tanh"], "lrelu": NP_ACTIVATIONS["leaky_relu"]}  # CS285's names
+
+
+class NumpyExpert:
+    """A CS285 expert's mean action in plain numpy: picklable and JAX-free, so a rollout worker can run it
+    (beta-mixed DAgger), and cheaper than a jitted call for the per-step batches of a rollout."""
+
+    def __init__(self, params: dict[str, Any], nonlin: str, task: str | None = None) -> None:
+        self.obs_mean, self.obs_std = np.asarray(params["obs_mean"]), np.asarray(params["obs_std"])
+        self.hidden = [(np.asarray(w), np.asarray(b)) for w, b in params["hidden"]]
+        self.out = tuple(np.asarray(x) for x in params["out"])
+        self.nonlin, self.task = nonlin, task
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        from bcjax.obs_layout import obs_map
+
+        obs = np.asarray(obs, np.float32)
+        layout = obs_map(self.task) if self.task else None
+        if layout is not None:
+            obs = layout(obs)
+        in_dim, d = self.obs_mean.shape[-1], obs.shape[-1]
+        # Pad with zeros or truncate to the expert's input size, as the homework does (Ant: 27 -> 111).
+        obs = np.pad(obs, ((0, 0), (0, in_dim - d))) if d < in_dim else obs[:, :in_dim]
+        return mlp_forward((obs - self.obs_mean) / self.obs_std, self.hidden, self.out,
+                           EXPERT_NONLINEARITIES[self.nonlin])
+

@@ -160,14 +160,9 @@ class MixedActor:
     `steps` and `expert_steps` count the rows acted on and those the expert drove.
     """
 
-    def __init__(self, policy: Actor | None, expert: Actor, beta: float, rng: np.random.Generator) -> None:
+    def __init__(self, policy: Actor, expert: Actor, beta: float, rng: np.random.Generator) -> None:
         self.policy, self.expert, self.beta, self.rng = policy, expert, beta, rng
         self.steps = self.expert_steps = 0
-
-    def around(self, policy: Actor) -> "MixedActor":
-        """This mixing around `policy` (the actor a rollout task builds)."""
-        self.policy = policy
-        return self
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         acs = self.policy(obs)

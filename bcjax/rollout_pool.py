@@ -42,6 +42,16 @@ class RolloutTask:
     rng_state: dict | None  # a PCG64 state (noise), or None: the policy's mode
     min_steps: int
     ep_len: int
+    mix: Mixing | None = None  # beta-mixed DAgger: the expert drives some steps
+
+
+@dataclass(frozen=True)
+class Mixing:
+    """Each step's action is the expert's with probability `beta` (draws seeded by `draw_seed`)."""
+
+    expert: Callable[[np.ndarray], np.ndarray]  # picklable and JAX-free, e.g. ExpertPolicy.mean_action_np
+    beta: float
+    draw_seed: int
 
 
 @dataclass
@@ -49,6 +59,7 @@ class RolloutResult:
     paths: list[dict[str, np.ndarray]]
     steps: int  # env steps taken
     rng_state: dict | None  # the noise generator's state afterwards (evaluation continues collection's stream)
+    expert_steps: int = 0  # steps the expert drove (beta-mixing)
 
 
 class _Envs:
@@ -72,10 +83,9 @@ class _Envs:
         self._envs.clear()
 
 
-def run_task(task: RolloutTask, envs: _Envs, wrap: Callable[[Callable], Callable] | None = None) -> RolloutResult:
-    """The one implementation of a rollout task, here or in a worker; `wrap` (in-process only) wraps the
-    task's actor, e.g. in beta-mixing with the expert."""
-    from bcjax.rollout import sample_trajectories
+def run_task(task: RolloutTask, envs: _Envs) -> RolloutResult:
+    """The one implementation of a rollout task, here or in a worker."""
+    from bcjax.rollout import MixedActor, sample_trajectories
 
     rng = None
     if task.rng_state is not None:
@@ -84,8 +94,11 @@ def run_task(task: RolloutTask, envs: _Envs, wrap: Callable[[Callable], Callable
     env = envs.get(task)
     env.reset(seed=task.env_seed)
     actor = numpy_actor(task.spec, task.params, rng)
-    paths, steps = sample_trajectories(env, wrap(actor) if wrap else actor, task.min_steps, task.ep_len)
-    return RolloutResult(paths, steps, None if rng is None else rng.bit_generator.state)
+    if task.mix is not None:  # its own draws: the policy's noise stream is the same as without mixing
+        actor = MixedActor(actor, task.mix.expert, task.mix.beta, np.random.default_rng(task.mix.draw_seed))
+    paths, steps = sample_trajectories(env, actor, task.min_steps, task.ep_len)
+    return RolloutResult(paths, steps, None if rng is None else rng.bit_generator.state,
+                         actor.expert_steps if task.mix is not None else 0)
 
 
 def default_workers() -> int:
@@ -153,16 +166,12 @@ class RolloutPool:
     def submit(self, task: RolloutTask) -> Future:
         fut: Future = Future()
         if self.workers == 0:
-            fut.set_result(self.run_here(task))
+            fut.set_result(run_task(task, self._local))
         elif self._broken is not None:
             fut.set_exception(WorkerDied(self._broken))
         else:
             self._tasks.put((task, fut))
         return fut
-
-    def run_here(self, task: RolloutTask, wrap: Callable[[Callable], Callable] | None = None) -> RolloutResult:
-        """`task` run in this process, its envs kept for the next; `wrap` wraps its actor (e.g. beta-mixing)."""
-        return run_task(task, self._local, wrap)
 
     def _serve(self, proc: subprocess.Popen) -> None:
         # One thread per worker: hand it a task, wait for its answer, repeat.

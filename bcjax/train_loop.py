@@ -33,8 +33,8 @@ from bcjax.logger import BETA_METRICS, METRICS, RunLogger
 from bcjax.perf import compile_totals, peak_rss_mib
 from bcjax.policy import MLPPolicy, host_actor, policy_spec
 from bcjax.progress import Progress, bars_wanted, summary_line
-from bcjax.rollout import MixedActor, Trajectory, beta_at, episode_stats
-from bcjax.rollout_pool import RolloutPool, RolloutResult, RolloutTask, WorkerDied, default_workers
+from bcjax.rollout import Trajectory, beta_at, episode_stats
+from bcjax.rollout_pool import Mixing, RolloutPool, RolloutResult, RolloutTask, WorkerDied, default_workers
 from bcjax.saved_run import LoopState, restore_resume, save_policy, save_resume
 from bcjax.stop_signal import Stopped, check_stop
 from bcjax.update import compile_trainer, create_train_states, with_obs_stats
@@ -135,11 +135,12 @@ class Run:
     start: float  # the run's clock (a resumed run's starts in the past)
     seeds_on: Any  # the seed axis's sharding over local devices, or None (one device)
 
-    def task(self, kind: str, k: int, params_np: Any, env_seed: int, rng_state: dict | None, steps: int) -> RolloutTask:
+    def task(self, kind: str, k: int, params_np: Any, env_seed: int, rng_state: dict | None, steps: int,
+             mix: Mixing | None = None) -> RolloutTask:
         # Every task reseeds its env from seed k's key stream: it depends on nothing else.
         return RolloutTask(kind, k, self.cfg.env_name, self.cfg.num_envs, self.cfg.vector_mode,
                            policy_spec(self.policy), _seed_params(params_np, k), env_seed, rng_state, steps,
-                           self.ep_len)
+                           self.ep_len, mix)
 
 
 @dataclass
@@ -170,20 +171,17 @@ def collect(run: Run, itr: int, params_np: Any, roll_keys: jax.Array, expert_pat
         ones = [1.0] * k_seeds
         return Collected([expert_paths] * k_seeds, np.zeros(k_seeds, np.int64), rng_states,
                          {"Train_Beta": ones, "Train_ExpertStepFraction": ones} if mixing else {})
-    tasks = [run.task("collect", k, params_np, _env_seed(roll_keys[k], ENV_COLLECT), rng_states[k], cfg.batch_size)
-             for k in range(k_seeds)]
+    mix = [None] * k_seeds
+    if mixing:  # the expert drives some steps, on draws of their own: `none` consumes none
+        beta = beta_at(cfg.beta_schedule, itr, 1.0 if cfg.beta0 is None else cfg.beta0, cfg.beta_decay or 1.0,
+                       cfg.beta_iters or 1)
+        mix = [Mixing(run.expert.mean_action_np, beta, _env_seed(roll_keys[k], BETA_DRAWS)) for k in range(k_seeds)]
+    tasks = [run.task("collect", k, params_np, _env_seed(roll_keys[k], ENV_COLLECT), rng_states[k], cfg.batch_size,
+                      mix[k]) for k in range(k_seeds)]
     with run.progress.phase(f"itr {itr} collect", cfg.batch_size * k_seeds) as tick:
-        if not mixing:
-            results = wait_all([run.pool.submit(t) for t in tasks], tick, cfg.batch_size)
-            stats: dict[str, list[float]] = {}
-        else:  # the expert acts too: in this process (workers hold no expert), through the same task code
-            beta = beta_at(cfg.beta_schedule, itr, 1.0 if cfg.beta0 is None else cfg.beta0, cfg.beta_decay or 1.0,
-                           cfg.beta_iters or 1)
-            mixed = [MixedActor(None, run.expert.mean_action_np, beta,  # own draws: `none` consumes none
-                                np.random.default_rng(_env_seed(roll_keys[k], BETA_DRAWS))) for k in range(k_seeds)]
-            results = [run.pool.run_here(t, wrap=mixed[t.seed_index].around) for t in tasks]
-            tick(cfg.batch_size * k_seeds)
-            stats = {"Train_Beta": [beta] * k_seeds, "Train_ExpertStepFraction": [m.expert_steps / m.steps for m in mixed]}
+        results = wait_all([run.pool.submit(t) for t in tasks], tick, cfg.batch_size)
+    stats = {"Train_Beta": [beta] * k_seeds, "Train_ExpertStepFraction": [r.expert_steps / r.steps for r in results]
+             } if mixing else {}
     return Collected([r.paths for r in results], np.array([r.steps for r in results]), [r.rng_state for r in results],
                      stats)
 

@@ -101,3 +101,16 @@ def test_bad_beta_flags(argv, msg):
 def test_good_beta_flags():
     cfg = parse_config(["--algo", "dagger", "--beta_schedule", "exponential", "--beta_decay", "0.5"])
     assert (cfg.beta_schedule, cfg.beta0, cfg.beta_decay) == ("exponential", None, 0.5)
+
+
+def test_beta_mixed_collection_in_workers_equals_in_process(tmp_path):
+    """The expert travels to the rollout workers (numpy, picklable): same trajectories as in this process."""
+    expert = _expert()
+    paths = expert_data("Hopper-v4", expert.mean_action_np, ep_len=30)
+    cfg = hopper_cfg(tmp_path, n_iter=3, num_seeds=2, beta_schedule="linear", beta_iters=3)
+    here = train(cfg.replace(rollout_workers=0), expert, paths)
+    pooled = train(cfg.replace(rollout_workers=2), expert, paths)
+    drop = ("TimeSinceStart",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in here.rows] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in pooled.rows]
+    assert 0 < pooled.rows[1]["Train_ExpertStepFraction"][0] < 1
