@@ -370,7 +370,8 @@ def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
                 row = iteration_row(got, envsteps, loss_history[-1][:, -1], initial_return,
                                     fit_stats(params_np, train_metrics, info.discrete))
                 times = {k: v - before.get(k, 0.0) for k, v in timings.items()}
-                evals.add(evaluate(run, itr, params_np, roll_keys, got.rng_states, row, times))
+                # (with --rollout_workers 0 the evaluation runs here, at once)
+                evals.add(timed("evaluation", evaluate, run, itr, params_np, roll_keys, got.rng_states, row, times))
 
             # Record: a video of seed 0 (the policy that collected this iteration's data, none at
             # iteration 0, as in CS285, and the updated policy), on its own seeds so a run with video
@@ -389,7 +390,7 @@ def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
             evals.flush(wait=True)  # what finished still gets logged when the run stops with a clear error
         raise
     evals.flush(wait=True)
-    timings["evaluation"] = evals.waited
+    timings["evaluation"] += evals.waited  # the time the loop stood waiting for evaluations
     timings["compile"] = compile_totals()[0] - compile_start
     timings["total"] = time.time() - start
     return RunResult(policy=policy, states=states, buffers=buffers, rows=evals.rows, losses=loss_history,

@@ -154,6 +154,7 @@ def main() -> None:
     p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
     p.add_argument("--out", type=Path, default=_common.RESULTS / "e2e.json")
     args = p.parse_args()
+    args.cs285 = args.cs285.resolve()  # the homework runs from its own directory
     cases = args.cases.split(",")
     if unknown := [c for c in cases if c not in CASES]:
         raise SystemExit(f"unknown case {unknown[0]}: pick from {', '.join(CASES)}")
