@@ -145,7 +145,7 @@ def main() -> None:
     p.add_argument("--address", default=None, help="an existing Ray cluster (auto, ray://HOST:10001); default: embedded")
     p.add_argument("--only", default=None, metavar="TABLES",
                    help="run only these tables' runs (comma-separated, of bc, dagger, beta, normalize, study, data) and "
-                        "report their wall time; writes no results page (a later full run resumes them)")
+                        "report their wall time; writes no results page (default --runs: runs/reproduce_only_TABLES)")
     p.add_argument("--max_concurrent", type=int, default=None, help="at most this many runs at once (1: one at a time)")
     args = p.parse_args()
     out = Path(args.out)
@@ -158,7 +158,10 @@ def main() -> None:
         sys.exit(f"error: no CS285 files in {args.shared}: pass --shared DIR holding experts/ and expert_data/")
     if args.quick:
         args.seeds, args.eval_batch_size = 2, 300
-    runs_dir = Path(args.runs or REPO / "runs" / ("reproduce_quick" if args.quick else "reproduce"))
+    default = "reproduce_quick" if args.quick else "reproduce"
+    if args.only:  # a sweep of other trials: Tune resumes only the same set, so it gets its own folder
+        default += "_only_" + args.only.replace(",", "_")
+    runs_dir = Path(args.runs or REPO / "runs" / default)
     out.mkdir(parents=True, exist_ok=True)
     try:
         t0 = time.time()
