@@ -351,12 +351,13 @@ def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
         timings[phase] += time.time() - t
         return out
 
+    params_np = _host(states.params)  # the policy the next iteration collects with, on the host
     try:
         for itr in range(first_itr, cfg.n_iter):
             before = dict(timings)
             keys = jax.vmap(lambda k: jax.random.split(k, 3))(loop_keys)
             loop_keys, train_keys, roll_keys = keys[:, 0], keys[:, 1], keys[:, 2]
-            collect_params = _host(states.params)
+            collect_params = params_np
 
             got = timed("collection", collect, run, itr, collect_params, roll_keys, expert_paths)
             envsteps += got.steps  # every step taken

@@ -107,8 +107,8 @@ def jax_variants(obs: np.ndarray, acs: np.ndarray, steps: int, lr: float, seeds:
 
         def run(trainer=trainer, state=state, keys=keys, dev_obs=dev_obs, dev_acs=dev_acs, sizes=sizes, k=k) -> float:
             def call() -> None:
-                state["s"], losses = trainer(state["s"], keys, dev_obs, dev_acs, sizes)
-                losses.block_until_ready()
+                state["s"], metrics = trainer(state["s"], keys, dev_obs, dev_acs, sizes)
+                jax.block_until_ready(metrics)
             return k * steps / _common.timed(call)
 
         run()  # first call: allocations, caches
