@@ -32,9 +32,9 @@ def bench_env(env_name: str, args: argparse.Namespace) -> list[dict]:
     """All variants on one task, interleaved."""
     import jax
 
-    from bcjax.envs import env_info, make_env, make_vector_env
-    from bcjax.policy import MLPPolicy, apply, host_actor, init_params
-    from bcjax.rollout import sample_trajectories
+    from bcjax.acting.envs import env_info, make_env, make_vector_env
+    from bcjax.acting.rollout import sample_trajectories
+    from bcjax.core.model import MLPPolicy, apply, host_actor, init_params
 
     results = []
     env = make_env(env_name, seed=0)
@@ -122,7 +122,7 @@ def main() -> None:
     p.add_argument("--out", default=str(_common.RESULTS / "rollout.json"))
     args = p.parse_args()
     if args.cpu_threads:
-        from bcjax.perf import limit_cpu_threads
+        from bcjax.run.perf import limit_cpu_threads
 
         limit_cpu_threads(args.cpu_threads)
     results = [r for env_name in ENVS for r in bench_env(env_name, args)]

@@ -45,7 +45,7 @@ def _noop(config: dict) -> None:
 def overhead(args: argparse.Namespace, tmp: Path) -> dict:
     from ray import tune
 
-    from bcjax.sweep import SweepOptions, build_trials, run_sweep, start_ray
+    from bcjax.sweeps.sweep import SweepOptions, build_trials, run_sweep, start_ray
 
     start_ray(None)
 

@@ -89,8 +89,8 @@ def jax_variants(obs: np.ndarray, acs: np.ndarray, steps: int, lr: float, seeds:
     import jax
     import jax.numpy as jnp
 
-    from bcjax.policy import MLPPolicy
-    from bcjax.update import compile_trainer, create_train_states
+    from bcjax.core.model import MLPPolicy
+    from bcjax.core.update import compile_trainer, create_train_states
 
     policy = MLPPolicy(act_dim=acs.shape[1])
     variants, compile_s = {}, {}
@@ -127,7 +127,7 @@ def main() -> None:
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/update_cpu<N>.json)")
     args = p.parse_args()
     if args.cpu_threads:
-        from bcjax.perf import limit_cpu_threads
+        from bcjax.run.perf import limit_cpu_threads
 
         limit_cpu_threads(args.cpu_threads)
     try:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
 
-from bcjax.evaluate import main
+from bcjax.run.evaluate import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,7 +10,7 @@ Runs, with the CS285 sample experts and data and the homework defaults
   5. BC with --normalize_obs on each task;
   6. BC on Ant-v4 vs the number of expert trajectories (1 to 24, collected from the
      bundled expert with scripts/collect_expert_data.py).
-Each run is one trial of one sweep (bcjax.sweep): an embedded Ray runs as many at
+Each run is one trial of one sweep (bcjax.sweeps.sweep): an embedded Ray runs as many at
 once as the machine has cores (--address: an existing Ray cluster). Writes
 docs/results.json (every number with its run directory, command and wall time),
 docs/results_tables.md and the PNG figures; the sweep's own summary (summary.md,
@@ -35,9 +35,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bcjax.data.bundled import bundled_expert_path  # noqa: E402
 from bcjax.errors import BcjaxError  # noqa: E402
-from bcjax.experts import bundled_expert_path  # noqa: E402
-from bcjax.sweep import (  # noqa: E402
+from bcjax.sweeps.sweep import (  # noqa: E402
     Outcome,
     SweepOptions,
     Trial,
@@ -233,7 +233,7 @@ def render_tables(results: dict) -> str:
 
 def make_figures(results: dict, out: Path) -> None:
     """The homework's figure 2 per task (DAgger curve, BC and expert lines) and the BC study plot."""
-    from bcjax.plots import load_run, plot_hparam, plot_learning_curves
+    from bcjax.run.plots import load_run, plot_hparam, plot_learning_curves
 
     k = results["seeds"]
     for task in results["dagger"]:

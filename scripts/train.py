@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
 
-from bcjax.cli import main  # noqa: E402
+from bcjax.run.main import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

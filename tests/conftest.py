@@ -63,9 +63,9 @@ def write_pickle(path: Path, obj: object) -> Path:
 @pytest.fixture(scope="session")
 def bundled_hopper_files(tmp_path_factory):
     """bcjax's own Hopper expert and 2 trajectories of it: what a fresh clone has without ../shared."""
-    from bcjax.expert import load_expert
-    from bcjax.expert_data import collect_expert_paths, save_expert_data
-    from bcjax.experts import bundled_expert_path
+    from bcjax.data.bundled import bundled_expert_path
+    from bcjax.data.expert import load_expert
+    from bcjax.data.expert_data import collect_expert_paths, save_expert_data
 
     expert_file = bundled_expert_path("Hopper-v4")
     data_file = tmp_path_factory.mktemp("bundled") / "expert_data_Hopper-v4.pkl"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bcjax.config import parse_config
-from bcjax.envs import make_env
+from bcjax.acting.envs import make_env
+from bcjax.acting.rollout import MixedActor, beta_at, sample_trajectory
+from bcjax.data.expert import ExpertPolicy, expert_params_from_dict
 from bcjax.errors import BcjaxError
-from bcjax.expert import ExpertPolicy, expert_params_from_dict
-from bcjax.rollout import MixedActor, beta_at, sample_trajectory
-from bcjax.train_loop import train
+from bcjax.run.config import parse_config
+from bcjax.run.driver import train
 from tests.conftest import make_expert_dict
 from tests.tiny_runs import expert_data, hopper_cfg
 

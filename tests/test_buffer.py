@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bcjax.buffer import FIELDS, RingBuffer
+from bcjax.core.buffer import FIELDS, RingBuffer
 
 
 def _rows(start: int, n: int) -> dict:
@@ -42,7 +42,7 @@ def test_the_update_samples_only_stored_rows():
     import jax
     import jax.numpy as jnp
 
-    from bcjax.update import minibatch_indices
+    from bcjax.core.update import minibatch_indices
 
     buf = RingBuffer(capacity=100, obs_dim=2, act_shape=(1,))
     buf.add(_rows(1, 10))  # 90 rows are still zeros

@@ -14,12 +14,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bcjax.buffer import RingBuffer
-from bcjax.checkpoint import checkpoint_steps, restore_checkpoint
-from bcjax.config import Config, config_dict
+from bcjax.core.buffer import RingBuffer
+from bcjax.core.model import MLPPolicy
+from bcjax.core.update import create_train_states, train_fused
 from bcjax.errors import BcjaxError
-from bcjax.policy import MLPPolicy
-from bcjax.saved_run import (
+from bcjax.run.checkpoint import checkpoint_steps, restore_checkpoint
+from bcjax.run.config import Config, config_dict
+from bcjax.run.saved_run import (
     RESUME_DIR,
     LoopState,
     load_policy,
@@ -27,7 +28,6 @@ from bcjax.saved_run import (
     save_policy,
     save_resume,
 )
-from bcjax.update import create_train_states, train_fused
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -136,7 +136,7 @@ def test_resume_into_a_different_shape_is_a_clear_error(tmp_path):
 
 _SAVER = """
 import sys, numpy as np
-from bcjax.checkpoint import save_checkpoint
+from bcjax.run.checkpoint import save_checkpoint
 d = sys.argv[1]
 for step in range(10_000):
     save_checkpoint(d, step, {"x": np.full((16_000_000,), step, np.float32)}, {"step": step}, max_to_keep=1)
@@ -164,10 +164,10 @@ def test_a_run_killed_while_saving_keeps_a_readable_checkpoint(tmp_path):
 
 _SAVE_ON_DEVICE_1 = """
 import dataclasses, sys, jax, jax.numpy as jnp
-from bcjax.config import Config
-from bcjax.policy import MLPPolicy
-from bcjax.saved_run import save_policy
-from bcjax.update import create_train_states
+from bcjax.run.config import Config
+from bcjax.core.model import MLPPolicy
+from bcjax.run.saved_run import save_policy
+from bcjax.core.update import create_train_states
 states = create_train_states(MLPPolicy(act_dim=3, size=16), jnp.stack([jax.random.PRNGKey(0)]), 11, 1e-3)
 states = jax.device_put(states, jax.devices()[1])
 meta = {"config": dataclasses.asdict(Config(size=16)), "env_name": "Hopper-v4", "obs_dim": 11, "act_dim": 3,

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from conftest import make_expert_dict, write_pickle
 
-from bcjax.cli import main
-from bcjax.logger import METRICS, read_metrics
+from bcjax.run.logger import METRICS, read_metrics
+from bcjax.run.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -130,9 +130,9 @@ def test_bc_from_expert_data_alone_needs_no_expert(files, capsys):
 
 
 def test_an_expert_that_does_not_fit_its_data_is_refused(tmp_path, capsys):
-    from bcjax.expert import load_expert
-    from bcjax.expert_data import collect_expert_paths, save_expert_data
-    from bcjax.experts import bundled_expert_path
+    from bcjax.data.bundled import bundled_expert_path
+    from bcjax.data.expert import load_expert
+    from bcjax.data.expert_data import collect_expert_paths, save_expert_data
 
     # Data from the bundled Hopper expert, then a random expert claiming to have made it.
     data = collect_expert_paths(load_expert(bundled_expert_path("Hopper-v4")), "Hopper-v4", 1, 0, ep_len=200)
@@ -164,7 +164,7 @@ def test_help_states_every_default():
 def test_every_config_field_is_a_flag_with_its_default_in_help():
     import dataclasses
 
-    from bcjax.config import Config, build_parser
+    from bcjax.run.config import Config, build_parser
 
     out = " ".join(build_parser().format_help().split())
     for f in dataclasses.fields(Config):
@@ -172,7 +172,7 @@ def test_every_config_field_is_a_flag_with_its_default_in_help():
     for short in ("-epf", "-ed", "-env", "-exp", "-n", "-lr", "-ngpu", "--do_dagger"):
         assert short in out
     assert vars(build_parser().parse_args([]))["learning_rate"] == Config.learning_rate
-    from bcjax.config import flag_options
+    from bcjax.run.config import flag_options
 
     opts = flag_options()
     assert opts["-lr"] == ("learning_rate", False) and opts["--quiet"] == ("quiet", True)
@@ -180,7 +180,7 @@ def test_every_config_field_is_a_flag_with_its_default_in_help():
 
 
 def test_explicit_flags_are_only_those_given():
-    from bcjax.config import explicit_flags
+    from bcjax.run.config import explicit_flags
 
     assert explicit_flags(["--resume", "r", "-n", "3", "--quiet"]) == {"resume": "r", "n_iter": 3, "quiet": True}
     assert explicit_flags([]) == {}
@@ -192,8 +192,8 @@ def test_explicit_flags_are_only_those_given():
     ({"CUDA_VISIBLE_DEVICES": "3"}, ["--which_gpu", "1"], "1"),  # a given --which_gpu wins
 ])
 def test_which_gpu_and_cuda_visible_devices(monkeypatch, env, argv, want):
-    from bcjax.cli import _select_device, resolve_config
-    from bcjax.config import explicit_flags
+    from bcjax.run.config import explicit_flags
+    from bcjax.run.main import _select_device, resolve_config
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     for k, v in env.items():

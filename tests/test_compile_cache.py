@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from bcjax.compile_cache import cache_dir
+from bcjax.run.compile_cache import cache_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
 # A program no other test compiles, then what this process knows of the cache.
 TINY = """
 import sys
-from bcjax.compile_cache import cache_hits, enable_compile_cache
+from bcjax.run.compile_cache import cache_hits, enable_compile_cache
 print("dir", enable_compile_cache(sys.argv[1] == "on"))
 import jax, jax.numpy as jnp
 print("value", float(jax.jit(lambda x: (jnp.cos(x) * 3.25).sum())(jnp.arange(7.0))))
@@ -89,7 +89,7 @@ def test_train_fills_the_cache_unless_told_not_to(tmp_path):
     flags = ["--env_name", "Hopper-v4", "--expert_data_trajectories", "1", "--num_agent_train_steps_per_iter", "3",
              "--eval_batch_size", "20", "--ep_len", "20", "--video_log_freq", "-1", "--quiet",
              "--rollout_workers", "0", "--logdir", str(tmp_path / "runs")]
-    code = "import sys; from bcjax.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from bcjax.run.main import main; sys.exit(main(sys.argv[1:]))"
     on = _run(tmp_path / "on", *flags, code=code)
     assert "time (s):" in on.stdout and _files(tmp_path / "on")
     off = _run(tmp_path / "off", "--no_compile_cache", *flags, code=code)

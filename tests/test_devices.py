@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from bcjax.devices import seed_device_count, seed_sharding, shard_seeds
+from bcjax.core.devices import seed_device_count, seed_sharding, shard_seeds
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[3])
 import jax, numpy as np
 from tiny_runs import expert_data, hopper_cfg, metrics_without_time, run_logged
-from bcjax.expert import load_expert
-from bcjax.experts import bundled_expert_path
+from bcjax.data.expert import load_expert
+from bcjax.data.bundled import bundled_expert_path
 expert = load_expert(bundled_expert_path("Hopper-v4")).for_task("Hopper-v4")
 cfg = hopper_cfg(Path(sys.argv[1]), num_seeds=2, rollout_workers=0, per_step_updates=sys.argv[2] == "per_step")
 run_dir, result = run_logged(cfg, expert, expert_data("Hopper-v4", expert, ep_len=30))

@@ -8,10 +8,10 @@ import jax
 import pytest
 from tiny_runs import cartpole_cfg, cartpole_expert, expert_data, hopper_cfg, hopper_expert, run_logged
 
-from bcjax.envs import make_env
-from bcjax.evaluate import evaluate_run, main
-from bcjax.policy import host_actor
-from bcjax.rollout import sample_n_trajectories
+from bcjax.acting.envs import make_env
+from bcjax.acting.rollout import sample_n_trajectories
+from bcjax.core.model import host_actor
+from bcjax.run.evaluate import evaluate_run, main
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def hopper_run(tmp_path):
 def test_evaluate_writes_the_first_episode_as_video(hopper_run, tmp_path, capsys):
     import imageio.v2 as imageio
 
-    from bcjax.gl import configure_gl, gl_problem
+    from bcjax.acting.gl import configure_gl, gl_problem
 
     problem = gl_problem(configure_gl())
     if problem:

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from conftest import cs285_file, make_expert_dict, write_pickle
 
-from bcjax.envs import make_env
+from bcjax.acting.envs import make_env
+from bcjax.acting.rollout import sample_n_trajectories
+from bcjax.data.expert import load_expert
+from bcjax.data.expert_data import load_expert_data
+from bcjax.data.safe_pickle import load_pickle
 from bcjax.errors import BcjaxError
-from bcjax.expert import load_expert
-from bcjax.expert_data import load_expert_data
-from bcjax.rollout import sample_n_trajectories
-from bcjax.safe_pickle import load_pickle
 
 
 def numpy_forward(d: dict, obs: np.ndarray) -> np.ndarray:

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bcjax.cli import main as train_main
-from bcjax.envs import env_info, make_env
+from bcjax.acting.envs import env_info, make_env
+from bcjax.data.bundled import bundled_expert_path, bundled_records
+from bcjax.data.expert import load_expert
+from bcjax.data.expert_data import collect_expert_paths, load_expert_data
 from bcjax.errors import BcjaxError
-from bcjax.expert import load_expert
-from bcjax.expert_data import collect_expert_paths, load_expert_data
-from bcjax.experts import bundled_expert_path, bundled_records
+from bcjax.run.main import main as train_main
 
 RECORDS = bundled_records()
 
@@ -89,7 +89,7 @@ def test_zero_flag_dagger_run_end_to_end(tmp_path, capsys):
 def test_dagger_improves_over_bc_with_the_bundled_expert(tmp_path, capsys):
     """The headline, with no expert flags (what a fresh clone runs): BC from the bundled expert's data learns
     to hop, and DAgger's later iterations beat that BC policy (iteration 0)."""
-    from bcjax.logger import read_metrics
+    from bcjax.run.logger import read_metrics
 
     assert train_main(["--algo", "dagger", "--env_name", "Hopper-v4", "--n_iter", "3", "--num_seeds", "2",
                        "--eval_batch_size", "2000", "--video_log_freq", "-1", "--logdir", str(tmp_path),

@@ -22,17 +22,17 @@ import numpy as np
 import pytest
 from conftest import cs285_file, make_expert_dict, write_pickle
 
-from bcjax.atomic_file import append_line, check_writable_dir, write_atomic
-from bcjax.checkpoint import CHECKSUM_FILE, checkpoint_steps, restore_checkpoint, save_checkpoint, step_problem
-from bcjax.config import Config, config_dict
+from bcjax.data.expert import expert_params_from_dict, load_expert
+from bcjax.data.expert_data import load_expert_data
+from bcjax.data.files import append_line, check_writable_dir, write_atomic
+from bcjax.data.safe_pickle import memory_budget
 from bcjax.errors import BcjaxError
-from bcjax.expert import expert_params_from_dict, load_expert
-from bcjax.expert_data import load_expert_data
-from bcjax.logger import RunLogger, read_metrics, truncate_metrics
-from bcjax.resume_flags import resume_config
-from bcjax.run_lock import RunLock
-from bcjax.safe_pickle import memory_budget
-from bcjax.saved_run import RESUME_DIR, read_run_config
+from bcjax.run.checkpoint import CHECKSUM_FILE, checkpoint_steps, restore_checkpoint, save_checkpoint, step_problem
+from bcjax.run.config import Config, config_dict
+from bcjax.run.lock import RunLock
+from bcjax.run.logger import RunLogger, read_metrics, truncate_metrics
+from bcjax.run.resume import resume_config
+from bcjax.run.saved_run import RESUME_DIR, read_run_config
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -93,8 +93,8 @@ def test_declared_huge_sizes_are_refused_before_allocation(tmp_path, stream):
 
 
 def test_impossible_network_size_is_refused_with_the_memory_it_needs():
-    from bcjax.envs import env_info, make_env
-    from bcjax.memory_check import check_run_fits_memory, run_memory_bytes
+    from bcjax.acting.envs import env_info, make_env
+    from bcjax.run.memory import check_run_fits_memory, run_memory_bytes
 
     env = make_env("Hopper-v4")
     info = env_info(env)
@@ -156,7 +156,7 @@ def test_non_finite_metrics_are_written_as_valid_json(tmp_path):
 # ---------------------------------------------------------------- flags
 
 def _main(argv: list[str]) -> int:
-    from bcjax.cli import main
+    from bcjax.run.main import main
 
     return main(argv)
 
@@ -178,7 +178,7 @@ def test_bad_flags_are_one_line_before_anything_is_written(tmp_path, capsys, arg
 
 
 def test_relative_expert_paths_are_stored_absolute(tmp_path, monkeypatch):
-    from bcjax.config import parse_config
+    from bcjax.run.config import parse_config
 
     monkeypatch.chdir(tmp_path)
     cfg = parse_config(["-epf", "e.pkl", "-ed", "sub/d.pkl"])
@@ -215,7 +215,7 @@ def test_resume_accepts_moved_expert_files(tmp_path):
 
 # ---------------------------------------------------------------- run directory integrity
 
-_HOLD_LOCK = ("import sys, time; from bcjax.run_lock import RunLock; RunLock(sys.argv[1]).acquire(); "
+_HOLD_LOCK = ("import sys, time; from bcjax.run.lock import RunLock; RunLock(sys.argv[1]).acquire(); "
               "print('held', flush=True); time.sleep(60)")
 
 
@@ -275,7 +275,7 @@ def test_torn_config_is_recovered_from_the_checkpoint(tmp_path):
 def test_expert_data_cache_writers_never_share_a_temporary_file(tmp_path):
     # Several processes write the same cache file at once, as same-seed runs without -ed do.
     target = tmp_path / "expert_data" / "cache.pkl"
-    code = ("import sys, numpy as np; from bcjax.expert_data import save_expert_data\n"
+    code = ("import sys, numpy as np; from bcjax.data.expert_data import save_expert_data\n"
             "t = {k: np.ones((50, 11 if 'obs' in k else 3), np.float32) for k in ('observation', 'next_observation', 'action')}\n"
             "t.update(reward=np.ones(50, np.float32), terminal=np.zeros(50, np.float32))\n"
             "[save_expert_data([t], sys.argv[1]) for _ in range(30)]")
@@ -327,7 +327,7 @@ def test_bit_flipped_resume_buffer_is_refused_not_blamed_on_the_learning_rate(tm
 def test_evaluate_refuses_a_corrupt_policy_checkpoint_in_one_line(tmp_path, capsys):
     from tiny_runs import cartpole_cfg, cartpole_expert, expert_data, run_logged
 
-    from bcjax.evaluate import main as evaluate_main
+    from bcjax.run.evaluate import main as evaluate_main
 
     run_dir, _ = run_logged(cartpole_cfg(tmp_path, n_iter=2, save_params=True), cartpole_expert,
                             expert_data("CartPole-v1", cartpole_expert, n=1, ep_len=60))
@@ -397,12 +397,12 @@ def test_unwritable_logdir_is_one_line(tmp_path):
 
 
 def test_errors_after_the_run_directory_exists_leave_no_empty_one(tmp_path, capsys, monkeypatch, hopper_files):
-    import bcjax.train_loop
+    import bcjax.run.driver
 
     def fail(*a, **k):
         raise BcjaxError("simulated failure before the first iteration")
 
-    monkeypatch.setattr(bcjax.train_loop, "train", fail)
+    monkeypatch.setattr(bcjax.run.driver, "train", fail)
     expert_file, data_file = hopper_files
     assert _main(["-env", "Hopper-v4", "-epf", str(expert_file), "-ed", str(data_file), "--logdir",
                   str(tmp_path / "runs"), "--video_log_freq", "-1"]) == 2
@@ -415,9 +415,9 @@ def test_errors_after_the_run_directory_exists_leave_no_empty_one(tmp_path, caps
 def test_sigterm_finishes_the_iteration_saves_and_stops(tmp_path, monkeypatch):
     from tiny_runs import cartpole_cfg, cartpole_expert, expert_data, run_logged
 
-    import bcjax.train_loop
-    from bcjax.saved_run import resume_iteration
-    from bcjax.stop_signal import Stopped, stop_on_signals
+    import bcjax.run.driver
+    from bcjax.run.saved_run import resume_iteration
+    from bcjax.run.signals import Stopped, stop_on_signals
 
     real = bcjax.train_loop.save_policy
 
@@ -426,7 +426,7 @@ def test_sigterm_finishes_the_iteration_saves_and_stops(tmp_path, monkeypatch):
             os.kill(os.getpid(), signal.SIGTERM)
         real(run_dir, itr, states, meta)
 
-    monkeypatch.setattr(bcjax.train_loop, "save_policy", save_policy)
+    monkeypatch.setattr(bcjax.run.driver, "save_policy", save_policy)
     with stop_on_signals(), pytest.raises(Stopped) as stop:
         run_logged(cartpole_cfg(tmp_path, n_iter=4, save_params=True), cartpole_expert,
                    expert_data("CartPole-v1", cartpole_expert, n=1, ep_len=60))
@@ -436,7 +436,7 @@ def test_sigterm_finishes_the_iteration_saves_and_stops(tmp_path, monkeypatch):
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone after the block
 
 
-_WAIT_FOR_SIGNALS = ("import time; from bcjax.stop_signal import stop_on_signals\n"
+_WAIT_FOR_SIGNALS = ("import time; from bcjax.run.signals import stop_on_signals\n"
                      "with stop_on_signals():\n    print('ready', flush=True)\n    time.sleep(30)\n")
 
 
@@ -458,14 +458,14 @@ def test_a_second_signal_exits_at_once(sig, code):
 # ---------------------------------------------------------------- GL probe and collect_expert_data
 
 def test_missing_gl_library_is_one_line_for_every_command(tmp_path, monkeypatch, capsys):
-    import bcjax.gl
+    import bcjax.acting.gl
 
     monkeypatch.setenv("MUJOCO_GL", "osmesa")
-    monkeypatch.setattr(bcjax.gl, "_find_library", lambda name: None)
+    monkeypatch.setattr(bcjax.acting.gl, "_find_library", lambda name: None)
     with pytest.raises(BcjaxError, match="MUJOCO_GL=osmesa but libOSMesa is not installed"):
         bcjax.gl.check_mujoco_gl_setting()
     monkeypatch.setenv("MUJOCO_GL", "egl")
-    monkeypatch.setattr(bcjax.gl, "_find_library", lambda name: "libEGL.so.1")
+    monkeypatch.setattr(bcjax.acting.gl, "_find_library", lambda name: "libEGL.so.1")
     bcjax.gl.check_mujoco_gl_setting()
 
 
@@ -481,7 +481,7 @@ def test_missing_osmesa_real_process(tmp_path):
 
 
 def _collect(argv: list[str]) -> int:
-    from bcjax.expert_collection import main
+    from bcjax.experts.collection import main
 
     return main(argv)
 

@@ -21,10 +21,10 @@ from conftest import SHARED
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bcjax.data.expert import load_expert
+from bcjax.data.expert_data import load_expert_data
+from bcjax.data.safe_pickle import memory_budget
 from bcjax.errors import BcjaxError
-from bcjax.expert import load_expert
-from bcjax.expert_data import load_expert_data
-from bcjax.safe_pickle import memory_budget
 
 EXAMPLES = 60  # per property, in the default run (5 properties: 300 pickles); stated in the README
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,

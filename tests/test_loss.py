@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bcjax.loss import nll_loss
-from bcjax.policy import MLPPolicy, init_params
+from bcjax.core.loss import nll_loss
+from bcjax.core.model import MLPPolicy, init_params
 
 
 def _params_with(policy, obs_dim, out_bias, log_std=None):

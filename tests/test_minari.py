@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from tiny_runs import hopper_expert
 
-from bcjax.cli import main as train_main
-from bcjax.envs import env_info, make_env
+from bcjax.acting.envs import env_info, make_env
+from bcjax.data.bundled import bundled_expert_path
+from bcjax.data.expert_data import collect_expert_episodes, load_expert_data
 from bcjax.errors import BcjaxError
-from bcjax.expert_data import collect_expert_episodes, load_expert_data
-from bcjax.experts import bundled_expert_path
-from bcjax.logger import read_metrics
+from bcjax.run.logger import read_metrics
+from bcjax.run.main import main as train_main
 
 minari = pytest.importorskip("minari")
 
@@ -82,7 +82,7 @@ def test_minari_round_trip_equals_the_cs285_pickle(hopper_dataset, minari_root):
 def test_terminations_and_truncations(minari_root):
     """Zero torques: the hopper falls (the env terminates, well before its 1000-step limit); at
     ep_len 30 the rollout is cut (a truncation). Both end with terminal = 1, as the homework sets it."""
-    from bcjax.minari_data import save_minari
+    from bcjax.data.minari import save_minari
 
     for ep_len, name in ((1000, "falls-v0"), (30, "cut-v0")):
         paths, terminated = collect_expert_episodes(hopper_expert, "Hopper-v4", 2, seed=0, ep_len=ep_len)
@@ -176,7 +176,7 @@ def test_bad_sources_and_ids(hopper_dataset, tmp_path, capsys):
 
 def test_pickle_and_minari_agree_on_a_real_cs285_file(minari_root, hopper_files):
     """The homework's own expert data, written as Minari episodes and read back, is unchanged."""
-    from bcjax.minari_data import save_minari
+    from bcjax.data.minari import save_minari
 
     expert_file, data_file = hopper_files
     paths = load_expert_data(data_file)

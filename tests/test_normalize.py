@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 from tiny_runs import expert_data, hopper_cfg, hopper_expert, run_logged
 
-from bcjax.envs import make_env
-from bcjax.evaluate import evaluate_run
-from bcjax.policy import OBS_STD_FLOOR, MLPPolicy, apply, host_actor
-from bcjax.rollout import sample_n_trajectories
-from bcjax.update import create_train_states, with_obs_stats
+from bcjax.acting.envs import make_env
+from bcjax.acting.rollout import sample_n_trajectories
+from bcjax.core.model import OBS_STD_FLOOR, MLPPolicy, apply, host_actor
+from bcjax.core.update import create_train_states, with_obs_stats
+from bcjax.run.evaluate import evaluate_run
 
 
 def _run(tmp_path):
@@ -42,7 +42,7 @@ def test_normalised_run_stats_evaluate_and_actor(tmp_path):
 
 
 def test_adam_leaves_the_stats_unchanged(tmp_path):
-    from bcjax.update import train_fused
+    from bcjax.core.update import train_fused
 
     policy = MLPPolicy(act_dim=3, normalize_obs=True)
     states = create_train_states(policy, jnp.stack([jax.random.PRNGKey(0)]), 11, 1e-2)

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from conftest import cs285_file
 
-from bcjax.envs import make_env
-from bcjax.expert import load_expert
-from bcjax.expert_data import collect_expert_paths
-from bcjax.experts import bundled_expert_path
-from bcjax.obs_layout import ADAPTERS, SAME_AS_V4, describe_input, obs_map, v4_task
+from bcjax.acting.envs import make_env
+from bcjax.core.adapters import ADAPTERS, SAME_AS_V4, describe_input, obs_map, v4_task
+from bcjax.data.bundled import bundled_expert_path
+from bcjax.data.expert import load_expert
+from bcjax.data.expert_data import collect_expert_paths
 
 warnings.filterwarnings("ignore", message=".*settotalmass.*")
 

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bcjax.policy import MLPPolicy
-from bcjax.update import create_train_states, minibatch_indices, train_fused
+from bcjax.core.model import MLPPolicy
+from bcjax.core.update import create_train_states, minibatch_indices, train_fused
 
 
 def _layers(params) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -103,7 +103,7 @@ def test_a_minibatch_larger_than_the_buffer_takes_every_row_once():
 
 
 def test_runs_with_different_seeds_never_share_a_stream():
-    from bcjax.train_loop import seed_index_keys
+    from bcjax.run.driver import seed_index_keys
 
     keys = np.concatenate([np.asarray(jax.random.key_data(seed_index_keys(s, 6))) for s in range(12)])
     assert len({tuple(k) for k in keys}) == 12 * 6  # --seed 1's index 1 is not --seed 2's index 0

@@ -11,7 +11,7 @@ from PIL import Image
 from tiny_runs import cartpole_cfg, cartpole_expert, expert_data, run_logged
 
 from bcjax.errors import BcjaxError
-from bcjax.plots import (
+from bcjax.run.plots import (
     final_value,
     find_runs,
     hparam_figure,
@@ -142,7 +142,7 @@ def test_learning_curves_put_each_task_in_its_own_panel(tmp_path):
 
 
 def test_pooled_runs_that_share_a_seed_are_refused():
-    from bcjax.plots import Run, _groups, shared_seeds
+    from bcjax.run.plots import Run, _groups, shared_seeds
 
     def run(name, seed, k):
         return Run(Path(name), {"env_name": "Hopper-v4", "algo": "bc", "exp_name": "bc", "seed": seed, "num_seeds": k}, [])

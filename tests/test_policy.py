@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bcjax.config import ACTIVATION_NAMES
-from bcjax.np_mlp import NP_ACTIVATIONS
-from bcjax.policy import ACTIVATIONS, MLPPolicy, apply, host_actor, init_params
+from bcjax.core.model import ACTIVATIONS, MLPPolicy, apply, host_actor, init_params
+from bcjax.core.np_mlp import NP_ACTIVATIONS
+from bcjax.run.config import ACTIVATION_NAMES
 
 
 def test_activation_names_are_the_flags_choices():

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from bcjax.progress import Progress, bars_wanted, summary_line
+from bcjax.run.progress import Progress, bars_wanted, summary_line
 
 
 class _Tty(io.StringIO):

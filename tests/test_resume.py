@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from tiny_runs import cartpole_cfg, cartpole_expert, expert_data, metrics_without_time, run_logged
 
-import bcjax.train_loop
-from bcjax.config import explicit_flags
+import bcjax.run.driver
 from bcjax.errors import BcjaxError
-from bcjax.logger import read_metrics, truncate_metrics
-from bcjax.resume_flags import resume_config
-from bcjax.saved_run import resume_iteration
+from bcjax.run.config import explicit_flags
+from bcjax.run.logger import read_metrics, truncate_metrics
+from bcjax.run.resume import resume_config
+from bcjax.run.saved_run import resume_iteration
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,7 +37,7 @@ def _crash_at(monkeypatch, itr: int) -> None:
             raise Crash(f"killed before checkpointing iteration {i}")
         real(run_dir, i, states, meta)
 
-    monkeypatch.setattr(bcjax.train_loop, "save_policy", save_policy)
+    monkeypatch.setattr(bcjax.run.driver, "save_policy", save_policy)
 
 
 def _resume(run_dir: Path, paths) -> tuple[Path, object]:
@@ -92,7 +92,7 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path):
 
 
 def test_cli_resume_errors_are_one_line(tmp_path, capsys):
-    from bcjax.cli import main
+    from bcjax.run.main import main
 
     assert main(["--resume", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bcjax.acting.pool import RolloutPool, RolloutTask, WorkerDied
+from bcjax.core.numpy_policy import PolicySpec
 from bcjax.errors import BcjaxError
-from bcjax.numpy_policy import PolicySpec
-from bcjax.rollout_pool import RolloutPool, RolloutTask, WorkerDied
-from bcjax.train_loop import wait_all
+from bcjax.run.driver import wait_all
 from tests.tiny_runs import expert_data, hopper_cfg, hopper_expert, metrics_without_time, run_logged
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +56,7 @@ def test_pool_result_equals_in_process_and_continues_the_noise_stream():
 
 
 def test_worker_modules_do_not_import_jax():
-    code = ("import sys, bcjax.rollout_pool, bcjax.rollout, bcjax.envs; "
+    code = ("import sys, bcjax.acting.pool, bcjax.acting.rollout, bcjax.acting.envs; "
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'flax')); "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
@@ -87,7 +87,7 @@ def test_env_that_raises_is_a_one_line_error_naming_the_task():
 
 def _workers_of(pid: int) -> list[int]:
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [int(c) for c in children if b"bcjax.rollout_pool" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    return [int(c) for c in children if b"bcjax.acting.pool" in Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
 def _start_run(tmp_path: Path) -> tuple[subprocess.Popen, Path]:

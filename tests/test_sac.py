@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from bcjax import expert_training
-from bcjax.checkpoint import checkpoint_steps
-from bcjax.expert import load_expert, save_expert
-from bcjax.sac import (
+from bcjax.data.expert import load_expert, save_expert
+from bcjax.data.safe_pickle import load_pickle
+from bcjax.experts.sac import (
     SACConfig,
     create_sac_state,
     empty_buffer,
@@ -23,7 +23,7 @@ from bcjax.sac import (
     sample_action,
     train_chunk,
 )
-from bcjax.safe_pickle import load_pickle
+from bcjax.run.checkpoint import checkpoint_steps
 
 
 def _state(obs_dim=3, low=(-2.0,), high=(2.0,), hidden=(32, 32), seed=0, **kw):

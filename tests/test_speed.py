@@ -10,10 +10,10 @@ import jax
 import numpy as np
 import pytest
 
-from bcjax.config import Config
-from bcjax.envs import make_env
-from bcjax.rollout import sample_n_trajectories
-from bcjax.train_loop import train
+from bcjax.acting.envs import make_env
+from bcjax.acting.rollout import sample_n_trajectories
+from bcjax.run.config import Config
+from bcjax.run.driver import train
 
 _compiles: list[str] = []
 jax.monitoring.register_event_duration_secs_listener(
@@ -64,7 +64,7 @@ def test_dagger_with_vector_envs():
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux-only")
 def test_cpu_thread_limit_leaves_every_thread_free_to_run_anywhere():
-    code = ("import os; from bcjax.perf import limit_cpu_threads; before = os.sched_getaffinity(0); "
+    code = ("import os; from bcjax.run.perf import limit_cpu_threads; before = os.sched_getaffinity(0); "
             "limit_cpu_threads(1); import jax; jax.numpy.ones(3).sum().block_until_ready(); "
             "tids = os.listdir('/proc/self/task'); "
             "print(len(tids) > 1 and all(os.sched_getaffinity(int(t)) == before for t in tids))")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bcjax.stats import iqm, iqm_ci, performance_profiles, summarize
+from bcjax.run.stats import iqm, iqm_ci, performance_profiles, summarize
 
 
 def _iqm(x: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bcjax.data.bundled import bundled_expert_path
 from bcjax.errors import BcjaxError
-from bcjax.experts import bundled_expert_path
-from bcjax.logger import read_metrics
-from bcjax.sweep import auto_seeds_per_trial, build_trials, main, parse_grid, parse_seeds, seed_chunks, settings_of
+from bcjax.run.logger import read_metrics
+from bcjax.sweeps.sweep import auto_seeds_per_trial, build_trials, main, parse_grid, parse_seeds, seed_chunks, settings_of
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -176,7 +176,7 @@ def test_a_retried_trial_keeps_only_its_last_attempt(tmp_path):
     """Tune appends a re-run trial's reports to its result.json: the outcome is the last attempt's."""
     from types import SimpleNamespace
 
-    from bcjax.sweep import _outcome
+    from bcjax.sweeps.sweep import _outcome
 
     (trial,) = build_trials(["Hopper-v4"], ["dagger"], [{}], [1], n_iter=3)
     lines = [{"Iteration": i, "Eval_AverageReturn": float(10 * attempt + i), "per_seed": {"Eval_AverageReturn": [0.0]},
@@ -192,8 +192,8 @@ def test_a_retried_trial_keeps_only_its_last_attempt(tmp_path):
 
 
 def test_repo_relative_names_no_machine_path():
-    from bcjax.sweep import REPO as repo
-    from bcjax.sweep import repo_relative
+    from bcjax.sweeps.sweep import REPO as repo
+    from bcjax.sweeps.sweep import repo_relative
 
     assert repo_relative(str(repo / "scripts" / "train.py")) == "scripts/train.py"
     assert repo_relative(str(repo.parent / "shared" / "cs285" / "x.pkl")) == "../shared/cs285/x.pkl"

@@ -3,14 +3,14 @@
 import jax
 import numpy as np
 
-from bcjax.config import Config
-from bcjax.envs import make_env
-from bcjax.expert import load_expert
-from bcjax.expert_data import load_expert_data
-from bcjax.loss import nll_loss
-from bcjax.policy import init_params
-from bcjax.rollout import sample_n_trajectories
-from bcjax.train_loop import train
+from bcjax.acting.envs import make_env
+from bcjax.acting.rollout import sample_n_trajectories
+from bcjax.core.loss import nll_loss
+from bcjax.core.model import init_params
+from bcjax.data.expert import load_expert
+from bcjax.data.expert_data import load_expert_data
+from bcjax.run.config import Config
+from bcjax.run.driver import train
 
 TINY = dict(num_agent_train_steps_per_iter=300, eval_batch_size=200, video_log_freq=-1)
 

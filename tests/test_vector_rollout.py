@@ -8,9 +8,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from bcjax.envs import make_env, make_vector_env, resolve_vector_mode
-from bcjax.errors import BcjaxError
-from bcjax.rollout import sample_trajectories
+from bcjax.acting.envs import make_env, make_vector_env, resolve_vector_mode
+from bcjax.acting.rollout import sample_trajectories
 
 LENGTHS = [3, 1, 7, 2, 5, 4, 6, 1, 9, 2, 2, 8, 3, 5, 1, 6, 4, 7, 2, 3] * 5
 
@@ -140,5 +139,3 @@ def test_async_matches_sync_on_the_same_seeds():
 def test_vector_mode_choice():
     assert resolve_vector_mode("sync", 8) == "sync"
     assert resolve_vector_mode("auto", 1) == "sync"
-    with pytest.raises(BcjaxError, match="vector_mode"):
-        resolve_vector_mode("threads", 2)

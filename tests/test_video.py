@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from tiny_runs import expert_data, hopper_cfg, hopper_expert, metrics_without_time, run_logged
 
-from bcjax.logger import read_metrics
-from bcjax.video import VideoLogger, frame_stride, make_render_env, render_episodes
-from bcjax.video_encode import GIF_MAX_FPS, gif_stride, tile_episodes
+from bcjax.acting.video import VideoLogger, frame_stride, make_render_env, render_episodes
+from bcjax.acting.video_encode import GIF_MAX_FPS, gif_stride, tile_episodes
+from bcjax.run.logger import read_metrics
 
 
 def test_strides_play_in_real_time():
@@ -117,8 +117,8 @@ def test_rendered_episode_frames_follow_the_episode(gl):
 
 def test_frames_are_streamed_not_stacked(gl, tmp_path, monkeypatch):
     """Each mp4 encoder gets single (H, W, 3) frames while the episode runs: no episode is held as a stack."""
-    import bcjax.video
-    from bcjax.video_encode import Mp4Writer
+    import bcjax.acting.video
+    from bcjax.acting.video_encode import Mp4Writer
 
     seen: list[tuple[int, tuple[int, ...]]] = []
 
@@ -127,7 +127,7 @@ def test_frames_are_streamed_not_stacked(gl, tmp_path, monkeypatch):
             seen.append((len(seen), frame.shape))
             super().add(frame)
 
-    monkeypatch.setattr(bcjax.video, "Mp4Writer", Recording)
+    monkeypatch.setattr(bcjax.acting.video, "Mp4Writer", Recording)
     files = VideoLogger("Hopper-v4", tmp_path, ep_len=12, size=64).log(0, "eval", hopper_expert, seed=0)
     assert len(files) == 2 and [shape for _, shape in seen] == [(64, 64, 3)] * (2 * math.ceil(12 / 5))
 
@@ -160,7 +160,7 @@ def test_a_failing_video_backend_does_not_stop_training(tmp_path, monkeypatch, c
 
 
 def test_an_unknown_mujoco_gl_is_a_one_line_cli_error(monkeypatch, capsys):
-    from bcjax.cli import main
+    from bcjax.run.main import main
 
     monkeypatch.setenv("MUJOCO_GL", "bogus")  # `import mujoco` would raise a traceback in a fresh process
     assert main(["--algo", "bc"]) == 2

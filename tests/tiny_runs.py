@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bcjax.config import Config
-from bcjax.envs import make_env
-from bcjax.logger import RunLogger, make_run_dir, write_config
-from bcjax.rollout import sample_n_trajectories
-from bcjax.train_loop import RunResult, train
+from bcjax.acting.envs import make_env
+from bcjax.acting.rollout import sample_n_trajectories
+from bcjax.run.config import Config
+from bcjax.run.driver import RunResult, train
+from bcjax.run.logger import RunLogger, make_run_dir, write_config
 
 
 def cartpole_expert(obs: np.ndarray) -> np.ndarray:
@@ -53,7 +53,7 @@ def run_logged(cfg: Config, expert, paths: list[dict], run_dir: Path | None = No
 
 
 def metrics_without_time(run_dir: Path) -> list[dict]:
-    from bcjax.logger import read_metrics
+    from bcjax.run.logger import read_metrics
 
     rows = []
     for row in read_metrics(run_dir):

@@ -1,0 +1,187 @@
+"""CS285 expert policies: load the pickle into a pure, jitted, batched mean-action function, and write one."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bcjax.data.files import write_atomic
+from bcjax.errors import BcjaxError
+from bcjax.core.numpy_policy import NumpyExpert
+from bcjax.core.adapters import obs_map
+from bcjax.data.safe_pickle import as_array, finite, load_pickle
+
+NONLINEARITIES: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "tanh": jnp.tanh,
+    "lrelu": partial(jax.nn.leaky_relu, negative_slope=0.01),
+}
+
+# Relabelling runs on batches of varying length; padding them to whole chunks
+# keeps one compiled shape for the whole run.
+_CHUNK = 4096
+
+
+def expert_mean_action(params: dict[str, Any], obs: jax.Array, nonlin: str) -> jax.Array:
+    """Mean action of a CS285 GaussianPolicy for a batch of observations (pure)."""
+    in_dim = params["obs_mean"].shape[-1]
+    d = obs.shape[-1]
+    # Pad with zeros or truncate to the expert's input size, as the homework does (Ant: 27 -> 111).
+    obs = jnp.pad(obs, ((0, 0), (0, in_dim - d))) if d < in_dim else obs[:, :in_dim]
+    h = (obs - params["obs_mean"]) / params["obs_std"]
+    act = NONLINEARITIES[nonlin]
+    for w, b in params["hidden"]:
+        h = act(h @ w + b)
+    w, b = params["out"]
+    return h @ w + b
+
+
+@dataclass(frozen=True)
+class ExpertPolicy:
+    """A loaded expert: float32 params, its nonlinearity and a jitted batched mean-action function."""
+
+    params: dict[str, Any]
+    nonlin: str
+    log_std: np.ndarray
+    task: str | None = None  # set by `for_task`: observations of this task go through its v4-layout map
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self.params["obs_mean"].shape[-1])
+
+    @property
+    def act_dim(self) -> int:
+        return int(self.params["out"][1].shape[-1])
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_fn", jax.jit(partial(expert_mean_action, nonlin=self.nonlin)))
+        object.__setattr__(self, "_map", obs_map(self.task) if self.task else None)
+        # The same function in numpy, picklable (no JAX): for per-step rollouts and rollout workers.
+        object.__setattr__(self, "mean_action_np", NumpyExpert(self.params, self.nonlin, self.task))
+
+    def for_task(self, env_name: str) -> "ExpertPolicy":
+        """This expert reading `env_name`'s observations (mapped to the v4 layout where a v5 task changed it)."""
+        return dataclasses.replace(self, task=env_name)
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        """Mean actions for a (B, obs_dim) batch; obs of another size is padded or truncated."""
+        obs = np.asarray(obs, np.float32)
+        if self._map is not None:
+            obs = self._map(obs)
+        if obs.shape[0] <= 1:
+            return np.asarray(self._fn(self.params, obs))
+        out = []
+        for start in range(0, len(obs), _CHUNK):
+            chunk = obs[start:start + _CHUNK]
+            padded = np.zeros((_CHUNK, obs.shape[1]), np.float32)
+            padded[: len(chunk)] = chunk
+            out.append(np.asarray(self._fn(self.params, padded))[: len(chunk)])
+        return np.concatenate(out)
+
+
+def _get(d: Any, key: str, where: str) -> Any:
+    if not isinstance(d, dict) or key not in d:
+        raise BcjaxError(f"{where} is not a CS285 expert policy: missing '{key}' (give a CS285 expert .pkl)")
+    return d[key]
+
+
+def _affine(d: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
+    layer = _get(d, "AffineLayer", where)
+    w = as_array(_get(layer, "W", where), f"{where}: W", 2).astype(np.float32)
+    b = as_array(_get(layer, "b", where), f"{where}: b").astype(np.float32).reshape(-1)
+    if w.shape[1] != b.shape[0]:
+        raise BcjaxError(f"{where}: W {w.shape} and b {b.shape} do not fit together")
+    return w, b
+
+
+def _layer_order(name: str) -> tuple[int, str]:
+    # "layer_10" sorts after "layer_2".
+    m = re.search(r"(\d+)$", name)
+    return (int(m.group(1)) if m else -1, name)
+
+
+def expert_params_from_dict(data: Any, where: str) -> tuple[dict[str, Any], str, np.ndarray]:
+    """Validate a CS285 expert dict and turn it into (params, nonlin, log_std)."""
+    nonlin = _get(data, "nonlin_type", where)
+    if nonlin not in NONLINEARITIES:
+        raise BcjaxError(f"{where}: unknown nonlin_type {nonlin!r}; expected one of {sorted(NONLINEARITIES)}")
+    pol = _get(data, "GaussianPolicy", where)
+    std = _get(_get(pol, "obsnorm", where), "Standardizer", where)
+    mean = as_array(_get(std, "mean_1_D", where), f"{where}: mean_1_D").astype(np.float64).reshape(-1)
+    meansq = as_array(_get(std, "meansq_1_D", where), f"{where}: meansq_1_D").astype(np.float64).reshape(-1)
+    if mean.shape != meansq.shape:
+        raise BcjaxError(f"{where}: obsnorm mean {mean.shape} and meansq {meansq.shape} differ in size")
+    obs_std = np.sqrt(np.maximum(0.0, meansq - mean**2)) + 1e-6
+    net = _get(_get(pol, "hidden", where), "FeedforwardNet", where)
+    if not isinstance(net, dict):
+        raise BcjaxError(f"{where}: hidden FeedforwardNet should be a dict of layers")
+    hidden = [_affine(net[k], f"{where}: hidden {k}") for k in sorted(net, key=_layer_order)]
+    out = _affine(_get(pol, "out", where), f"{where}: out")
+    log_std = as_array(_get(pol, "logstdevs_1_Da", where), f"{where}: logstdevs_1_Da").astype(np.float32).reshape(-1)
+    # Every layer must take what the one before gives (the observation size for the first).
+    names = [f"hidden {k}" for k in sorted(net, key=_layer_order)] + ["out"]
+    gives = mean.shape[0]
+    for name, (w, _) in zip(names, hidden + [out]):
+        if w.shape[0] != gives:
+            raise BcjaxError(f"{where}: layer sizes do not chain ({name} takes {w.shape[0]} inputs, gets {gives})")
+        gives = w.shape[1]
+    for name, x in [("mean_1_D", mean), ("meansq_1_D", meansq), ("logstdevs_1_Da", log_std),
+                    *[(f"{n} W/b", np.concatenate([w.ravel(), b])) for n, (w, b) in zip(names, hidden + [out])]]:
+        finite(x, f"{where}: {name}")
+    if log_std.shape[0] != out[1].shape[0]:
+        raise BcjaxError(f"{where}: logstdevs_1_Da has {log_std.shape[0]} entries for {out[1].shape[0]} actions")
+    params = {
+        "obs_mean": mean.astype(np.float32),
+        "obs_std": obs_std.astype(np.float32),
+        "hidden": [(w, b) for w, b in hidden],
+        "out": out,
+    }
+    return params, nonlin, log_std
+
+
+def load_expert(path: str | Path, flag: str = "--expert_policy_file") -> ExpertPolicy:
+    """Load a CS285 expert pickle (restricted unpickler) as an ExpertPolicy."""
+    data = load_pickle(path, "expert policy", flag)
+    params, nonlin, log_std = expert_params_from_dict(data, f"expert policy {path}")
+    return ExpertPolicy(params=params, nonlin=nonlin, log_std=log_std)
+
+
+def mlp_to_cs285(hidden: Sequence[tuple[np.ndarray, np.ndarray]], out: tuple[np.ndarray, np.ndarray],
+                 log_std: np.ndarray, nonlin: str = "tanh") -> dict[str, Any]:
+    """A CS285 expert dict for the MLP obs -> nonlin hidden layers -> linear `out`, with an
+    identity observation standardizer (the loader then computes exactly this network)."""
+    if nonlin not in NONLINEARITIES:
+        raise BcjaxError(f"the CS285 format supports nonlinearities {sorted(NONLINEARITIES)}, not {nonlin!r}")
+    obs_dim = (hidden[0] if hidden else out)[0].shape[0]
+
+    def affine(w: np.ndarray, b: np.ndarray) -> dict:
+        return {"AffineLayer": {"W": np.asarray(w, np.float32), "b": np.asarray(b, np.float32).reshape(1, -1)}}
+
+    return {
+        "nonlin_type": nonlin,
+        "GaussianPolicy": {
+            # The loader's std is sqrt(meansq - mean^2) + 1e-6: this meansq makes it exactly 1.
+            "obsnorm": {"Standardizer": {"mean_1_D": np.zeros((1, obs_dim)),
+                                         "meansq_1_D": np.full((1, obs_dim), (1 - 1e-6) ** 2),
+                                         "count": np.asarray(0.0)}},
+            # CS285 names hidden layers layer_0, layer_2, ... (odd indices were the nonlinearities).
+            "hidden": {"FeedforwardNet": {f"layer_{2 * i}": affine(w, b) for i, (w, b) in enumerate(hidden)}},
+            "out": affine(*out),
+            "logstdevs_1_Da": np.asarray(log_std, np.float64).reshape(1, -1),
+        },
+    }
+
+
+def save_expert(data: dict[str, Any], path: str | Path) -> None:
+    """Write a CS285 expert dict (checked by the loader first) as a pickle, atomically."""
+    expert_params_from_dict(data, f"expert policy {path}")
+    write_atomic(path, pickle.dumps(data, protocol=4))

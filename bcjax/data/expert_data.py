@@ -1,0 +1,73 @@
+"""CS285 expert data: a pickled list of trajectory dicts (or a Minari dataset, see `minari_data`)."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from bcjax.data.files import write_atomic
+from bcjax.acting.envs import EnvInfo
+from bcjax.data.minari import is_minari_source, load_minari
+from bcjax.errors import BcjaxError
+from bcjax.acting.rollout import Trajectory
+from bcjax.data.safe_pickle import load_pickle
+from bcjax.data.trajectories import check_trajectory_count, validate_paths
+
+def load_expert_data(source: str | Path, flag: str = "--expert_data", n_traj: int | None = None,
+                     info: EnvInfo | None = None) -> list[Trajectory]:
+    """The first `n_traj` (default all) trajectories of CS285 expert data (restricted unpickler), or of
+    a Minari dataset (`minari:DATASET_ID` or its directory; `info` checks its spaces against the task)."""
+    if is_minari_source(source):
+        return load_minari(str(source), n_traj, info)
+    paths = validate_paths(load_pickle(source, "expert data", flag), f"expert data {source}")
+    check_trajectory_count(n_traj, len(paths), f"expert data {source}")
+    return paths[:n_traj]
+
+
+def save_expert_data(paths: list[Trajectory], path: str | Path) -> None:
+    """Write trajectories in the CS285 expert-data format (atomically, through a unique temporary name)."""
+    write_atomic(path, pickle.dumps([{k: np.asarray(v) for k, v in p.items()} for p in paths]))
+
+
+def collect_expert_paths(expert: Callable[[np.ndarray], np.ndarray], env_name: str, n_traj: int, seed: int,
+                         ep_len: int | None = None) -> list[Trajectory]:
+    """Roll the expert's mean action out for exactly `n_traj` episodes of `env_name` (CS285 format)."""
+    return collect_expert_episodes(expert, env_name, n_traj, seed, ep_len)[0]
+
+
+class _EpisodeEnds(gym.Wrapper):
+    """Records, per episode, whether the env terminated it (else it was truncated, by the
+    env's time limit or at ep_len): CS285 trajectories keep only `terminal`, Minari needs both."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.terminated: list[bool] = []
+
+    def reset(self, **kwargs: object) -> tuple:
+        self.terminated.append(False)
+        return self.env.reset(**kwargs)
+
+    def step(self, action: np.ndarray) -> tuple:
+        out = self.env.step(action)
+        self.terminated[-1] = bool(out[2])
+        return out
+
+
+def collect_expert_episodes(expert: Callable[[np.ndarray], np.ndarray], env_name: str, n_traj: int, seed: int,
+                            ep_len: int | None = None) -> tuple[list[Trajectory], list[bool]]:
+    """`collect_expert_paths`, plus whether each episode ended in a termination (not a truncation)."""
+    from bcjax.acting.envs import env_info, make_env
+    from bcjax.acting.rollout import sample_n_trajectories
+
+    if n_traj <= 0:
+        raise BcjaxError(f"the number of expert trajectories must be positive, got {n_traj}")
+    env = _EpisodeEnds(make_env(env_name, seed))  # wrapped after make_env's seeding reset
+    try:
+        paths = sample_n_trajectories(env, expert, n_traj, ep_len or env_info(env).max_episode_steps)
+        return paths, env.terminated
+    finally:
+        env.close()

@@ -1,0 +1,255 @@
+"""Soft Actor-Critic (Haarnoja et al. 2018, automatic temperature) in functional JAX/Flax.
+
+Everything here is pure: the networks, `sac_update` (critic, actor, temperature
+and target step over one minibatch) and `train_chunk` (insert a chunk of fresh
+transitions into the on-device replay ring, then run that many updates in one
+`lax.scan`). The state is an immutable `SACState`.
+
+The actor's hidden layers use tanh and its action is `tanh(mean) * scale + bias`,
+so the trained deterministic policy is exactly a CS285 tanh network (see
+`export_cs285`): no distillation is needed for export.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+from flax.training.train_state import TrainState
+
+from bcjax.core.np_mlp import Layer, dense, hidden_forward, hidden_layers, linear
+from bcjax.data.expert import mlp_to_cs285
+
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+BUFFER_FIELDS = ("observation", "action", "reward", "next_observation", "done")
+
+
+@dataclass(frozen=True)
+class SACConfig:
+    """Hyperparameters (the SAC paper's MuJoCo settings)."""
+
+    hidden: tuple[int, ...] = (256, 256)
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    gamma: float = 0.99
+    tau: float = 0.005
+    batch_size: int = 256
+    init_alpha: float = 1.0
+    target_entropy: float | None = None  # default: -act_dim
+
+
+class Actor(nn.Module):
+    """tanh MLP -> (pre-squash mean, log_std). Layer names fix the export order."""
+
+    act_dim: int
+    hidden: Sequence[int]
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        h = obs
+        for i, n in enumerate(self.hidden):
+            h = jnp.tanh(nn.Dense(n, name=f"hidden_{i}")(h))
+        mean = nn.Dense(self.act_dim, name="mean")(h)
+        log_std = jnp.clip(nn.Dense(self.act_dim, name="log_std")(h), LOG_STD_MIN, LOG_STD_MAX)
+        return mean, log_std
+
+
+class QNet(nn.Module):
+    hidden: Sequence[int]
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, act: jax.Array) -> jax.Array:
+        h = jnp.concatenate([obs, act], -1)
+        for n in self.hidden:
+            h = nn.relu(nn.Dense(n)(h))
+        return nn.Dense(1)(h)[..., 0]
+
+
+class DoubleCritic(nn.Module):
+    """Two independent Q networks evaluated together: output (2, B)."""
+
+    hidden: Sequence[int]
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, act: jax.Array) -> jax.Array:
+        twin = nn.vmap(QNet, variable_axes={"params": 0}, split_rngs={"params": True},
+                       in_axes=None, out_axes=0, axis_size=2)
+        return twin(self.hidden)(obs, act)
+
+
+class SACState(struct.PyTreeNode):
+    actor: TrainState
+    critic: TrainState
+    target_critic_params: Any
+    log_alpha: TrainState
+    act_scale: jax.Array
+    act_bias: jax.Array
+    key: jax.Array
+    step: jax.Array
+
+
+def create_sac_state(key: jax.Array, obs_dim: int, act_low: np.ndarray, act_high: np.ndarray,
+                     cfg: SACConfig) -> SACState:
+    """Fresh networks, optimizers and temperature for a task with a Box action space."""
+    act_dim = int(np.prod(np.shape(act_low)))
+    k_actor, k_critic, key = jax.random.split(key, 3)
+    obs0, act0 = jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim))
+    actor = Actor(act_dim, cfg.hidden)
+    critic = DoubleCritic(cfg.hidden)
+    critic_params = critic.init(k_critic, obs0, act0)["params"]
+    low, high = np.asarray(act_low, np.float32), np.asarray(act_high, np.float32)
+    return SACState(
+        actor=TrainState.create(apply_fn=actor.apply, params=actor.init(k_actor, obs0)["params"],
+                                tx=optax.adam(cfg.actor_lr)),
+        critic=TrainState.create(apply_fn=critic.apply, params=critic_params, tx=optax.adam(cfg.critic_lr)),
+        target_critic_params=jax.tree.map(jnp.copy, critic_params),  # distinct buffers: the state is donated
+        log_alpha=TrainState.create(apply_fn=None,
+                                    params={"log_alpha": jnp.asarray(np.log(cfg.init_alpha), jnp.float32)},
+                                    tx=optax.adam(cfg.alpha_lr)),
+        act_scale=jnp.asarray((high - low) / 2), act_bias=jnp.asarray((high + low) / 2),
+        key=key, step=jnp.zeros((), jnp.int32),
+    )
+
+
+def sample_action(actor: TrainState, params: Any, obs: jax.Array, key: jax.Array,
+                  scale: jax.Array, bias: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Reparameterized tanh-Gaussian action and its log-probability (pure)."""
+    mean, log_std = actor.apply_fn({"params": params}, obs)
+    u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
+    logp = jnp.sum(-0.5 * ((u - mean) / jnp.exp(log_std)) ** 2 - log_std - 0.5 * jnp.log(2 * jnp.pi), -1)
+    # log |d tanh(u)/du| = 2 (log 2 - u - softplus(-2u)), stable for large |u|.
+    logp -= jnp.sum(2 * (jnp.log(2.0) - u - jax.nn.softplus(-2 * u)), -1)
+    return jnp.tanh(u) * scale + bias, logp
+
+
+def sac_update(state: SACState, batch: dict[str, jax.Array], gamma: float, tau: float,
+               target_entropy: float) -> tuple[SACState, dict[str, jax.Array]]:
+    """One SAC step on a minibatch: twin critics, actor, temperature, Polyak target."""
+    key, k_next, k_pi = jax.random.split(state.key, 3)
+    alpha = jnp.exp(state.log_alpha.params["log_alpha"])
+    obs, act, next_obs = batch["observation"], batch["action"], batch["next_observation"]
+
+    next_a, next_logp = sample_action(state.actor, state.actor.params, next_obs, k_next,
+                                      state.act_scale, state.act_bias)
+    q_next = state.critic.apply_fn({"params": state.target_critic_params}, next_obs, next_a).min(0)
+    # Time-limit truncation is not a terminal state: `done` holds only `terminated`.
+    target = batch["reward"] + gamma * (1.0 - batch["done"]) * (q_next - alpha * next_logp)
+    target = jax.lax.stop_gradient(target)
+
+    def critic_loss(p: Any) -> tuple[jax.Array, jax.Array]:
+        q = state.critic.apply_fn({"params": p}, obs, act)
+        return 0.5 * jnp.sum(jnp.mean((q - target) ** 2, axis=1)), q.mean()
+
+    (c_loss, q_mean), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(state.critic.params)
+    critic = state.critic.apply_gradients(grads=c_grads)
+
+    def actor_loss(p: Any) -> tuple[jax.Array, jax.Array]:
+        a, logp = sample_action(state.actor, p, obs, k_pi, state.act_scale, state.act_bias)
+        q = state.critic.apply_fn({"params": critic.params}, obs, a).min(0)
+        return jnp.mean(alpha * logp - q), logp
+
+    (a_loss, logp), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(state.actor.params)
+    actor = state.actor.apply_gradients(grads=a_grads)
+
+    entropy_gap = jax.lax.stop_gradient(logp + target_entropy)
+    t_loss, t_grad = jax.value_and_grad(lambda p: -jnp.mean(p["log_alpha"] * entropy_gap))(state.log_alpha.params)
+    log_alpha = state.log_alpha.apply_gradients(grads=t_grad)
+
+    target_params = optax.incremental_update(critic.params, state.target_critic_params, tau)
+    new = state.replace(actor=actor, critic=critic, target_critic_params=target_params,
+                        log_alpha=log_alpha, key=key, step=state.step + 1)
+    metrics = {"critic_loss": c_loss, "actor_loss": a_loss, "alpha": alpha, "alpha_loss": t_loss,
+               "q_mean": q_mean, "entropy": -jnp.mean(logp)}
+    return new, metrics
+
+
+def empty_buffer(capacity: int, obs_dim: int, act_dim: int) -> dict[str, jax.Array]:
+    """The on-device replay ring (fixed capacity, FIFO overwrite)."""
+    return {
+        "observation": jnp.zeros((capacity, obs_dim), jnp.float32),
+        "action": jnp.zeros((capacity, act_dim), jnp.float32),
+        "reward": jnp.zeros((capacity,), jnp.float32),
+        "next_observation": jnp.zeros((capacity, obs_dim), jnp.float32),
+        "done": jnp.zeros((capacity,), jnp.float32),
+    }
+
+
+@partial(jax.jit, static_argnames=("n_updates", "batch_size", "gamma", "tau", "target_entropy"),
+         donate_argnames=("state", "buffer"))
+def train_chunk(state: SACState, buffer: dict[str, jax.Array], rows: dict[str, jax.Array], pos: jax.Array,
+                size: jax.Array, n_updates: int, batch_size: int, gamma: float, tau: float,
+                target_entropy: float) -> tuple[SACState, dict[str, jax.Array], dict[str, jax.Array], Any]:
+    """Write `rows` into the ring at `pos`, then run `n_updates` SAC steps on uniform minibatches
+    of the first `size` rows (size counts the new rows). One dispatch per chunk of env steps.
+    Returns the new state, the new buffer, the mean metrics and a copy of the actor params."""
+    buffer = _insert(buffer, rows, pos)
+
+    def body(s: SACState, _: None) -> tuple[SACState, dict[str, jax.Array]]:
+        key, k = jax.random.split(s.key)
+        i = jax.random.randint(k, (batch_size,), 0, size)
+        s, m = sac_update(s.replace(key=key), {f: buffer[f][i] for f in BUFFER_FIELDS}, gamma, tau, target_entropy)
+        return s, m
+
+    state, metrics = jax.lax.scan(body, state, None, length=n_updates)
+    # A separate copy of the actor weights: the caller reads it while the next chunk's
+    # call (which donates `state`) is already queued, so acting never waits for the GPU.
+    return state, buffer, jax.tree.map(jnp.mean, metrics), jax.tree.map(jnp.copy, state.actor.params)
+
+
+def _insert(buffer: dict[str, jax.Array], rows: dict[str, jax.Array], pos: jax.Array) -> dict[str, jax.Array]:
+    capacity = buffer["reward"].shape[0]
+    idx = (pos + jnp.arange(rows["reward"].shape[0])) % capacity
+    return {k: buffer[k].at[idx].set(rows[k]) for k in BUFFER_FIELDS}
+
+
+insert_rows = jax.jit(_insert, donate_argnames=("buffer",))
+insert_rows.__doc__ = "Write `rows` into the replay ring at `pos` (wrapping); no updates."
+
+
+def host_actor_params(state: SACState, actor_params: Any = None) -> dict[str, Any]:
+    """The actor's weights as numpy layers (default: the state's; or a copy from `train_chunk`),
+    for acting on the host without a JAX dispatch per env step."""
+    p = jax.device_get(state.actor.params if actor_params is None else actor_params)
+    return {"hidden": hidden_layers(p), "mean": dense(p["mean"]), "log_std": dense(p["log_std"]),
+            "act_scale": np.asarray(state.act_scale), "act_bias": np.asarray(state.act_bias)}
+
+
+def host_act(params: dict[str, Any], obs: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+    """numpy actor: a sampled action (rng given) or the deterministic tanh(mean) action."""
+    h = hidden_forward(obs, params["hidden"], np.tanh)
+    u = linear(h, params["mean"])
+    if rng is not None:
+        log_std = np.clip(linear(h, params["log_std"]), LOG_STD_MIN, LOG_STD_MAX)
+        u = u + np.exp(log_std) * rng.standard_normal(u.shape).astype(np.float32)
+    return np.tanh(u) * params["act_scale"] + params["act_bias"]
+
+
+def export_cs285(state: SACState, obs_sample: np.ndarray) -> dict[str, Any]:
+    """The deterministic policy as a CS285 expert dict (exact, see tanh_squashed_to_cs285).
+
+    CS285's log-std is state-independent: the actor's mean log-std over `obs_sample` stands in.
+    """
+    p = host_actor_params(state)
+    h = hidden_forward(np.asarray(obs_sample, np.float32), p["hidden"], np.tanh)
+    log_std = np.clip(linear(h, p["log_std"]), LOG_STD_MIN, LOG_STD_MAX).mean(0)
+    return tanh_squashed_to_cs285(p["hidden"], p["mean"], p["act_scale"], p["act_bias"], log_std)
+
+
+def tanh_squashed_to_cs285(hidden: Sequence[Layer], mean_layer: Layer, act_scale: np.ndarray, act_bias: np.ndarray,
+                           log_std: np.ndarray) -> dict[str, Any]:
+    """A CS285 expert dict whose mean action is exactly tanh(mean_layer(tanh MLP(obs))) * scale + bias.
+
+    The CS285 format has a linear output, so the squashing is represented as one
+    more tanh hidden layer (the mean head) followed by `out` = diag(scale), bias.
+    """
+    scale = np.diag(np.asarray(act_scale, np.float32).reshape(-1))
+    return mlp_to_cs285([*hidden, mean_layer], (scale, act_bias), log_std, "tanh")

@@ -1,0 +1,136 @@
+"""`scripts/evaluate.py`: reload a run's saved policy, run episodes, print return and length statistics."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bcjax.errors import BcjaxError, run_script
+
+
+@dataclass
+class EvalResult:
+    iteration: int
+    env_name: str
+    returns: np.ndarray  # (seeds, episodes)
+    lengths: np.ndarray  # (seeds, episodes)
+    sampled: bool  # sampled actions (else the mean action)
+    video: Path | None = None
+
+
+def evaluate_run(run_dir: str | Path, step: int | None = None, episodes: int = 10, sample: bool | None = None,
+                 seed: int = 0, seed_index: int | None = None, video: str | Path | None = None) -> EvalResult:
+    """Run `episodes` episodes of each saved seed's policy (or only `seed_index`).
+
+    Episode i of every seed starts from the env reset with `seed` (then the env's
+    own stream), so seeds are compared on the same starts. `video` re-runs the
+    first evaluated episode with rendering and writes it as an mp4. `sample` None: as the run's own
+    evaluation did (sampled actions unless it trained with --deterministic_eval).
+    """
+    from bcjax.acting.envs import make_env
+    from bcjax.acting.gl import check_mujoco_gl_setting
+    from bcjax.acting.rollout import sample_n_trajectories
+    from bcjax.core.model import host_actor
+    from bcjax.run.config import check_seed
+    from bcjax.run.saved_run import load_policy
+
+    if episodes <= 0:
+        raise BcjaxError(f"--episodes must be positive, got {episodes}")
+    check_seed(seed)
+    check_mujoco_gl_setting()
+    saved = load_policy(run_dir, step)
+    k_seeds = int(saved.meta["num_seeds"])
+    if seed_index is not None and not 0 <= seed_index < k_seeds:
+        raise BcjaxError(f"--seed_index {seed_index} out of range: the run trained {k_seeds} seed(s)")
+    indices = range(k_seeds) if seed_index is None else [seed_index]
+    env_name, ep_len = saved.meta["env_name"], int(saved.meta["ep_len"])
+    if sample is None:
+        sample = not saved.meta.get("config", {}).get("deterministic_eval", False)
+
+    def actor_for(k: int):
+        rng = np.random.default_rng([seed, k]) if sample else None
+        return host_actor(saved.policy, saved.params(k), rng)
+
+    env = make_env(env_name)
+    returns, lengths = [], []
+    for k in indices:
+        env.reset(seed=seed)
+        paths = sample_n_trajectories(env, actor_for(k), episodes, ep_len)
+        returns.append([float(p["reward"].sum()) for p in paths])
+        lengths.append([len(p["reward"]) for p in paths])
+    env.close()
+
+    video_path = None
+    if video is not None:
+        from bcjax.acting.envs import video_fps
+        from bcjax.acting.video import frame_stride, make_render_env, render_episodes
+        from bcjax.acting.video_encode import Mp4Writer
+
+        renv = None
+        try:
+            renv = make_render_env(env_name)
+            stride = frame_stride(video_fps(renv))
+            with Mp4Writer(video, video_fps(renv) / stride) as mp4:  # frames go to ffmpeg as rendered
+                render_episodes(renv, actor_for(indices[0]), 1, ep_len, seed, lambda _, f: mp4.add(f), stride)
+            video_path = mp4.path
+        except Exception as e:  # noqa: BLE001 - the statistics are already computed; report and keep them
+            print(f"warning: no video ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                  "headless rendering needs GL: scripts/setup_gl.sh, MUJOCO_GL=egl or osmesa", file=sys.stderr)
+        finally:
+            if renv is not None:
+                renv.close()
+    return EvalResult(saved.iteration, env_name, np.asarray(returns, np.float64), np.asarray(lengths, np.float64),
+                      sample, video_path)
+
+
+def _stats(x: np.ndarray) -> str:
+    return f"{x.mean():.1f} ± {x.std():.1f}  (min {x.min():.1f}, max {x.max():.1f})"
+
+
+def format_result(run_dir: str | Path, r: EvalResult) -> str:
+    mode = "sampled actions" if r.sampled else "mean actions"
+    n_seeds, n_eps = r.returns.shape
+    lines = [f"{run_dir}: iteration {r.iteration}, {r.env_name}, {n_eps} episodes x {n_seeds} seed(s), {mode}"]
+    if n_seeds > 1:
+        for k in range(n_seeds):
+            lines.append(f"  seed {k}: return {_stats(r.returns[k])}, length {r.lengths[k].mean():.0f}")
+    lines.append(f"return          {_stats(r.returns)}")
+    lines.append(f"episode length  {_stats(r.lengths)}")
+    if r.video is not None:
+        lines.append(f"video: {r.video}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="evaluate.py", description="Evaluate a saved bcjax policy.")
+    p.add_argument("run_dir", help="a run directory (data/q2_...) with checkpoints/")
+    p.add_argument("--step", type=int, default=None, help="checkpoint iteration (default: the latest)")
+    p.add_argument("--episodes", type=int, default=10, help="episodes per seed (default 10)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--sample", action="store_true", default=None,
+                      help="sample actions (default: as the run's training evaluation did; sampled unless --deterministic_eval)")
+    mode.add_argument("--mean_action", dest="sample", action="store_false", help="evaluate the mean action")
+    p.add_argument("--seed", type=int, default=0, help="env/noise seed of the evaluation (default 0)")
+    p.add_argument("--seed_index", type=int, default=None, help="only this one of the run's --num_seeds policies")
+    p.add_argument("--video", default=None, metavar="OUT.mp4", help="also render the first episode to this mp4")
+    p.add_argument("--no_gpu", action="store_true", help="run JAX on the CPU")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        if args.no_gpu:
+            import jax
+
+            jax.config.update("jax_platforms", "cpu")
+        r = evaluate_run(args.run_dir, args.step, args.episodes, args.sample, args.seed, args.seed_index, args.video)
+        print(format_result(args.run_dir, r))
+        return 0
+
+    return run_script(body)

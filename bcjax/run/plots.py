@@ -1,0 +1,287 @@
+"""The homework's figures from run directories (metrics.jsonl + config.json), as PNG with matplotlib.
+
+- `plot_learning_curves`: DAgger iteration vs mean return with ±std error bars,
+  BC runs and the expert (its data's mean return) as horizontal lines; one
+  panel per task.
+- `plot_hparam`: a metric at the final iteration vs a hyperparameter across runs.
+
+Runs with the same task, algorithm and `exp_name` are one group: their seeds
+(`--num_seeds` and separate runs with different `--seed`) are pooled, and the
+error bar is the std across them. A group with a single seed shows the std
+across its evaluation episodes (`Eval_StdReturn`) instead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from bcjax.errors import BcjaxError, run_script
+from bcjax.run.logger import read_metrics
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict
+    rows: list[dict]
+
+    @property
+    def env(self) -> str:
+        return str(self.config.get("env_name", "?"))
+
+    @property
+    def is_dagger(self) -> bool:
+        return self.config.get("algo") == "dagger"
+
+    @property
+    def group(self) -> tuple[str, str, str]:
+        return self.env, str(self.config.get("algo", "?")), str(self.config.get("exp_name", self.path.name))
+
+    def per_seed(self, row: dict, metric: str) -> list[float]:
+        if metric not in row:
+            raise BcjaxError(f"{self.path}: no metric {metric!r}; it logs {', '.join(sorted(k for k in row if k != 'per_seed'))}")
+        return [float(v) for v in row.get("per_seed", {}).get(metric, [row[metric]])]
+
+
+def load_run(path: str | Path) -> Run:
+    path = Path(path)
+    if not (path / "metrics.jsonl").is_file():
+        raise BcjaxError(f"{path} has no metrics.jsonl: pass run directories (data/q1_..., data/q2_...)")
+    config_file = path / "config.json"
+    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    rows = read_metrics(path)
+    if not rows:
+        raise BcjaxError(f"{path}/metrics.jsonl is empty: the run logged no iteration yet")
+    return Run(path, config, rows)
+
+
+def find_runs(paths: list[str | Path]) -> list[Run]:
+    """Each path is a run directory, or a folder whose run directories (one level down) are all taken."""
+    runs = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise BcjaxError(f"no directory {p}")
+        if (p / "metrics.jsonl").is_file():
+            runs.append(load_run(p))
+        else:
+            found = sorted(d for d in p.iterdir() if (d / "metrics.jsonl").is_file())
+            if not found:
+                raise BcjaxError(f"{p} is not a run directory and holds none")
+            runs.extend(load_run(d) for d in found)
+    return runs
+
+
+def _spread(values: list[float], episode_std: list[float]) -> tuple[float, float]:
+    """Mean and error bar of pooled seed values: std across seeds, or the episode std for one seed."""
+    mean = float(np.mean(values))
+    if len(values) > 1:
+        return mean, float(np.std(values))
+    return mean, float(episode_std[0]) if episode_std else 0.0
+
+
+def _std_name(metric: str) -> str | None:
+    return metric.replace("AverageReturn", "StdReturn") if metric.endswith("AverageReturn") else None
+
+
+def learning_curve(runs: list[Run], metric: str = "Eval_AverageReturn") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Iterations, mean and error bar of `metric` pooled over the runs' seeds (iterations all runs logged)."""
+    std_name = _std_name(metric)
+    by_itr: dict[int, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
+    counts: dict[int, int] = defaultdict(int)
+    for run in runs:
+        for row in run.rows:
+            values, stds = by_itr[row["Iteration"]]
+            values += run.per_seed(row, metric)
+            if std_name and std_name in row:
+                stds += run.per_seed(row, std_name)
+            counts[row["Iteration"]] += 1
+    iters = sorted(i for i in by_itr if counts[i] == len(runs))
+    stats = [_spread(*by_itr[i]) for i in iters]
+    return np.asarray(iters), np.asarray([m for m, _ in stats]), np.asarray([e for _, e in stats])
+
+
+def final_value(runs: list[Run], metric: str) -> tuple[float, float]:
+    """Mean and error bar of `metric` at each run's last logged iteration, pooled over seeds."""
+    std_name = _std_name(metric)
+    values, stds = [], []
+    for run in runs:
+        values += run.per_seed(run.rows[-1], metric)
+        if std_name and std_name in run.rows[-1]:
+            stds += run.per_seed(run.rows[-1], std_name)
+    return _spread(values, stds)
+
+
+def expert_return(runs: list[Run]) -> float | None:
+    values = [r.rows[0]["Initial_DataCollection_AverageReturn"] for r in runs
+              if "Initial_DataCollection_AverageReturn" in r.rows[0]]
+    return float(np.mean(values)) if values else None
+
+
+def shared_seeds(runs: list[Run]) -> list[tuple[int, int]]:
+    """The (seed, seed index) pairs that more than one of the pooled runs trained: the same random stream
+    twice, which would draw error bars too tight (seed index k of --seed S is fold_in(PRNGKey(S), k))."""
+    seen: dict[tuple[int, int], int] = defaultdict(int)
+    for r in runs:
+        for k in range(int(r.config.get("num_seeds", 1))):
+            seen[int(r.config.get("seed", 1)), k] += 1
+    return sorted(pair for pair, n in seen.items() if n > 1)
+
+
+def _groups(runs: list[Run]) -> dict[tuple[str, str, str], list[Run]]:
+    groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
+    for r in runs:
+        groups[r.group].append(r)
+    for group, members in groups.items():
+        dup = shared_seeds(members)
+        if dup:
+            raise BcjaxError(f"runs pooled as {'/'.join(group)} share seeds (seed, index) {dup}: they are the same "
+                             "random stream twice; pool runs with different --seed, or plot one of them")
+    return dict(groups)
+
+
+def _label(group: tuple[str, str, str], runs: list[Run]) -> str:
+    _, algo, name = group
+    n_seeds = sum(len(r.per_seed(r.rows[-1], "Eval_AverageReturn")) for r in runs) if runs else 0
+    label = "DAgger" if algo == "dagger" else "BC"
+    if name.lower() not in ("run", "bc", "dagger", algo):  # the default or a repeat of the algorithm adds nothing
+        label += f" {name}"
+    return label + (f" ({n_seeds} seeds)" if n_seeds > 1 else "")
+
+
+def _save(fig, out: str | Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+    return out
+
+
+def plot_learning_curves(runs: list[Run], out: str | Path, metric: str = "Eval_AverageReturn",
+                         title: str | None = None) -> Path:
+    """`learning_curves_figure` written to `out` (PNG)."""
+    return _save(learning_curves_figure(runs, metric, title), out)
+
+
+def learning_curves_figure(runs: list[Run], metric: str = "Eval_AverageReturn", title: str | None = None) -> Figure:
+    """DAgger curves (mean ± std per iteration), BC and expert lines; one panel per task."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    if not runs:
+        raise BcjaxError("no runs to plot")
+    envs = sorted({r.env for r in runs})
+    fig = Figure(figsize=(6.4 * len(envs), 4.4))
+    axes = np.atleast_1d(fig.subplots(1, len(envs)))
+    groups = _groups(runs)
+    for ax, env in zip(axes, envs):
+        env_groups = {g: rs for g, rs in groups.items() if g[0] == env}
+        dagger = {g: rs for g, rs in env_groups.items() if any(r.is_dagger for r in rs)}
+        last_itr = max([int(r.rows[-1]["Iteration"]) for rs in dagger.values() for r in rs] or [1])
+        for g, rs in dagger.items():
+            x, y, e = learning_curve(rs, metric)
+            ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=_label(g, rs))
+        colors = iter(["tab:red", "tab:purple", "tab:brown", "tab:olive", "tab:cyan"])
+        for g, rs in env_groups.items():
+            if g in dagger:
+                continue
+            y, e = final_value(rs, metric)
+            color = next(colors, "gray")
+            ax.axhline(y, linestyle="--", color=color, label=f"{_label(g, rs)}: {y:.0f}")
+            ax.axhspan(y - e, y + e, color=color, alpha=0.12)
+        expert = expert_return([r for rs in env_groups.values() for r in rs])
+        if expert is not None and metric.endswith("AverageReturn"):
+            ax.axhline(expert, linestyle=":", color="black", label=f"expert (data): {expert:.0f}")
+        ax.set_xlim(-0.3, last_itr + 0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("DAgger iteration")
+        ax.set_ylabel(metric)
+        ax.set_title(title or env)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return fig
+
+
+def _numeric(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def plot_hparam(runs: list[Run], hparam: str, out: str | Path, metric: str = "Eval_AverageReturn",
+                title: str | None = None, split_by: str | list[str] | None = None) -> Path:
+    """`hparam_figure` written to `out` (PNG)."""
+    return _save(hparam_figure(runs, hparam, metric, title, split_by), out)
+
+
+def hparam_figure(runs: list[Run], hparam: str, metric: str = "Eval_AverageReturn", title: str | None = None,
+                  split_by: str | list[str] | None = None) -> Figure:
+    """`metric` at the final iteration vs `hparam` (a config field), one line per task and algorithm
+    (and per value of the config field(s) `split_by`, if given)."""
+    from matplotlib.figure import Figure
+
+    if not runs:
+        raise BcjaxError("no runs to plot")
+    missing = [str(r.path) for r in runs if _numeric(r.config.get(hparam)) is None]
+    if missing:
+        numeric = sorted(k for k, v in runs[0].config.items() if _numeric(v) is not None)
+        raise BcjaxError(f"--hparam {hparam!r} is not a numeric config value of {missing[0]}; "
+                         f"numeric ones: {', '.join(numeric)}")
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.subplots()
+    lines: dict[tuple[str, str, str], dict[float, list[Run]]] = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        splits = [split_by] if isinstance(split_by, str) else split_by or []
+        split = "".join(f" {s}={r.config.get(s)}" for s in splits)
+        lines[(r.env, str(r.config.get("algo", "?")), split)][_numeric(r.config[hparam])].append(r)
+    xs_all, experts_drawn = [], set()
+    for (env, algo, split), points in sorted(lines.items()):
+        xs = sorted(points)
+        stats = [final_value(points[x], metric) for x in xs]
+        ax.errorbar(xs, [m for m, _ in stats], yerr=[e for _, e in stats], marker="o", capsize=3,
+                    label=f"{'DAgger' if algo == 'dagger' else 'BC'} {env}{split}")
+        xs_all += xs
+        expert = expert_return([r for rs in points.values() for r in rs])
+        if expert is not None and metric.endswith("AverageReturn") and env not in experts_drawn:
+            experts_drawn.add(env)
+            ax.axhline(expert, linestyle=":", color="black", label=f"expert {env}: {expert:.0f}")
+    if min(xs_all) > 0 and max(xs_all) / min(xs_all) >= 30:
+        ax.set_xscale("log")
+    ax.set_xlabel(hparam)
+    ax.set_ylabel(f"{metric} (final iteration)")
+    ax.set_title(title or f"{metric} vs {hparam}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="plot.py", description="Plot bcjax runs (PNG).")
+    p.add_argument("run_dirs", nargs="+", help="run directories, or folders of run directories")
+    p.add_argument("--out", default=None, help="PNG path (default: returns.png, or <hparam>.png with --hparam)")
+    p.add_argument("--metric", default="Eval_AverageReturn", help="metric to plot (default Eval_AverageReturn)")
+    p.add_argument("--hparam", default=None, help="plot the final metric against this config field instead")
+    p.add_argument("--split_by", default=None, help="with --hparam: one line per value of this config field")
+    p.add_argument("--title", default=None)
+    args = p.parse_args(argv)
+
+    def body() -> int:
+        runs = find_runs(args.run_dirs)
+        if args.hparam:
+            out = plot_hparam(runs, args.hparam, args.out or f"{args.hparam}.png", args.metric, args.title,
+                              args.split_by)
+        else:
+            out = plot_learning_curves(runs, args.out or "returns.png", args.metric, args.title)
+        print(f"wrote {out} ({len(runs)} run(s))")
+        return 0
+
+    return run_script(body)

@@ -1,0 +1,165 @@
+"""A run directory's checkpoints: the policy per iteration, the resume state, and loading them back.
+
+    <run_dir>/checkpoints/<itr>/  the K-stacked TrainState + metadata (config, dims): every iteration
+                                  with --save_params, else the final one; read by scripts/evaluate.py
+    <run_dir>/resume/<itr>/       everything the loop carries between iterations (TrainState, buffers,
+                                  JAX keys, env step counts, elapsed time); the latest two are kept
+                                  (the older one is the fallback if the newer is found corrupt), so a
+                                  long run does not store its buffer once per iteration
+
+Both are orbax step folders, written to a temporary name and renamed when
+complete: a run killed during a save still has the previous step readable.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax.training.train_state import TrainState
+
+from bcjax.core.buffer import RingBuffer
+from bcjax.core.model import MLPPolicy
+from bcjax.errors import BcjaxError
+from bcjax.run.checkpoint import checkpoint_steps, restore_checkpoint, restore_meta, save_checkpoint
+from bcjax.run.config import Config, config_from_dict
+
+POLICY_DIR = "checkpoints"
+RESUME_DIR = "resume"
+
+
+@dataclass
+class LoopState:
+    """What the training loop carries from one iteration to the next."""
+
+    iteration: int  # the last completed iteration
+    states: TrainState  # K-stacked
+    loop_keys: jax.Array  # (K, ...) JAX keys the next iteration splits
+    buffers: list[RingBuffer]
+    envsteps: np.ndarray  # (K,) env steps collected so far
+    elapsed: float  # seconds of training before this point, so TimeSinceStart continues
+
+
+def _key_data(keys: jax.Array) -> np.ndarray:
+    # Typed keys (jax.random.key) are not arrays orbax can write; their raw uint32 data is.
+    if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
+        return np.asarray(jax.random.key_data(keys))
+    return np.asarray(keys)
+
+
+def _as_keys(data: Any, like: jax.Array) -> jax.Array:
+    data = jnp.asarray(data)
+    if jnp.issubdtype(like.dtype, jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(like))
+    return data
+
+
+def save_policy(run_dir: str | Path, itr: int, states: TrainState, meta: dict) -> None:
+    save_checkpoint(Path(run_dir) / POLICY_DIR, itr, {"train_state": states}, {**meta, "iteration": itr})
+
+
+def save_resume(run_dir: str | Path, loop: LoopState, meta: dict) -> None:
+    tree = {"train_state": loop.states, "loop_keys": _key_data(loop.loop_keys),
+            "envsteps": np.asarray(loop.envsteps, np.int64), "buffers": [b.state_dict() for b in loop.buffers]}
+    save_checkpoint(Path(run_dir) / RESUME_DIR, loop.iteration, tree,
+                    {**meta, "iteration": loop.iteration, "elapsed": loop.elapsed}, max_to_keep=2)
+
+
+def resume_iteration(run_dir: str | Path) -> int | None:
+    """The last iteration a resume can start after, or None when the run saved no resume state."""
+    steps = checkpoint_steps(Path(run_dir) / RESUME_DIR)
+    return steps[-1] if steps else None
+
+
+def restore_resume(run_dir: str | Path, template: LoopState, step: int | None = None) -> LoopState:
+    """The saved loop state (of iteration `step`, default the latest), restored into freshly built
+    structures of the same shapes."""
+    tree = {"train_state": template.states, "loop_keys": _key_data(template.loop_keys),
+            "envsteps": np.asarray(template.envsteps, np.int64),
+            "buffers": [b.state_dict() for b in template.buffers]}
+    misfit = f"cannot resume from {run_dir}: its saved state does not fit this configuration"
+    try:
+        out, meta = restore_checkpoint(Path(run_dir) / RESUME_DIR, tree, step, step_flag="--resume_step")
+    except BcjaxError:
+        raise
+    except Exception as e:  # noqa: BLE001 - orbax reports structure mismatches in many types
+        raise BcjaxError(f"{misfit} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    # orbax restores the saved shapes whatever the template says: check them.
+    for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(tree), jax.tree.leaves(out)):
+        if np.shape(want) != np.shape(got):
+            raise BcjaxError(f"{misfit} ({jax.tree_util.keystr(path)}: saved {np.shape(got)}, "
+                             f"expected {np.shape(want)})")
+    for buf, saved in zip(template.buffers, out["buffers"]):
+        buf.load_state_dict({k: np.asarray(v) for k, v in saved.items()})
+    return LoopState(iteration=int(meta["iteration"]), states=out["train_state"],
+                     loop_keys=_as_keys(out["loop_keys"], template.loop_keys), buffers=template.buffers,
+                     envsteps=np.asarray(out["envsteps"], np.int64), elapsed=float(meta["elapsed"]))
+
+
+def read_run_config(run_dir: str | Path) -> Config:
+    """The config a run was started with: its config.json, else (a torn or lost one) the copy in its
+    latest readable checkpoint."""
+    path = Path(run_dir) / "config.json"
+    try:
+        return config_from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        pass
+    for sub in (RESUME_DIR, POLICY_DIR):
+        for step in reversed(checkpoint_steps(Path(run_dir) / sub)):
+            try:
+                return config_from_dict(restore_meta(Path(run_dir) / sub, step)[1]["config"])
+            except (BcjaxError, KeyError, TypeError):
+                continue
+    if not path.is_file():
+        raise BcjaxError(f"{run_dir} is not a bcjax run directory (no config.json)")
+    raise BcjaxError(f"{path} is damaged (not valid JSON) and no checkpoint holds a copy: the run cannot be resumed")
+
+
+@dataclass
+class SavedPolicy:
+    policy: MLPPolicy
+    states: TrainState  # K-stacked
+    meta: dict
+    iteration: int
+
+    @property
+    def config(self) -> Config:
+        return config_from_dict(self.meta["config"])
+
+    def params(self, seed_index: int = 0) -> Any:
+        return jax.tree.map(lambda x: x[seed_index], self.states.params)
+
+
+def load_policy(run_dir: str | Path, step: int | None = None) -> SavedPolicy:
+    """The policy saved at iteration `step` (default: the latest), parameters bit-identical."""
+    from bcjax.core.update import create_train_states
+
+    ckpt = Path(run_dir) / POLICY_DIR
+    if not Path(run_dir).is_dir():
+        raise BcjaxError(f"no run directory {run_dir}")
+    step, meta = restore_meta(ckpt, step)
+    try:
+        cfg = config_from_dict(meta["config"])
+    except (KeyError, TypeError) as e:
+        raise BcjaxError(f"checkpoint step {step} in {ckpt} has unusable metadata ({e}): pick another --step") from None
+    policy = MLPPolicy(act_dim=int(meta["act_dim"]), n_layers=cfg.n_layers, size=cfg.size,
+                       activation=cfg.activation, discrete=bool(meta["discrete"]), normalize_obs=cfg.normalize_obs)
+    keys = jnp.stack([jax.random.PRNGKey(k) for k in range(int(meta["num_seeds"]))])
+    # Shapes only (initializing real parameters to overwrite them costs ~1 s), placed on this
+    # machine's default device: the saved sharding names the devices of the machine that trained.
+    shapes = jax.eval_shape(lambda k: create_train_states(policy, k, int(meta["obs_dim"]), cfg.learning_rate), keys)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shapes)
+    try:
+        out, meta = restore_checkpoint(ckpt, {"train_state": template}, step)
+    except BcjaxError:
+        raise
+    except Exception as e:  # noqa: BLE001 - orbax reports a misfit in many types
+        raise BcjaxError(f"checkpoint step {step} in {ckpt} does not hold the policy its metadata describes "
+                         f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
+    return SavedPolicy(policy=policy, states=out["train_state"], meta=meta, iteration=step)
