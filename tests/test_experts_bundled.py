@@ -53,7 +53,7 @@ def test_task_without_bundled_expert_fails_cleanly(tmp_path, capsys):
 
 
 def test_collect_expert_data_script(tmp_path, capsys):
-    from bcjax import expert_collection as mod
+    from bcjax.experts import collection as mod
 
     out = tmp_path / "data.pkl"
     assert mod.main(["--env_name", "Hopper-v4", "--n_traj", "2", "--ep_len", "30", "--output", str(out)]) == 0

@@ -419,7 +419,7 @@ def test_sigterm_finishes_the_iteration_saves_and_stops(tmp_path, monkeypatch):
     from bcjax.run.saved_run import resume_iteration
     from bcjax.run.signals import Stopped, stop_on_signals
 
-    real = bcjax.train_loop.save_policy
+    real = bcjax.run.driver.save_policy
 
     def save_policy(run_dir, itr, states, meta):
         if itr == 1:  # the signal lands during the save: the save still completes
@@ -463,10 +463,10 @@ def test_missing_gl_library_is_one_line_for_every_command(tmp_path, monkeypatch,
     monkeypatch.setenv("MUJOCO_GL", "osmesa")
     monkeypatch.setattr(bcjax.acting.gl, "_find_library", lambda name: None)
     with pytest.raises(BcjaxError, match="MUJOCO_GL=osmesa but libOSMesa is not installed"):
-        bcjax.gl.check_mujoco_gl_setting()
+        bcjax.acting.gl.check_mujoco_gl_setting()
     monkeypatch.setenv("MUJOCO_GL", "egl")
     monkeypatch.setattr(bcjax.acting.gl, "_find_library", lambda name: "libEGL.so.1")
-    bcjax.gl.check_mujoco_gl_setting()
+    bcjax.acting.gl.check_mujoco_gl_setting()
 
 
 def test_missing_osmesa_real_process(tmp_path):

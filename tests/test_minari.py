@@ -34,7 +34,7 @@ def minari_root(tmp_path, monkeypatch) -> Path:
 
 
 def _collect_script():
-    from bcjax import expert_collection
+    from bcjax.experts import collection as expert_collection
 
     return expert_collection
 

@@ -30,7 +30,7 @@ class Crash(Exception):
 
 def _crash_at(monkeypatch, itr: int) -> None:
     """Die as a kill would: after iteration `itr` is logged, before its checkpoint is written."""
-    real = bcjax.train_loop.save_policy
+    real = bcjax.run.driver.save_policy
 
     def save_policy(run_dir, i, states, meta):
         if i == itr:

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bcjax import expert_training
+from bcjax.experts import training as expert_training
 from bcjax.data.expert import load_expert, save_expert
 from bcjax.data.safe_pickle import load_pickle
 from bcjax.experts.sac import (

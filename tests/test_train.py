@@ -85,7 +85,7 @@ def test_discrete_cartpole_dagger_end_to_end():
 def test_mujoco_warnings_go_through_python_not_a_log_file(tmp_path, monkeypatch):
     import pytest
 
-    from bcjax import envs
+    from bcjax.acting import envs
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(envs, "_MUJOCO_SEEN", set())  # each kind is reported once per process
