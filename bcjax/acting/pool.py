@@ -24,7 +24,7 @@ from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
-from bcjax.core.numpy_policy import PolicySpec, numpy_actor
+from bcjax.core.mlp import MLPSpec, numpy_actor
 
 MAX_DEFAULT_WORKERS = 8  # beyond this the main process's training and relabelling are the bottleneck
 
@@ -36,7 +36,7 @@ class RolloutTask:
     env_name: str
     num_envs: int
     vector_mode: str
-    spec: PolicySpec
+    spec: MLPSpec
     params: dict[str, Any]  # flax variables with numpy leaves
     env_seed: int
     rng_state: dict | None  # a PCG64 state (noise), or None: the policy's mode

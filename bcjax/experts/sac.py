@@ -25,7 +25,8 @@ import optax
 from flax import struct
 from flax.training.train_state import TrainState
 
-from bcjax.core.np_mlp import Layer, dense, hidden_forward, hidden_layers, linear
+from bcjax.core.mlp import ACTIVATIONS, Layer, dense, hidden_layers, linear, trunk
+from bcjax.core.model import DenseParams, activation
 from bcjax.data.expert import mlp_to_cs285
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -48,18 +49,21 @@ class SACConfig:
 
 
 class Actor(nn.Module):
-    """tanh MLP -> (pre-squash mean, log_std). Layer names fix the export order."""
+    """The MLP trunk (tanh, bcjax.core.mlp.trunk) -> its own heads: (pre-squash mean, state-dependent log_std).
+    Layer names fix the export order."""
 
     act_dim: int
     hidden: Sequence[int]
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
-        h = obs
+        layers, d = [], obs.shape[-1]
         for i, n in enumerate(self.hidden):
-            h = jnp.tanh(nn.Dense(n, name=f"hidden_{i}")(h))
-        mean = nn.Dense(self.act_dim, name="mean")(h)
-        log_std = jnp.clip(nn.Dense(self.act_dim, name="log_std")(h), LOG_STD_MIN, LOG_STD_MAX)
+            layers.append(DenseParams(n, name=f"hidden_{i}")(d))
+            d = n
+        h = trunk(obs, layers, activation("tanh"), jnp)
+        mean = linear(h, DenseParams(self.act_dim, name="mean")(d), jnp)
+        log_std = jnp.clip(linear(h, DenseParams(self.act_dim, name="log_std")(d), jnp), LOG_STD_MIN, LOG_STD_MAX)
         return mean, log_std
 
 
@@ -225,7 +229,7 @@ def host_actor_params(state: SACState, actor_params: Any = None) -> dict[str, An
 
 def host_act(params: dict[str, Any], obs: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
     """numpy actor: a sampled action (rng given) or the deterministic tanh(mean) action."""
-    h = hidden_forward(obs, params["hidden"], np.tanh)
+    h = trunk(obs, params["hidden"], ACTIVATIONS["tanh"])
     u = linear(h, params["mean"])
     if rng is not None:
         log_std = np.clip(linear(h, params["log_std"]), LOG_STD_MIN, LOG_STD_MAX)
@@ -239,7 +243,7 @@ def export_cs285(state: SACState, obs_sample: np.ndarray) -> dict[str, Any]:
     CS285's log-std is state-independent: the actor's mean log-std over `obs_sample` stands in.
     """
     p = host_actor_params(state)
-    h = hidden_forward(np.asarray(obs_sample, np.float32), p["hidden"], np.tanh)
+    h = trunk(np.asarray(obs_sample, np.float32), p["hidden"], ACTIVATIONS["tanh"])
     log_std = np.clip(linear(h, p["log_std"]), LOG_STD_MIN, LOG_STD_MAX).mean(0)
     return tanh_squashed_to_cs285(p["hidden"], p["mean"], p["act_scale"], p["act_bias"], log_std)
 
