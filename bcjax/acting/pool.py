@@ -24,7 +24,7 @@ from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
-from bcjax.core.mlp import MLPSpec, numpy_actor
+from bcjax.core.mlp import MLPSpec, NumpyMLP
 
 MAX_DEFAULT_WORKERS = 8  # beyond this the main process's training and relabelling are the bottleneck
 
@@ -93,7 +93,7 @@ def run_task(task: RolloutTask, envs: _Envs) -> RolloutResult:
         rng.bit_generator.state = task.rng_state
     env = envs.get(task)
     env.reset(seed=task.env_seed)
-    actor = numpy_actor(task.spec, task.params, rng)
+    actor = NumpyMLP(task.spec, task.params, rng)
     if task.mix is not None:  # its own draws: the policy's noise stream is the same as without mixing
         actor = MixedActor(actor, task.mix.expert, task.mix.beta, np.random.default_rng(task.mix.draw_seed))
     paths, steps = sample_trajectories(env, actor, task.min_steps, task.ep_len)

@@ -98,30 +98,20 @@ def forward(spec: MLPSpec, n: Net, obs: Any, act: Callable[[Any], Any], xp: Any 
 
 
 class NumpyMLP:
-    """`forward` in numpy for one spec and its params (numpy leaves): picklable and JAX-free, so a rollout
-    worker can run it (the student's actor, the expert of beta-mixed DAgger)."""
+    """The MLP as a policy in numpy, for a (B, obs_dim) batch: its mode (the mean, or the largest logit)
+    without `rng`, else a sample. Picklable and JAX-free, so a rollout worker can run it (the student,
+    the expert of beta-mixed DAgger)."""
 
-    def __init__(self, spec: MLPSpec, params: dict[str, Any]) -> None:
-        self.spec, self.net = spec, net(spec, params)
+    def __init__(self, spec: MLPSpec, params: dict[str, Any], rng: np.random.Generator | None = None) -> None:
+        self.spec, self.net, self.rng = spec, net(spec, params), rng  # params: numpy leaves
+        self.std = None if spec.discrete else np.exp(params["params"]["log_std"])
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        return forward(self.spec, self.net, obs, ACTIVATIONS[self.spec.activation])
-
-
-def numpy_actor(spec: MLPSpec, params: dict[str, Any],
-                rng: np.random.Generator | None) -> Callable[[np.ndarray], np.ndarray]:
-    """The policy as a numpy function of a (B, obs_dim) batch: samples with `rng`, or the mode if None."""
-    mlp = NumpyMLP(spec, params)
-    std = None if spec.discrete else np.exp(params["params"]["log_std"])
-
-    def actor(obs: np.ndarray) -> np.ndarray:
-        out = mlp(obs)
-        if spec.discrete:
-            if rng is not None:
-                out = out + rng.gumbel(size=out.shape)  # Gumbel-max: a categorical sample
+        out = forward(self.spec, self.net, obs, ACTIVATIONS[self.spec.activation])
+        if self.spec.discrete:
+            if self.rng is not None:
+                out = out + self.rng.gumbel(size=out.shape)  # Gumbel-max: a categorical sample
             return np.argmax(out, axis=-1)
-        if rng is None:
+        if self.rng is None:
             return out
-        return out + std * rng.standard_normal(out.shape, dtype=np.float32)
-
-    return actor
+        return out + self.std * self.rng.standard_normal(out.shape, dtype=np.float32)

@@ -7,6 +7,7 @@ for per-step rollouts (`host_actor`), where a jitted call costs more than the ph
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -14,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bcjax.core.mlp import ACTIVATIONS, Layer, MLPSpec, forward, net, numpy_actor
+from bcjax.core.mlp import ACTIVATIONS, Layer, MLPSpec, NumpyMLP, forward, net
 
 Params = Any
 
@@ -40,10 +41,7 @@ class DenseParams(nn.Module):
             bound = 1.0 / math.sqrt(fan_in)
             # variance_scaling(1/3, fan_in, uniform) is uniform in ±sqrt(3 * (1/3) / fan_in) = ±1/sqrt(fan_in).
             kernel_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
-
-            def bias_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
-                return jax.random.uniform(key, shape, dtype, -bound, bound)
-
+            bias_init = partial(jax.random.uniform, minval=-bound, maxval=bound)
         return (self.param("kernel", kernel_init, (fan_in, self.features), jnp.float32),
                 self.param("bias", bias_init, (self.features,), jnp.float32))
 
@@ -119,4 +117,4 @@ def host_actor(policy: MLPPolicy, params: Params, rng: np.random.Generator | Non
     The params are copied to the host once, so each env step costs a few
     microseconds instead of a device dispatch.
     """
-    return numpy_actor(policy.spec, jax.tree.map(np.asarray, jax.device_get(params)), rng)
+    return NumpyMLP(policy.spec, jax.tree.map(np.asarray, jax.device_get(params)), rng)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import pickle
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,41 +25,27 @@ CS285_ACTIVATIONS = {"tanh": "tanh", "lrelu": "leaky_relu"}  # CS285's nonlin_ty
 _CHUNK = 4096
 
 
-@dataclass(frozen=True)
 class ExpertPolicy:
     """A CS285 expert as the student's MLP (bcjax.core.mlp): the numpy apply acts per env step
     (`mean_action_np`: picklable and JAX-free, so rollout workers run it for beta-mixing) and a
     call relabels a batch with the JAX apply, one jitted call per 4096 rows."""
 
-    spec: MLPSpec
-    params: dict[str, Any]  # flax's layout, float32 numpy leaves
+    def __init__(self, spec: MLPSpec, params: dict[str, Any]) -> None:
+        self.spec, self.params = spec, params  # flax's layout, float32 numpy leaves
+        self.obs_dim, self.act_dim = int(params["params"]["obs_mean"].shape[-1]), spec.act_dim
+        self.mean_action_np = NumpyMLP(spec, params)
+        self._fn = jax.jit(partial(apply, spec))
 
-    @property
-    def obs_dim(self) -> int:
-        return int(self.params["params"]["obs_mean"].shape[-1])
-
-    @property
-    def act_dim(self) -> int:
-        return self.spec.act_dim
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_fn", jax.jit(partial(apply, self.spec)))
-        object.__setattr__(self, "mean_action_np", NumpyMLP(self.spec, self.params))
-
-    def for_task(self, env_name: str) -> "ExpertPolicy":
+    def for_task(self, env_name: str) -> ExpertPolicy:
         """This expert reading `env_name`'s observations (mapped to the v4 layout where a v5 task changed it)."""
-        return dataclasses.replace(self, spec=self.spec._replace(task=env_name))
+        return ExpertPolicy(self.spec._replace(task=env_name), self.params)
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         """Mean actions for a (B, obs_dim) batch; obs of another size is padded or truncated."""
         obs = np.asarray(obs, np.float32)
-        out = []
-        for start in range(0, len(obs), _CHUNK):
-            chunk = obs[start:start + _CHUNK]
-            padded = np.zeros((_CHUNK, obs.shape[1]), np.float32)
-            padded[: len(chunk)] = chunk
-            out.append(np.asarray(self._fn(self.params, padded))[: len(chunk)])
-        return np.concatenate(out)
+        padded = np.concatenate([obs, np.zeros((-len(obs) % _CHUNK, obs.shape[1]), np.float32)])
+        chunks = [np.asarray(self._fn(self.params, c)) for c in np.split(padded, len(padded) // _CHUNK)]
+        return np.concatenate(chunks)[: len(obs)]
 
 
 def _get(d: Any, key: str, where: str) -> Any:
@@ -100,11 +84,12 @@ def expert_params_from_dict(data: Any, where: str) -> tuple[MLPSpec, dict[str, A
     net = _get(_get(pol, "hidden", where), "FeedforwardNet", where)
     if not isinstance(net, dict):
         raise BcjaxError(f"{where}: hidden FeedforwardNet should be a dict of layers")
-    hidden = [_affine(net[k], f"{where}: hidden {k}") for k in sorted(net, key=_layer_order)]
+    keys = sorted(net, key=_layer_order)
+    names = [f"hidden {k}" for k in keys] + ["out"]
+    hidden = [_affine(net[k], f"{where}: hidden {k}") for k in keys]
     out = _affine(_get(pol, "out", where), f"{where}: out")
     log_std = as_array(_get(pol, "logstdevs_1_Da", where), f"{where}: logstdevs_1_Da").astype(np.float32).reshape(-1)
     # Every layer must take what the one before gives (the observation size for the first).
-    names = [f"hidden {k}" for k in sorted(net, key=_layer_order)] + ["out"]
     gives = mean.shape[0]
     for name, (w, _) in zip(names, hidden + [out]):
         if w.shape[0] != gives:

@@ -25,7 +25,7 @@ import optax
 from flax import struct
 from flax.training.train_state import TrainState
 
-from bcjax.core.mlp import ACTIVATIONS, Layer, dense, hidden_layers, linear, trunk
+from bcjax.core.mlp import ACTIVATIONS, dense, hidden_layers, linear, trunk
 from bcjax.core.model import DenseParams, activation
 from bcjax.data.expert import mlp_to_cs285
 
@@ -238,22 +238,14 @@ def host_act(params: dict[str, Any], obs: np.ndarray, rng: np.random.Generator |
 
 
 def export_cs285(state: SACState, obs_sample: np.ndarray) -> dict[str, Any]:
-    """The deterministic policy as a CS285 expert dict (exact, see tanh_squashed_to_cs285).
+    """The deterministic policy as a CS285 expert dict whose mean action is exactly tanh(mean(trunk(obs))) * scale + bias.
 
-    CS285's log-std is state-independent: the actor's mean log-std over `obs_sample` stands in.
+    The CS285 format has a linear output, so the squashing is represented as one more tanh hidden
+    layer (the mean head) followed by `out` = diag(scale), bias. CS285's log-std is
+    state-independent: the actor's mean log-std over `obs_sample` stands in.
     """
     p = host_actor_params(state)
     h = trunk(np.asarray(obs_sample, np.float32), p["hidden"], ACTIVATIONS["tanh"])
     log_std = np.clip(linear(h, p["log_std"]), LOG_STD_MIN, LOG_STD_MAX).mean(0)
-    return tanh_squashed_to_cs285(p["hidden"], p["mean"], p["act_scale"], p["act_bias"], log_std)
-
-
-def tanh_squashed_to_cs285(hidden: Sequence[Layer], mean_layer: Layer, act_scale: np.ndarray, act_bias: np.ndarray,
-                           log_std: np.ndarray) -> dict[str, Any]:
-    """A CS285 expert dict whose mean action is exactly tanh(mean_layer(tanh MLP(obs))) * scale + bias.
-
-    The CS285 format has a linear output, so the squashing is represented as one
-    more tanh hidden layer (the mean head) followed by `out` = diag(scale), bias.
-    """
-    scale = np.diag(np.asarray(act_scale, np.float32).reshape(-1))
-    return mlp_to_cs285([*hidden, mean_layer], (scale, act_bias), log_std, "tanh")
+    scale = np.diag(np.asarray(p["act_scale"], np.float32).reshape(-1))
+    return mlp_to_cs285([*p["hidden"], p["mean"]], (scale, p["act_bias"]), log_std, "tanh")
