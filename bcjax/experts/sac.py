@@ -25,7 +25,7 @@ import optax
 from flax import struct
 from flax.training.train_state import TrainState
 
-from bcjax.core.mlp import ACTIVATIONS, dense, hidden_layers, linear, trunk
+from bcjax.core.mlp import ACTIVATIONS, Layer, dense, hidden_layers, linear, trunk
 from bcjax.core.model import DenseParams, activation
 from bcjax.data.expert import mlp_to_cs285
 
@@ -62,9 +62,13 @@ class Actor(nn.Module):
             layers.append(DenseParams(n, name=f"hidden_{i}")(d))
             d = n
         h = trunk(obs, layers, activation("tanh"), jnp)
-        mean = linear(h, DenseParams(self.act_dim, name="mean")(d), jnp)
-        log_std = jnp.clip(linear(h, DenseParams(self.act_dim, name="log_std")(d), jnp), LOG_STD_MIN, LOG_STD_MAX)
-        return mean, log_std
+        return actor_heads(h, DenseParams(self.act_dim, name="mean")(d), DenseParams(self.act_dim, name="log_std")(d), jnp)
+
+
+def actor_heads(h: Any, mean: Layer, log_std: Layer, xp: Any = np) -> tuple[Any, Any]:
+    """The actor's own heads on the trunk's output: the pre-squash mean and the state-dependent log-std
+    (in numpy for acting and export, in JAX in `Actor`)."""
+    return linear(h, mean, xp), xp.clip(linear(h, log_std, xp), LOG_STD_MIN, LOG_STD_MAX)
 
 
 class QNet(nn.Module):
@@ -229,10 +233,8 @@ def host_actor_params(state: SACState, actor_params: Any = None) -> dict[str, An
 
 def host_act(params: dict[str, Any], obs: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
     """numpy actor: a sampled action (rng given) or the deterministic tanh(mean) action."""
-    h = trunk(obs, params["hidden"], ACTIVATIONS["tanh"])
-    u = linear(h, params["mean"])
+    u, log_std = actor_heads(trunk(obs, params["hidden"], ACTIVATIONS["tanh"]), params["mean"], params["log_std"])
     if rng is not None:
-        log_std = np.clip(linear(h, params["log_std"]), LOG_STD_MIN, LOG_STD_MAX)
         u = u + np.exp(log_std) * rng.standard_normal(u.shape).astype(np.float32)
     return np.tanh(u) * params["act_scale"] + params["act_bias"]
 
@@ -245,7 +247,7 @@ def export_cs285(state: SACState, obs_sample: np.ndarray) -> dict[str, Any]:
     state-independent: the actor's mean log-std over `obs_sample` stands in.
     """
     p = host_actor_params(state)
-    h = trunk(np.asarray(obs_sample, np.float32), p["hidden"], ACTIVATIONS["tanh"])
-    log_std = np.clip(linear(h, p["log_std"]), LOG_STD_MIN, LOG_STD_MAX).mean(0)
+    _, log_std = actor_heads(trunk(np.asarray(obs_sample, np.float32), p["hidden"], ACTIVATIONS["tanh"]),
+                             p["mean"], p["log_std"])
     scale = np.diag(np.asarray(p["act_scale"], np.float32).reshape(-1))
-    return mlp_to_cs285([*p["hidden"], p["mean"]], (scale, p["act_bias"]), log_std, "tanh")
+    return mlp_to_cs285([*p["hidden"], p["mean"]], (scale, p["act_bias"]), log_std.mean(0), "tanh")

@@ -69,14 +69,6 @@ def check_args(ns: argparse.Namespace) -> None:
         raise BcjaxError("--tau must be in (0, 1] and --gamma in [0, 1)")
 
 
-def evaluate(env: gym.Env, host_params: dict, episodes: int) -> list[float]:
-    """Returns of `episodes` episodes of the deterministic policy."""
-    from bcjax.experts.sac import host_act
-
-    paths = sample_n_trajectories(env, partial(host_act, host_params, rng=None), episodes, env.spec.max_episode_steps)
-    return [float(p["reward"].sum()) for p in paths]
-
-
 class _Run:
     """One SAC run: the networks, the replay ring, the counters a checkpoint keeps, and the acting state."""
 
@@ -177,9 +169,11 @@ class _Run:
     def evaluate_and_export(self) -> None:
         """Evaluate the deterministic policy, log a row and export it (expert_last.pkl; expert_best.pkl if best)."""
         from bcjax.data.expert import save_expert
-        from bcjax.experts.sac import export_cs285, host_actor_params
+        from bcjax.experts.sac import export_cs285, host_act, host_actor_params
 
-        rets = evaluate(self.eval_env, host_actor_params(self.state), self.ns.eval_episodes)
+        policy = partial(host_act, host_actor_params(self.state), rng=None)  # the deterministic policy
+        paths = sample_n_trajectories(self.eval_env, policy, self.ns.eval_episodes, self.eval_env.spec.max_episode_steps)
+        rets = [float(p["reward"].sum()) for p in paths]
         now = time.time()
         row = {"Eval_AverageReturn": float(np.mean(rets)), "Eval_StdReturn": float(np.std(rets)),
                "Eval_MaxReturn": float(np.max(rets)), "Eval_MinReturn": float(np.min(rets)),
