@@ -16,8 +16,7 @@ from tests.tiny_runs import expert_data, hopper_cfg
 
 
 def _expert(nonlin: str = "tanh") -> ExpertPolicy:
-    params, nl, log_std = expert_params_from_dict(make_expert_dict(11, 3, hidden=(16, 16), nonlin=nonlin), "test")
-    return ExpertPolicy(params=params, nonlin=nl, log_std=log_std)
+    return ExpertPolicy(*expert_params_from_dict(make_expert_dict(11, 3, hidden=(16, 16), nonlin=nonlin), "test"))
 
 
 @pytest.mark.parametrize("nonlin", ["tanh", "lrelu"])

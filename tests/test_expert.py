@@ -1,4 +1,4 @@
-"""The CS285 expert loader against a plain numpy forward pass, the restricted unpickler, real experts."""
+"""The CS285 expert loader (both applies) against a plain numpy forward pass, the restricted unpickler, real experts."""
 
 import pickle
 
@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 from conftest import cs285_file, make_expert_dict, write_pickle
 
-from bcjax.acting.envs import make_env
-from bcjax.acting.rollout import sample_n_trajectories
+from bcjax.core.adapters import obs_map
 from bcjax.data.expert import load_expert
-from bcjax.data.expert_data import load_expert_data
+from bcjax.data.expert_data import collect_expert_paths, load_expert_data
 from bcjax.data.safe_pickle import load_pickle
 from bcjax.errors import BcjaxError
 
@@ -38,6 +37,7 @@ def test_synthetic_expert_matches_numpy(tmp_path, nonlin):
     obs = np.random.default_rng(1).normal(size=(50, 7))
     np.testing.assert_allclose(expert(obs), numpy_forward(d, obs), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(expert(obs[:1]), numpy_forward(d, obs[:1]), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(expert.mean_action_np(obs), numpy_forward(d, obs), rtol=1e-4, atol=1e-4)
 
 
 def test_padding_and_truncation(tmp_path):
@@ -46,6 +46,17 @@ def test_padding_and_truncation(tmp_path):
     for dim in (4, 15):  # shorter observations are zero-padded, longer ones truncated
         obs = np.random.default_rng(dim).normal(size=(5, dim))
         np.testing.assert_allclose(expert(obs), numpy_forward(d, obs), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(expert.mean_action_np(obs), numpy_forward(d, obs), rtol=1e-4, atol=1e-4)
+
+
+def test_v5_map_runs_in_both_applies(tmp_path):
+    """A Humanoid-v4 expert on Humanoid-v5's observations: the map to the v4 layout, then the network."""
+    d = make_expert_dict(376, 17, hidden=(8,))
+    expert = load_expert(write_pickle(tmp_path / "e.pkl", d)).for_task("Humanoid-v5")
+    obs = np.random.default_rng(0).normal(size=(6, 348))
+    want = numpy_forward(d, obs_map("Humanoid-v5")(obs))
+    np.testing.assert_allclose(expert(obs), want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(expert.mean_action_np(obs), want, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["Hopper", "HalfCheetah", "Ant"])
@@ -56,6 +67,7 @@ def test_real_expert_matches_numpy(name):
     expert = load_expert(path)
     obs = np.random.default_rng(0).normal(size=(4100, 27 if name == "Ant" else expert.obs_dim))
     np.testing.assert_allclose(expert(obs), numpy_forward(d, obs), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(expert.mean_action_np(obs), numpy_forward(d, obs), rtol=1e-3, atol=1e-3)
 
 
 class _Evil:
@@ -87,7 +99,6 @@ def test_real_expert_reaches_its_data_return(name, task):
     expert = load_expert(cs285_file("experts", f"{name}.pkl"))
     data = load_expert_data(cs285_file("expert_data", f"expert_data_{task}.pkl"))
     data_return = np.mean([p["reward"].sum() for p in data])
-    env = make_env(task, seed=0)
-    paths = sample_n_trajectories(env, expert, 2, 1000)
+    paths = collect_expert_paths(expert, task, 2, 0, 1000)  # the numpy apply
     mean_return = np.mean([p["reward"].sum() for p in paths])
     assert mean_return >= 0.9 * data_return, (mean_return, data_return)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from bcjax.acting.pool import RolloutPool, RolloutTask, WorkerDied
-from bcjax.core.numpy_policy import PolicySpec
+from bcjax.core.mlp import MLPSpec
 from bcjax.errors import BcjaxError
 from bcjax.run.driver import wait_all
 from tests.tiny_runs import expert_data, hopper_cfg, hopper_expert, metrics_without_time, run_logged
@@ -28,7 +28,7 @@ def _task(env_name: str = "Hopper-v4", seed: int = 3, rng: bool = True) -> Rollo
                          "out": {"kernel": r.normal(size=(8, 3)).astype(np.float32), "bias": np.zeros(3, np.float32)},
                          "log_std": np.zeros(3, np.float32)}}
     state = np.random.default_rng(5).bit_generator.state if rng else None
-    return RolloutTask("collect", 0, env_name, 1, "sync", PolicySpec(1, "tanh", False), params, seed, state, 50, 20)
+    return RolloutTask("collect", 0, env_name, 1, "sync", MLPSpec((8,), 3), params, seed, state, 50, 20)
 
 
 @pytest.mark.slow

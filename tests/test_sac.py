@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bcjax.experts import training as expert_training
 from bcjax.data.expert import load_expert, save_expert
 from bcjax.data.safe_pickle import load_pickle
+from bcjax.experts import training as expert_training
 from bcjax.experts.sac import (
     SACConfig,
     create_sac_state,

@@ -24,7 +24,7 @@ from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
-from bcjax.core.numpy_policy import PolicySpec, numpy_actor
+from bcjax.core.mlp import MLPSpec, NumpyMLP
 
 MAX_DEFAULT_WORKERS = 8  # beyond this the main process's training and relabelling are the bottleneck
 
@@ -36,7 +36,7 @@ class RolloutTask:
     env_name: str
     num_envs: int
     vector_mode: str
-    spec: PolicySpec
+    spec: MLPSpec
     params: dict[str, Any]  # flax variables with numpy leaves
     env_seed: int
     rng_state: dict | None  # a PCG64 state (noise), or None: the policy's mode
@@ -93,7 +93,7 @@ def run_task(task: RolloutTask, envs: _Envs) -> RolloutResult:
         rng.bit_generator.state = task.rng_state
     env = envs.get(task)
     env.reset(seed=task.env_seed)
-    actor = numpy_actor(task.spec, task.params, rng)
+    actor = NumpyMLP(task.spec, task.params, rng)
     if task.mix is not None:  # its own draws: the policy's noise stream is the same as without mixing
         actor = MixedActor(actor, task.mix.expert, task.mix.beta, np.random.default_rng(task.mix.draw_seed))
     paths, steps = sample_trajectories(env, actor, task.min_steps, task.ep_len)

@@ -11,24 +11,25 @@ explicit map to the v4 layout here, checked against the v4 env in the tests, nev
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-ObsMap = Callable[[np.ndarray], np.ndarray]
+ObsMap = Callable[..., Any]  # (obs, xp=numpy) -> obs in the v4 layout; xp=jax.numpy inside the JAX apply
 
 
-def _ant_v5_to_v4(obs: np.ndarray) -> np.ndarray:
+def _ant_v5_to_v4(obs: Any, xp: Any = np) -> Any:
     # v5: qpos[2:] (13), qvel (14), cfrc_ext of the 13 non-world bodies (78); v4 without contact forces: the first 27.
     return obs[..., :27]
 
 
-def _humanoid_v5_to_v4(obs: np.ndarray) -> np.ndarray:
+def _humanoid_v5_to_v4(obs: Any, xp: Any = np) -> Any:
     # v5 drops the world body's rows (all zero in v4) from cinert (10), cvel (6) and cfrc_ext (6), and the
     # free joint's 6 unactuated dofs (zero) from qfrc_actuator: put the zeros back.
-    z = np.zeros((*obs.shape[:-1], 10), obs.dtype)
+    z = xp.zeros((*obs.shape[:-1], 10), obs.dtype)
     parts = [obs[..., :45], z, obs[..., 45:175], z[..., :6], obs[..., 175:253], z[..., :6], obs[..., 253:270],
              z[..., :6], obs[..., 270:348]]
-    return np.concatenate(parts, axis=-1)
+    return xp.concatenate(parts, axis=-1)
 
 
 # task -> (the version whose layout the map gives, its obs size there, the map, what it does)

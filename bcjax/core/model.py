@@ -1,13 +1,13 @@
-"""The MLP policy (CS285 MLPPolicySL): Gaussian with a state-independent log_std, or categorical.
+"""The MLP in JAX: the student's flax module (its params and initialisers) and the one JAX apply.
 
-Pure functions over a params pytree: `apply` gives the mean (or logits),
-and `log_prob`. `host_actor` samples or takes the mode, running the same network in numpy for
-per-step rollouts, where a jitted call costs more than the physics step.
+The forward pass itself is bcjax.core.mlp's, traced here with jax.numpy; the same function runs in numpy
+for per-step rollouts (`host_actor`), where a jitted call costs more than the physics step.
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -15,38 +15,40 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bcjax.core.numpy_policy import PolicySpec, numpy_actor
+from bcjax.core.mlp import ACTIVATIONS, Layer, MLPSpec, NumpyMLP, forward, net
 
 Params = Any
 
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "relu": nn.relu,
-    "tanh": jnp.tanh,
-    "leaky_relu": nn.leaky_relu,
-    "sigmoid": nn.sigmoid,
-    "selu": nn.selu,
-    "softplus": nn.softplus,
-    "identity": lambda x: x,
-}
+
+def activation(name: str) -> Callable[[jax.Array], jax.Array]:
+    """The JAX twin of an entry of the one activation table (bcjax.core.mlp.ACTIVATIONS): jax.nn's of that name."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
+    return getattr(jax.nn, name)
 
 
-def _dense(features: int, fan_in: int, init: str, name: str) -> nn.Dense:
-    """A Dense layer initialised as the homework's `nn.Linear` ("torch": weights and biases uniform in
-    ±1/sqrt(fan_in)) or with flax's defaults ("flax": lecun-normal weights, zero biases)."""
-    if init == "flax":
-        return nn.Dense(features, name=name)
-    bound = 1.0 / math.sqrt(fan_in)
+class DenseParams(nn.Module):
+    """A Dense layer's params only, initialised as flax's nn.Dense ("flax": lecun-normal weights, zero biases)
+    or the homework's nn.Linear ("torch": weights and biases uniform in ±1/sqrt(fan_in))."""
 
-    def bias_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
+    features: int
+    init_scheme: str = "flax"
 
-    # variance_scaling(1/3, fan_in, uniform) is uniform in ±sqrt(3 * (1/3) / fan_in) = ±1/sqrt(fan_in).
-    return nn.Dense(features, name=name, kernel_init=nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
-                    bias_init=bias_init)
+    @nn.compact
+    def __call__(self, fan_in: int) -> Layer:
+        kernel_init, bias_init = nn.initializers.lecun_normal(), nn.initializers.zeros_init()
+        if self.init_scheme != "flax":
+            bound = 1.0 / math.sqrt(fan_in)
+            # variance_scaling(1/3, fan_in, uniform) is uniform in ±sqrt(3 * (1/3) / fan_in) = ±1/sqrt(fan_in).
+            kernel_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+            bias_init = partial(jax.random.uniform, minval=-bound, maxval=bound)
+        return (self.param("kernel", kernel_init, (fan_in, self.features), jnp.float32),
+                self.param("bias", bias_init, (self.features,), jnp.float32))
 
 
 class MLPPolicy(nn.Module):
-    """`n_layers` hidden layers of `size` units, identity output: the action mean (or logits)."""
+    """The student (CS285 MLPPolicySL): `n_layers` hidden layers of `size` units, identity output: the action
+    mean (with a state-independent log_std) or the logits."""
 
     act_dim: int
     n_layers: int = 2
@@ -56,20 +58,33 @@ class MLPPolicy(nn.Module):
     init_scheme: str = "torch"  # bcjax.config.INITS
     normalize_obs: bool = False  # standardise the input with the params' obs_mean / obs_std (set from the buffer)
 
+    @property
+    def spec(self) -> MLPSpec:
+        return MLPSpec((self.size,) * self.n_layers, self.act_dim, self.activation, self.discrete, self.normalize_obs)
+
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
-        x = obs
+        # Declared in the order, with the names and initialisers, of older runs' checkpoints.
+        d = obs.shape[-1]
         if self.normalize_obs:
-            # Params so checkpoints carry them; their gradient is stopped, so Adam leaves them unchanged.
-            mean = self.param("obs_mean", nn.initializers.zeros, (obs.shape[-1],))
-            std = self.param("obs_std", nn.initializers.ones, (obs.shape[-1],))
-            x = (x - jax.lax.stop_gradient(mean)) / jax.lax.stop_gradient(std)
+            self.param("obs_mean", nn.initializers.zeros, (d,))
+            self.param("obs_std", nn.initializers.ones, (d,))
         for i in range(self.n_layers):
-            x = ACTIVATIONS[self.activation](_dense(self.size, x.shape[-1], self.init_scheme, f"hidden_{i}")(x))
-        out = _dense(self.act_dim, x.shape[-1], self.init_scheme, "out")(x)
+            DenseParams(self.size, self.init_scheme, name=f"hidden_{i}")(d)
+            d = self.size
+        DenseParams(self.act_dim, self.init_scheme, name="out")(d)
         if not self.discrete:
             self.param("log_std", nn.initializers.zeros, (self.act_dim,))
-        return out
+        return apply(self, self.variables, obs)
+
+
+def apply(model: MLPPolicy | MLPSpec, params: Params, obs: jax.Array) -> jax.Array:
+    """The one JAX apply (pure): the action mean (continuous) or the logits (discrete)."""
+    spec = model if isinstance(model, MLPSpec) else model.spec
+    n = net(spec, params)
+    if n.norm is not None:  # params, so checkpoints carry them; their gradient is stopped, so Adam leaves them unchanged
+        n = n._replace(norm=jax.lax.stop_gradient(n.norm))
+    return forward(spec, n, obs, activation(spec.activation), jnp)
 
 
 OBS_STD_FLOOR = 1e-3  # a constant observation dim divides by this, not by zero
@@ -85,24 +100,15 @@ def init_params(policy: MLPPolicy, key: jax.Array, obs_dim: int) -> Params:
     return policy.init(key, jnp.zeros((1, obs_dim), jnp.float32))
 
 
-def apply(policy: MLPPolicy, params: Params, obs: jax.Array) -> jax.Array:
-    """The action mean (continuous) or the logits (discrete)."""
-    return policy.apply(params, obs)
-
-
-def log_prob(policy: MLPPolicy, params: Params, obs: jax.Array, act: jax.Array) -> jax.Array:
+def log_prob(model: MLPPolicy | MLPSpec, params: Params, obs: jax.Array, act: jax.Array) -> jax.Array:
     """Log-likelihood of `act` per row: Gaussian summed over action dims, or categorical."""
-    out = apply(policy, params, obs)
-    if policy.discrete:
+    out = apply(model, params, obs)
+    if model.discrete:
         logp = jax.nn.log_softmax(out)
         return jnp.take_along_axis(logp, act.astype(jnp.int32)[:, None], axis=-1)[:, 0]
     log_std = params["params"]["log_std"]
     z = (act - out) * jnp.exp(-log_std)
     return jnp.sum(-0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi), axis=-1)
-
-
-def policy_spec(policy: MLPPolicy) -> PolicySpec:
-    return PolicySpec(policy.n_layers, policy.activation, policy.discrete, policy.normalize_obs)
 
 
 def host_actor(policy: MLPPolicy, params: Params, rng: np.random.Generator | None) -> Callable[[np.ndarray], np.ndarray]:
@@ -111,4 +117,4 @@ def host_actor(policy: MLPPolicy, params: Params, rng: np.random.Generator | Non
     The params are copied to the host once, so each env step costs a few
     microseconds instead of a device dispatch.
     """
-    return numpy_actor(policy_spec(policy), jax.tree.map(np.asarray, jax.device_get(params)), rng)
+    return NumpyMLP(policy.spec, jax.tree.map(np.asarray, jax.device_get(params)), rng)

@@ -1,91 +1,51 @@
-"""CS285 expert policies: load the pickle into a pure, jitted, batched mean-action function, and write one."""
+"""CS285 expert policies: load the pickle into the student's MLP description and params, and write one."""
 
 from __future__ import annotations
 
-import dataclasses
 import pickle
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from bcjax.core.mlp import MLPSpec, NumpyMLP
+from bcjax.core.model import apply
 from bcjax.data.files import write_atomic
-from bcjax.errors import BcjaxError
-from bcjax.core.numpy_policy import NumpyExpert
-from bcjax.core.adapters import obs_map
 from bcjax.data.safe_pickle import as_array, finite, load_pickle
+from bcjax.errors import BcjaxError
 
-NONLINEARITIES: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "tanh": jnp.tanh,
-    "lrelu": partial(jax.nn.leaky_relu, negative_slope=0.01),
-}
+CS285_ACTIVATIONS = {"tanh": "tanh", "lrelu": "leaky_relu"}  # CS285's nonlin_type -> bcjax.core.mlp.ACTIVATIONS
 
 # Relabelling runs on batches of varying length; padding them to whole chunks
 # keeps one compiled shape for the whole run.
 _CHUNK = 4096
 
 
-def expert_mean_action(params: dict[str, Any], obs: jax.Array, nonlin: str) -> jax.Array:
-    """Mean action of a CS285 GaussianPolicy for a batch of observations (pure)."""
-    in_dim = params["obs_mean"].shape[-1]
-    d = obs.shape[-1]
-    # Pad with zeros or truncate to the expert's input size, as the homework does (Ant: 27 -> 111).
-    obs = jnp.pad(obs, ((0, 0), (0, in_dim - d))) if d < in_dim else obs[:, :in_dim]
-    h = (obs - params["obs_mean"]) / params["obs_std"]
-    act = NONLINEARITIES[nonlin]
-    for w, b in params["hidden"]:
-        h = act(h @ w + b)
-    w, b = params["out"]
-    return h @ w + b
-
-
-@dataclass(frozen=True)
 class ExpertPolicy:
-    """A loaded expert: float32 params, its nonlinearity and a jitted batched mean-action function."""
+    """A CS285 expert as the student's MLP (bcjax.core.mlp): the numpy apply acts per env step
+    (`mean_action_np`: picklable and JAX-free, so rollout workers run it for beta-mixing) and a
+    call relabels a batch with the JAX apply, one jitted call per 4096 rows."""
 
-    params: dict[str, Any]
-    nonlin: str
-    log_std: np.ndarray
-    task: str | None = None  # set by `for_task`: observations of this task go through its v4-layout map
+    def __init__(self, spec: MLPSpec, params: dict[str, Any]) -> None:
+        self.spec, self.params = spec, params  # flax's layout, float32 numpy leaves
+        self.obs_dim, self.act_dim = int(params["params"]["obs_mean"].shape[-1]), spec.act_dim
+        self.mean_action_np = NumpyMLP(spec, params)
+        self._fn = jax.jit(partial(apply, spec))
 
-    @property
-    def obs_dim(self) -> int:
-        return int(self.params["obs_mean"].shape[-1])
-
-    @property
-    def act_dim(self) -> int:
-        return int(self.params["out"][1].shape[-1])
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_fn", jax.jit(partial(expert_mean_action, nonlin=self.nonlin)))
-        object.__setattr__(self, "_map", obs_map(self.task) if self.task else None)
-        # The same function in numpy, picklable (no JAX): for per-step rollouts and rollout workers.
-        object.__setattr__(self, "mean_action_np", NumpyExpert(self.params, self.nonlin, self.task))
-
-    def for_task(self, env_name: str) -> "ExpertPolicy":
+    def for_task(self, env_name: str) -> ExpertPolicy:
         """This expert reading `env_name`'s observations (mapped to the v4 layout where a v5 task changed it)."""
-        return dataclasses.replace(self, task=env_name)
+        return ExpertPolicy(self.spec._replace(task=env_name), self.params)
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         """Mean actions for a (B, obs_dim) batch; obs of another size is padded or truncated."""
         obs = np.asarray(obs, np.float32)
-        if self._map is not None:
-            obs = self._map(obs)
-        if obs.shape[0] <= 1:
-            return np.asarray(self._fn(self.params, obs))
-        out = []
-        for start in range(0, len(obs), _CHUNK):
-            chunk = obs[start:start + _CHUNK]
-            padded = np.zeros((_CHUNK, obs.shape[1]), np.float32)
-            padded[: len(chunk)] = chunk
-            out.append(np.asarray(self._fn(self.params, padded))[: len(chunk)])
-        return np.concatenate(out)
+        padded = np.concatenate([obs, np.zeros((-len(obs) % _CHUNK, obs.shape[1]), np.float32)])
+        chunks = [np.asarray(self._fn(self.params, c)) for c in np.split(padded, len(padded) // _CHUNK)]
+        return np.concatenate(chunks)[: len(obs)]
 
 
 def _get(d: Any, key: str, where: str) -> Any:
@@ -109,11 +69,11 @@ def _layer_order(name: str) -> tuple[int, str]:
     return (int(m.group(1)) if m else -1, name)
 
 
-def expert_params_from_dict(data: Any, where: str) -> tuple[dict[str, Any], str, np.ndarray]:
-    """Validate a CS285 expert dict and turn it into (params, nonlin, log_std)."""
+def expert_params_from_dict(data: Any, where: str) -> tuple[MLPSpec, dict[str, Any]]:
+    """Validate a CS285 expert dict and turn it into the MLP's (spec, params)."""
     nonlin = _get(data, "nonlin_type", where)
-    if nonlin not in NONLINEARITIES:
-        raise BcjaxError(f"{where}: unknown nonlin_type {nonlin!r}; expected one of {sorted(NONLINEARITIES)}")
+    if nonlin not in CS285_ACTIVATIONS:
+        raise BcjaxError(f"{where}: unknown nonlin_type {nonlin!r}; expected one of {sorted(CS285_ACTIVATIONS)}")
     pol = _get(data, "GaussianPolicy", where)
     std = _get(_get(pol, "obsnorm", where), "Standardizer", where)
     mean = as_array(_get(std, "mean_1_D", where), f"{where}: mean_1_D").astype(np.float64).reshape(-1)
@@ -124,11 +84,12 @@ def expert_params_from_dict(data: Any, where: str) -> tuple[dict[str, Any], str,
     net = _get(_get(pol, "hidden", where), "FeedforwardNet", where)
     if not isinstance(net, dict):
         raise BcjaxError(f"{where}: hidden FeedforwardNet should be a dict of layers")
-    hidden = [_affine(net[k], f"{where}: hidden {k}") for k in sorted(net, key=_layer_order)]
+    keys = sorted(net, key=_layer_order)
+    names = [f"hidden {k}" for k in keys] + ["out"]
+    hidden = [_affine(net[k], f"{where}: hidden {k}") for k in keys]
     out = _affine(_get(pol, "out", where), f"{where}: out")
     log_std = as_array(_get(pol, "logstdevs_1_Da", where), f"{where}: logstdevs_1_Da").astype(np.float32).reshape(-1)
     # Every layer must take what the one before gives (the observation size for the first).
-    names = [f"hidden {k}" for k in sorted(net, key=_layer_order)] + ["out"]
     gives = mean.shape[0]
     for name, (w, _) in zip(names, hidden + [out]):
         if w.shape[0] != gives:
@@ -139,28 +100,26 @@ def expert_params_from_dict(data: Any, where: str) -> tuple[dict[str, Any], str,
         finite(x, f"{where}: {name}")
     if log_std.shape[0] != out[1].shape[0]:
         raise BcjaxError(f"{where}: logstdevs_1_Da has {log_std.shape[0]} entries for {out[1].shape[0]} actions")
-    params = {
-        "obs_mean": mean.astype(np.float32),
-        "obs_std": obs_std.astype(np.float32),
-        "hidden": [(w, b) for w, b in hidden],
-        "out": out,
-    }
-    return params, nonlin, log_std
+    layers = {f"hidden_{i}": {"kernel": w, "bias": b} for i, (w, b) in enumerate(hidden)}
+    params = {"obs_mean": mean.astype(np.float32), "obs_std": obs_std.astype(np.float32), **layers,
+              "out": {"kernel": out[0], "bias": out[1]}, "log_std": log_std}
+    spec = MLPSpec(tuple(w.shape[1] for w, _ in hidden), out[0].shape[1], CS285_ACTIVATIONS[nonlin],
+                   normalize_obs=True, fit_input=True)
+    return spec, {"params": params}
 
 
 def load_expert(path: str | Path, flag: str = "--expert_policy_file") -> ExpertPolicy:
     """Load a CS285 expert pickle (restricted unpickler) as an ExpertPolicy."""
     data = load_pickle(path, "expert policy", flag)
-    params, nonlin, log_std = expert_params_from_dict(data, f"expert policy {path}")
-    return ExpertPolicy(params=params, nonlin=nonlin, log_std=log_std)
+    return ExpertPolicy(*expert_params_from_dict(data, f"expert policy {path}"))
 
 
 def mlp_to_cs285(hidden: Sequence[tuple[np.ndarray, np.ndarray]], out: tuple[np.ndarray, np.ndarray],
                  log_std: np.ndarray, nonlin: str = "tanh") -> dict[str, Any]:
     """A CS285 expert dict for the MLP obs -> nonlin hidden layers -> linear `out`, with an
     identity observation standardizer (the loader then computes exactly this network)."""
-    if nonlin not in NONLINEARITIES:
-        raise BcjaxError(f"the CS285 format supports nonlinearities {sorted(NONLINEARITIES)}, not {nonlin!r}")
+    if nonlin not in CS285_ACTIVATIONS:
+        raise BcjaxError(f"the CS285 format supports nonlinearities {sorted(CS285_ACTIVATIONS)}, not {nonlin!r}")
     obs_dim = (hidden[0] if hidden else out)[0].shape[0]
 
     def affine(w: np.ndarray, b: np.ndarray) -> dict:

@@ -35,7 +35,8 @@ def save_expert_data(paths: list[Trajectory], path: str | Path) -> None:
 
 def collect_expert_paths(expert: Callable[[np.ndarray], np.ndarray], env_name: str, n_traj: int, seed: int,
                          ep_len: int | None = None) -> list[Trajectory]:
-    """Roll the expert's mean action out for exactly `n_traj` episodes of `env_name` (CS285 format)."""
+    """Roll the expert's mean action out for exactly `n_traj` episodes of `env_name` (CS285 format); an
+    ExpertPolicy acts through its numpy apply, cheaper per env step than a jitted call."""
     return collect_expert_episodes(expert, env_name, n_traj, seed, ep_len)[0]
 
 
@@ -67,7 +68,8 @@ def collect_expert_episodes(expert: Callable[[np.ndarray], np.ndarray], env_name
         raise BcjaxError(f"the number of expert trajectories must be positive, got {n_traj}")
     env = _EpisodeEnds(make_env(env_name, seed))  # wrapped after make_env's seeding reset
     try:
-        paths = sample_n_trajectories(env, expert, n_traj, ep_len or env_info(env).max_episode_steps)
+        actor = getattr(expert, "mean_action_np", expert)
+        paths = sample_n_trajectories(env, actor, n_traj, ep_len or env_info(env).max_episode_steps)
         return paths, env.terminated
     finally:
         env.close()

@@ -25,7 +25,8 @@ import optax
 from flax import struct
 from flax.training.train_state import TrainState
 
-from bcjax.core.np_mlp import Layer, dense, hidden_forward, hidden_layers, linear
+from bcjax.core.mlp import ACTIVATIONS, Layer, dense, hidden_layers, linear, trunk
+from bcjax.core.model import DenseParams, activation
 from bcjax.data.expert import mlp_to_cs285
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -48,19 +49,26 @@ class SACConfig:
 
 
 class Actor(nn.Module):
-    """tanh MLP -> (pre-squash mean, log_std). Layer names fix the export order."""
+    """The MLP trunk (tanh, bcjax.core.mlp.trunk) -> its own heads: (pre-squash mean, state-dependent log_std).
+    Layer names fix the export order."""
 
     act_dim: int
     hidden: Sequence[int]
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
-        h = obs
+        layers, d = [], obs.shape[-1]
         for i, n in enumerate(self.hidden):
-            h = jnp.tanh(nn.Dense(n, name=f"hidden_{i}")(h))
-        mean = nn.Dense(self.act_dim, name="mean")(h)
-        log_std = jnp.clip(nn.Dense(self.act_dim, name="log_std")(h), LOG_STD_MIN, LOG_STD_MAX)
-        return mean, log_std
+            layers.append(DenseParams(n, name=f"hidden_{i}")(d))
+            d = n
+        h = trunk(obs, layers, activation("tanh"), jnp)
+        return actor_heads(h, DenseParams(self.act_dim, name="mean")(d), DenseParams(self.act_dim, name="log_std")(d), jnp)
+
+
+def actor_heads(h: Any, mean: Layer, log_std: Layer, xp: Any = np) -> tuple[Any, Any]:
+    """The actor's own heads on the trunk's output: the pre-squash mean and the state-dependent log-std
+    (in numpy for acting and export, in JAX in `Actor`)."""
+    return linear(h, mean, xp), xp.clip(linear(h, log_std, xp), LOG_STD_MIN, LOG_STD_MAX)
 
 
 class QNet(nn.Module):
@@ -225,31 +233,21 @@ def host_actor_params(state: SACState, actor_params: Any = None) -> dict[str, An
 
 def host_act(params: dict[str, Any], obs: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
     """numpy actor: a sampled action (rng given) or the deterministic tanh(mean) action."""
-    h = hidden_forward(obs, params["hidden"], np.tanh)
-    u = linear(h, params["mean"])
+    u, log_std = actor_heads(trunk(obs, params["hidden"], ACTIVATIONS["tanh"]), params["mean"], params["log_std"])
     if rng is not None:
-        log_std = np.clip(linear(h, params["log_std"]), LOG_STD_MIN, LOG_STD_MAX)
         u = u + np.exp(log_std) * rng.standard_normal(u.shape).astype(np.float32)
     return np.tanh(u) * params["act_scale"] + params["act_bias"]
 
 
 def export_cs285(state: SACState, obs_sample: np.ndarray) -> dict[str, Any]:
-    """The deterministic policy as a CS285 expert dict (exact, see tanh_squashed_to_cs285).
+    """The deterministic policy as a CS285 expert dict whose mean action is exactly tanh(mean(trunk(obs))) * scale + bias.
 
-    CS285's log-std is state-independent: the actor's mean log-std over `obs_sample` stands in.
+    The CS285 format has a linear output, so the squashing is represented as one more tanh hidden
+    layer (the mean head) followed by `out` = diag(scale), bias. CS285's log-std is
+    state-independent: the actor's mean log-std over `obs_sample` stands in.
     """
     p = host_actor_params(state)
-    h = hidden_forward(np.asarray(obs_sample, np.float32), p["hidden"], np.tanh)
-    log_std = np.clip(linear(h, p["log_std"]), LOG_STD_MIN, LOG_STD_MAX).mean(0)
-    return tanh_squashed_to_cs285(p["hidden"], p["mean"], p["act_scale"], p["act_bias"], log_std)
-
-
-def tanh_squashed_to_cs285(hidden: Sequence[Layer], mean_layer: Layer, act_scale: np.ndarray, act_bias: np.ndarray,
-                           log_std: np.ndarray) -> dict[str, Any]:
-    """A CS285 expert dict whose mean action is exactly tanh(mean_layer(tanh MLP(obs))) * scale + bias.
-
-    The CS285 format has a linear output, so the squashing is represented as one
-    more tanh hidden layer (the mean head) followed by `out` = diag(scale), bias.
-    """
-    scale = np.diag(np.asarray(act_scale, np.float32).reshape(-1))
-    return mlp_to_cs285([*hidden, mean_layer], (scale, act_bias), log_std, "tanh")
+    _, log_std = actor_heads(trunk(np.asarray(obs_sample, np.float32), p["hidden"], ACTIVATIONS["tanh"]),
+                             p["mean"], p["log_std"])
+    scale = np.diag(np.asarray(p["act_scale"], np.float32).reshape(-1))
+    return mlp_to_cs285([*p["hidden"], p["mean"]], (scale, p["act_bias"]), log_std.mean(0), "tanh")

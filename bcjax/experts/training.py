@@ -19,9 +19,16 @@ import dataclasses
 import json
 import os
 import time
+from functools import partial
 from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
+
+from bcjax.acting.envs import make_env
+from bcjax.acting.rollout import sample_n_trajectories
 from bcjax.errors import BcjaxError, run_script
+from bcjax.run.logger import RunLogger
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,169 +69,172 @@ def check_args(ns: argparse.Namespace) -> None:
         raise BcjaxError("--tau must be in (0, 1] and --gamma in [0, 1)")
 
 
-def evaluate(env, host_params: dict, episodes: int) -> list[float]:
-    """Returns of `episodes` episodes of the deterministic policy."""
-    from functools import partial
+class _Run:
+    """One SAC run: the networks, the replay ring, the counters a checkpoint keeps, and the acting state."""
 
-    from bcjax.acting.rollout import sample_n_trajectories
-    from bcjax.experts.sac import host_act
+    def __init__(self, ns: argparse.Namespace) -> None:
+        import jax
 
-    paths = sample_n_trajectories(env, partial(host_act, host_params, rng=None), episodes, env.spec.max_episode_steps)
-    return [float(p["reward"].sum()) for p in paths]
+        from bcjax.experts.sac import SACConfig, create_sac_state, empty_buffer, host_actor_params
+        from bcjax.run.checkpoint import checkpoint_steps
+
+        self.ns, self.logdir = ns, Path(ns.logdir or f"data/experts/{ns.env_name}_s{ns.seed}")
+        self.ckpt_dir = self.logdir / "checkpoints"
+        if ns.resume and not checkpoint_steps(self.ckpt_dir):
+            raise BcjaxError(f"--resume: no checkpoint in {self.ckpt_dir}; train without --resume first")
+        if not ns.resume and checkpoint_steps(self.ckpt_dir):
+            raise BcjaxError(f"{self.logdir} already holds a run: add --resume to continue it, or pick another --logdir")
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self.env, self.eval_env = make_env(ns.env_name, ns.seed), make_env(ns.env_name, ns.seed + 10_000)
+        space = self.env.action_space
+        if not isinstance(space, gym.spaces.Box):
+            raise BcjaxError(f"{ns.env_name} has a {type(space).__name__} action space; SAC here needs Box")
+        obs_dim, act_dim = self.env.observation_space.shape[0], int(np.prod(space.shape))
+        self.cfg = SACConfig(hidden=tuple(ns.hidden), actor_lr=ns.lr, critic_lr=ns.lr, alpha_lr=ns.lr, gamma=ns.gamma,
+                             tau=ns.tau, batch_size=ns.batch_size, target_entropy=-float(act_dim))
+        self.state = create_sac_state(jax.random.PRNGKey(ns.seed), obs_dim, space.low, space.high, self.cfg)
+        self.buffer = empty_buffer(ns.buffer_size, obs_dim, act_dim)
+        self.step = self.pos = self.size = self.episodes = self.resumes = 0
+        self.best, self.wall_before, self.learning_starts = -np.inf, 0.0, ns.start_steps
+        if ns.resume:
+            self.restore()
+        with (self.logdir / "args.jsonl").open("a") as f:
+            f.write(json.dumps({**vars(ns), "resumes": self.resumes, "start_step": self.step}) + "\n")
+        self.logger = RunLogger(self.logdir)
+        seed = ns.seed + 7919 * self.resumes
+        self.rng = np.random.default_rng(seed)
+        space.seed(seed)
+        self.obs, _ = self.env.reset(seed=seed)
+        self.host, self.pending = host_actor_params(self.state), None  # pending: actor weights of the last queued update
+        self.rows = {k: np.zeros((ns.chunk, *s), np.float32) for k, s in
+                     [("observation", (obs_dim,)), ("action", (act_dim,)), ("reward", ()),
+                      ("next_observation", (obs_dim,)), ("done", ())]}
+        self.ep_ret, self.recent, self.metrics = 0.0, [], None
+        self.t0 = self.t_last = time.time()
+        self.step_last = self.step
+
+    def restore(self) -> None:
+        from bcjax.run.checkpoint import restore_checkpoint, restore_meta
+
+        _, meta = restore_meta(self.ckpt_dir)
+        template = {"sac": self.state, "buffer": self.buffer} if meta["has_buffer"] else {"sac": self.state}
+        restored, meta = restore_checkpoint(self.ckpt_dir, template)
+        self.state, self.buffer = restored["sac"], restored.get("buffer", self.buffer)
+        self.step, self.episodes, self.resumes = meta["step"], meta["episodes"], meta["resumes"] + 1
+        self.pos, self.size = (meta["pos"], meta["size"]) if meta["has_buffer"] else (0, 0)
+        self.best, self.wall_before = meta["best_eval"], meta["wall_time"]
+        if not meta["has_buffer"]:
+            # Refill the empty buffer with the trained policy before updating again.
+            self.learning_starts = self.step + self.ns.start_steps
+        print(f"resumed {self.logdir} at env step {self.step} (buffer {'restored' if meta['has_buffer'] else 'refilled'})")
+
+    def collect(self, n: int) -> dict[str, np.ndarray]:
+        """`n` env steps with the host actor (uniform actions before --start_steps), as rows for the ring."""
+        from bcjax.experts.sac import host_act
+
+        for j in range(n):
+            if self.step + j < self.ns.start_steps:  # uniform exploration only at the very start of training
+                act = self.env.action_space.sample()
+            else:
+                act = host_act(self.host, np.asarray(self.obs, np.float32)[None], self.rng)[0]
+            next_obs, r, term, trunc, _ = self.env.step(act)
+            rows = self.rows
+            rows["observation"][j], rows["action"][j], rows["reward"][j] = self.obs, act, r
+            rows["next_observation"][j], rows["done"][j] = next_obs, float(term)
+            self.ep_ret += float(r)
+            self.obs = next_obs
+            if term or trunc:
+                self.recent.append(self.ep_ret)
+                self.episodes += 1
+                self.ep_ret = 0.0
+                self.obs, _ = self.env.reset()
+        return {k: v[:n] for k, v in self.rows.items()}
+
+    def update(self, chunk: dict[str, np.ndarray], n: int) -> None:
+        """The chunk into the ring, and (once learning started) `n` SAC updates in one queued call."""
+        from bcjax.experts.sac import host_actor_params, insert_rows, train_chunk
+
+        ns, new_size = self.ns, min(self.size + n, self.ns.buffer_size)
+        if self.step >= self.learning_starts:
+            self.state, self.buffer, self.metrics, actor_copy = train_chunk(
+                self.state, self.buffer, chunk, np.int32(self.pos), np.int32(new_size), n_updates=n,
+                batch_size=ns.batch_size, gamma=ns.gamma, tau=ns.tau, target_entropy=self.cfg.target_entropy)
+            if self.pending is not None:
+                self.host = host_actor_params(self.state, self.pending)  # already computed: the GPU is one chunk ahead
+            self.pending = actor_copy
+        else:
+            self.buffer = insert_rows(self.buffer, chunk, np.int32(self.pos))
+        self.pos, self.size = (self.pos + n) % ns.buffer_size, new_size
+
+    def evaluate_and_export(self) -> None:
+        """Evaluate the deterministic policy, log a row and export it (expert_last.pkl; expert_best.pkl if best)."""
+        from bcjax.data.expert import save_expert
+        from bcjax.experts.sac import export_cs285, host_act, host_actor_params
+
+        policy = partial(host_act, host_actor_params(self.state), rng=None)  # the deterministic policy
+        paths = sample_n_trajectories(self.eval_env, policy, self.ns.eval_episodes, self.eval_env.spec.max_episode_steps)
+        rets = [float(p["reward"].sum()) for p in paths]
+        now = time.time()
+        row = {"Eval_AverageReturn": float(np.mean(rets)), "Eval_StdReturn": float(np.std(rets)),
+               "Eval_MaxReturn": float(np.max(rets)), "Eval_MinReturn": float(np.min(rets)),
+               "Train_AverageReturn": float(np.mean(self.recent)) if self.recent else float("nan"),
+               "Train_EnvstepsSoFar": self.step, "Train_Episodes": self.episodes,
+               "TimeSinceStart": self.wall_before + now - self.t0,
+               "EnvstepsPerSecond": (self.step - self.step_last) / max(now - self.t_last, 1e-9)}
+        if self.metrics is not None:
+            row.update({k: float(v) for k, v in self.metrics.items()})
+        self.logger.log_iteration(self.step, {k: [v] for k, v in row.items()})
+        self.recent, self.t_last, self.step_last = [], now, self.step
+        obs_sample = np.asarray(self.buffer["observation"][: max(self.size, 1)][-10_000:])
+        expert = export_cs285(self.state, obs_sample)
+        save_expert(expert, self.logdir / "expert_last.pkl")
+        if row["Eval_AverageReturn"] > self.best:
+            self.best = row["Eval_AverageReturn"]
+            save_expert(expert, self.logdir / "expert_best.pkl")
+
+    def checkpoint(self) -> None:
+        from bcjax.run.checkpoint import save_checkpoint
+
+        ns = self.ns
+        meta = {"step": self.step, "pos": self.pos, "size": self.size, "episodes": self.episodes,
+                "resumes": self.resumes, "best_eval": float(self.best), "wall_time": self.wall_before + time.time() - self.t0,
+                "has_buffer": not ns.no_buffer_in_checkpoint, "env_name": ns.env_name,
+                "sac_config": dataclasses.asdict(self.cfg)}
+        tree = {"sac": self.state} if ns.no_buffer_in_checkpoint else {"sac": self.state, "buffer": self.buffer}
+        save_checkpoint(self.ckpt_dir, self.step, tree, meta, max_to_keep=2)
 
 
 def train(ns: argparse.Namespace) -> dict:
-    import gymnasium as gym
-    import jax
-    import numpy as np
-
     from bcjax.run.compile_cache import enable_compile_cache
 
     enable_compile_cache()  # SAC's fused updates compile once per machine
-
-    from bcjax.acting.envs import make_env
-    from bcjax.data.expert import save_expert
-    from bcjax.experts.sac import (
-        SACConfig,
-        create_sac_state,
-        empty_buffer,
-        export_cs285,
-        host_act,
-        host_actor_params,
-        insert_rows,
-        train_chunk,
-    )
-    from bcjax.run.checkpoint import checkpoint_steps, restore_checkpoint, save_checkpoint
-    from bcjax.run.logger import RunLogger
-
-    logdir = Path(ns.logdir or f"data/experts/{ns.env_name}_s{ns.seed}")
-    ckpt_dir = logdir / "checkpoints"
-    if ns.resume and not checkpoint_steps(ckpt_dir):
-        raise BcjaxError(f"--resume: no checkpoint in {ckpt_dir}; train without --resume first")
-    if not ns.resume and checkpoint_steps(ckpt_dir):
-        raise BcjaxError(f"{logdir} already holds a run: add --resume to continue it, or pick another --logdir")
-    logdir.mkdir(parents=True, exist_ok=True)
-
-    env, eval_env = make_env(ns.env_name, ns.seed), make_env(ns.env_name, ns.seed + 10_000)
-    if not isinstance(env.action_space, gym.spaces.Box):
-        raise BcjaxError(f"{ns.env_name} has a {type(env.action_space).__name__} action space; SAC here needs Box")
-    obs_dim, act_dim = env.observation_space.shape[0], int(np.prod(env.action_space.shape))
-    cfg = SACConfig(hidden=tuple(ns.hidden), actor_lr=ns.lr, critic_lr=ns.lr, alpha_lr=ns.lr, gamma=ns.gamma,
-                    tau=ns.tau, batch_size=ns.batch_size, target_entropy=-float(act_dim))
-    state = create_sac_state(jax.random.PRNGKey(ns.seed), obs_dim, env.action_space.low, env.action_space.high, cfg)
-    buffer = empty_buffer(ns.buffer_size, obs_dim, act_dim)
-
-    step = pos = size = episodes = resumes = 0
-    best, wall_before = -np.inf, 0.0
-    learning_starts = ns.start_steps
-    if ns.resume:
-        from bcjax.run.checkpoint import restore_meta
-
-        _, meta = restore_meta(ckpt_dir)
-        template = {"sac": state, "buffer": buffer} if meta["has_buffer"] else {"sac": state}
-        restored, meta = restore_checkpoint(ckpt_dir, template)
-        state = restored["sac"]
-        buffer = restored.get("buffer", buffer)
-        step, episodes, resumes = meta["step"], meta["episodes"], meta["resumes"] + 1
-        pos, size = (meta["pos"], meta["size"]) if meta["has_buffer"] else (0, 0)
-        best, wall_before = meta["best_eval"], meta["wall_time"]
-        if not meta["has_buffer"]:
-            # Refill the empty buffer with the trained policy before updating again.
-            learning_starts = step + ns.start_steps
-        print(f"resumed {logdir} at env step {step} (buffer {'restored' if meta['has_buffer'] else 'refilled'})")
-    with (logdir / "args.jsonl").open("a") as f:
-        f.write(json.dumps({**vars(ns), "resumes": resumes, "start_step": step}) + "\n")
-
-    logger = RunLogger(logdir)
-    rng = np.random.default_rng(ns.seed + 7919 * resumes)
-    env.action_space.seed(ns.seed + 7919 * resumes)
-    obs, _ = env.reset(seed=ns.seed + 7919 * resumes)
-    host = host_actor_params(state)
-    pending = None  # actor weights of the last queued update, read after the next one is queued
-    rows = {k: np.zeros((ns.chunk, *s), np.float32) for k, s in
-            [("observation", (obs_dim,)), ("action", (act_dim,)), ("reward", ()), ("next_observation", (obs_dim,)),
-             ("done", ())]}
-    ep_ret, ep_len, recent, metrics = 0.0, 0, [], None
-    t0, t_last, step_last = time.time(), time.time(), step
-    next_eval = (step // ns.eval_every + 1) * ns.eval_every
-    next_ckpt = (step // ns.ckpt_every + 1) * ns.ckpt_every
+    run = _Run(ns)
+    next_eval = (run.step // ns.eval_every + 1) * ns.eval_every
+    next_ckpt = (run.step // ns.ckpt_every + 1) * ns.ckpt_every
     stop_reason = "total_steps"
-
-    def checkpoint() -> None:
-        meta = {"step": step, "pos": pos, "size": size, "episodes": episodes, "resumes": resumes,
-                "best_eval": float(best), "wall_time": wall_before + time.time() - t0,
-                "has_buffer": not ns.no_buffer_in_checkpoint, "env_name": ns.env_name,
-                "sac_config": dataclasses.asdict(cfg)}
-        tree = {"sac": state} if ns.no_buffer_in_checkpoint else {"sac": state, "buffer": buffer}
-        save_checkpoint(ckpt_dir, step, tree, meta, max_to_keep=2)
-
-    while step < ns.total_steps:
-        n = min(ns.chunk, ns.total_steps - step)
-        for j in range(n):
-            if step + j < ns.start_steps:  # uniform exploration only at the very start of training
-                act = env.action_space.sample()
-            else:
-                act = host_act(host, np.asarray(obs, np.float32)[None], rng)[0]
-            next_obs, r, term, trunc, _ = env.step(act)
-            rows["observation"][j], rows["action"][j], rows["reward"][j] = obs, act, r
-            rows["next_observation"][j], rows["done"][j] = next_obs, float(term)
-            ep_ret, ep_len = ep_ret + float(r), ep_len + 1
-            obs = next_obs
-            if term or trunc:
-                recent.append(ep_ret)
-                episodes += 1
-                ep_ret, ep_len = 0.0, 0
-                obs, _ = env.reset()
-        chunk = {k: v[:n] for k, v in rows.items()}
-        step += n
-        new_size = min(size + n, ns.buffer_size)
-        if step >= learning_starts:
-            state, buffer, metrics, actor_copy = train_chunk(
-                state, buffer, chunk, np.int32(pos), np.int32(new_size), n_updates=n, batch_size=ns.batch_size,
-                gamma=ns.gamma, tau=ns.tau, target_entropy=cfg.target_entropy)
-            if pending is not None:
-                host = host_actor_params(state, pending)  # already computed: the GPU is one chunk ahead
-            pending = actor_copy
-        else:
-            buffer = insert_rows(buffer, chunk, np.int32(pos))
-        pos, size = (pos + n) % ns.buffer_size, new_size
-
-        out_of_time = ns.time_limit is not None and time.time() - t0 > ns.time_limit
-        if step >= next_eval or step >= ns.total_steps or out_of_time:
+    while run.step < ns.total_steps:
+        n = min(ns.chunk, ns.total_steps - run.step)
+        chunk = run.collect(n)
+        run.step += n
+        run.update(chunk, n)
+        out_of_time = ns.time_limit is not None and time.time() - run.t0 > ns.time_limit
+        if run.step >= next_eval or run.step >= ns.total_steps or out_of_time:
             next_eval += ns.eval_every
-            host_now = host_actor_params(state)
-            rets = evaluate(eval_env, host_now, ns.eval_episodes)
-            now = time.time()
-            row = {"Eval_AverageReturn": float(np.mean(rets)), "Eval_StdReturn": float(np.std(rets)),
-                   "Eval_MaxReturn": float(np.max(rets)), "Eval_MinReturn": float(np.min(rets)),
-                   "Train_AverageReturn": float(np.mean(recent)) if recent else float("nan"),
-                   "Train_EnvstepsSoFar": step, "Train_Episodes": episodes,
-                   "TimeSinceStart": wall_before + now - t0,
-                   "EnvstepsPerSecond": (step - step_last) / max(now - t_last, 1e-9)}
-            if metrics is not None:
-                row.update({k: float(v) for k, v in metrics.items()})
-            logger.log_iteration(step, {k: [v] for k, v in row.items()})
-            recent, t_last, step_last = [], now, step
-            obs_sample = np.asarray(buffer["observation"][: max(size, 1)][-10_000:])
-            expert = export_cs285(state, obs_sample)
-            save_expert(expert, logdir / "expert_last.pkl")
-            if row["Eval_AverageReturn"] > best:
-                best = row["Eval_AverageReturn"]
-                save_expert(expert, logdir / "expert_best.pkl")
-        if step >= next_ckpt or step >= ns.total_steps or out_of_time:
+            run.evaluate_and_export()
+        if run.step >= next_ckpt or run.step >= ns.total_steps or out_of_time:
             next_ckpt += ns.ckpt_every
-            checkpoint()
+            run.checkpoint()
         if out_of_time:
             stop_reason = "time_limit"
             break
-    logger.close()
-    final = logdir / "expert_last.pkl"
+    run.logger.close()
+    final = run.logdir / "expert_last.pkl"
     if final.exists():
-        (logdir / "expert.pkl").write_bytes(final.read_bytes())
-    wall = wall_before + time.time() - t0
-    print(f"stopped ({stop_reason}) at env step {step} after {wall:.0f} s in all; best eval {best:.1f}; "
-          f"expert: {logdir / 'expert.pkl'}")
-    return {"step": step, "wall_time": wall, "best_eval": float(best), "stop_reason": stop_reason}
+        (run.logdir / "expert.pkl").write_bytes(final.read_bytes())
+    wall = run.wall_before + time.time() - run.t0
+    print(f"stopped ({stop_reason}) at env step {run.step} after {wall:.0f} s in all; best eval {run.best:.1f}; "
+          f"expert: {run.logdir / 'expert.pkl'}")
+    return {"step": run.step, "wall_time": wall, "best_eval": float(run.best), "stop_reason": stop_reason}
 
 
 def main(argv: list[str] | None = None) -> int:

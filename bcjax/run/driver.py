@@ -29,7 +29,7 @@ from bcjax.acting.pool import Mixing, RolloutPool, RolloutResult, RolloutTask, W
 from bcjax.acting.rollout import Trajectory, beta_at, episode_stats
 from bcjax.core.buffer import RingBuffer
 from bcjax.core.devices import seed_sharding, shard_seeds
-from bcjax.core.model import MLPPolicy, host_actor, policy_spec
+from bcjax.core.model import MLPPolicy, host_actor
 from bcjax.core.update import compile_trainer, create_train_states, with_obs_stats
 from bcjax.errors import BcjaxError
 from bcjax.run.config import Config, config_dict
@@ -139,7 +139,7 @@ class Run:
              mix: Mixing | None = None) -> RolloutTask:
         # Every task reseeds its env from seed k's key stream: it depends on nothing else.
         return RolloutTask(kind, k, self.cfg.env_name, self.cfg.num_envs, self.cfg.vector_mode,
-                           policy_spec(self.policy), _seed_params(params_np, k), env_seed, rng_state, steps,
+                           self.policy.spec, _seed_params(params_np, k), env_seed, rng_state, steps,
                            self.ep_len, mix)
 
 
