@@ -224,3 +224,32 @@ def test_which_gpu_and_cuda_visible_devices(monkeypatch, env, argv, want):
     given = given_flags(argv)
     _select_device(resolve_config(given), given)
     assert __import__("os").environ["CUDA_VISIBLE_DEVICES"] == want
+
+
+def test_entry_points_share_one_default_task():
+    from bcjax.experts.collection import CollectArgs
+    from bcjax.experts.training import ExpertArgs
+    from bcjax.run.config import DEFAULT_ENV, Config
+    from bcjax.sweeps.trials import SweepArgs
+
+    assert {Config().env_name, CollectArgs().env_name, ExpertArgs().env_name, SweepArgs(out="x").env_name} == {DEFAULT_ENV}
+
+
+def test_help_and_flag_errors_import_no_jax():
+    """Every entry point's --help and a bad flag answer before JAX is imported (it starts slowly, and must not
+    pick a device before --no_gpu is seen)."""
+    code = """
+import importlib, sys
+for mod in ("bcjax.run.main", "bcjax.run.evaluate", "bcjax.experts.collection", "bcjax.experts.training",
+            "bcjax.run.plots", "bcjax.sweeps.sweep"):
+    for argv in (["--help"], ["--no_such_flag"]):
+        try:
+            importlib.import_module(mod).main(argv)
+        except SystemExit as e:
+            assert e.code == (0 if argv == ["--help"] else 2), (mod, argv, e.code)
+assert "jax" not in sys.modules
+print("ok")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]

@@ -11,49 +11,31 @@ from pathlib import Path
 
 from bcjax.errors import run_script
 from bcjax.run.flags import given
-from bcjax.sweeps.trials import (
-    SweepArgs,
-    Trial,
-    auto_seeds_per_trial,
-    build_trials,
-    parse_grid,
-    parse_seeds,
-    settings_of,
-    train_flags,
-)
+from bcjax.sweeps.trials import SweepArgs, auto_seeds_per_trial, parse_seeds, sweep_trials, train_flags
 
 
 def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         fields, rest = given(SweepArgs, argv, known=True)
-        args = SweepArgs(**fields)
-        fixed = train_flags(rest)
-        seeds = parse_seeds(args.seeds)
-        settings = settings_of(parse_grid(list(args.grid)), list(args.sample), args.num_samples, args.search_seed)
-
-        envs, algos = [e.strip() for e in args.env_name.split(",")], [a.strip() for a in args.algo.split(",")]
-
-        def trials(per_trial: int) -> list[Trial]:
-            return build_trials(envs, algos, settings, seeds, fixed, args.exp_name, args.n_iter, per_trial)
-
-        trials(1)  # every trial checked before Ray starts; the packing of seeds only changes how they share trials
+        args, fixed = SweepArgs(**fields), train_flags(rest)
+        # Every trial is checked before Ray starts; the packing of seeds only changes how they share trials.
+        groups = {t.group for t in sweep_trials(args, fixed, 1)}
         from bcjax.run.stats import _rliable
         from bcjax.sweeps.runner import require_ray, run_sweep, start_ray, trial_slots
         from bcjax.sweeps.summary import write_summary
 
         require_ray()
         _rliable()
-        per_trial = args.seeds_per_trial
+        per_trial, n_seeds = args.seeds_per_trial, len(parse_seeds(args.seeds))
         state = Path(args.out) / "sweep.json"
         if per_trial is None and state.is_file():  # resuming: keep the packing the sweep started with
             per_trial = max(t["config"]["num_seeds"] for t in json.loads(state.read_text())["trials"])
         if per_trial is None:
             start_ray(args.address, args.num_cpus)
-            n_groups = len(envs) * len(algos) * len(settings)
-            per_trial = auto_seeds_per_trial(len(seeds), n_groups, trial_slots(args.cpus_per_trial))
-        packed = trials(per_trial)
-        print(f"sweep: {len(packed)} trial(s), {len(seeds)} seed(s) per setting, up to {per_trial} per trial")
-        outcomes = run_sweep(packed, args)
+            per_trial = auto_seeds_per_trial(n_seeds, len(groups), trial_slots(args.cpus_per_trial))
+        trials = sweep_trials(args, fixed, per_trial)
+        print(f"sweep: {len(trials)} trial(s), {n_seeds} seed(s) per setting, up to {per_trial} per trial")
+        outcomes = run_sweep(trials, args)
         out = Path(args.out)
         write_summary(outcomes, out.resolve(), args.metric)
         print((out / "summary.md").read_text())

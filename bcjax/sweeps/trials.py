@@ -210,3 +210,10 @@ def build_trials(envs: list[str], algos: list[str], settings: list[dict[str, str
                 raise BcjaxError("a sweep reports the logged metrics: drop --scalar_log_freq -1")
             trials.append(Trial(base if n == 1 else f"{base}_{n}", dict(setting), cfg))
     return trials
+
+
+def sweep_trials(args: SweepArgs, fixed: dict, seeds_per_trial: int | None) -> list[Trial]:
+    """The trials scripts/sweep.py's flags ask for (`fixed`: the train.py flags passed through)."""
+    settings = settings_of(parse_grid(list(args.grid)), list(args.sample), args.num_samples, args.search_seed)
+    return build_trials([e.strip() for e in args.env_name.split(",")], [a.strip() for a in args.algo.split(",")],
+                        settings, parse_seeds(args.seeds), fixed, args.exp_name, args.n_iter, seeds_per_trial)
