@@ -23,30 +23,26 @@ interrupted run of this script resumes.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bcjax.data.bundled import bundled_expert_path  # noqa: E402
 from bcjax.errors import BcjaxError  # noqa: E402
-from bcjax.sweeps.sweep import (  # noqa: E402
-    Outcome,
-    SweepOptions,
-    Trial,
-    build_trials,
-    repo_relative,
-    run_sweep,
-    summarize_groups,
-    write_summary,
-)
+from bcjax.run.config import config_argv  # noqa: E402
+from bcjax.run.flags import flag, parse  # noqa: E402
+from bcjax.sweeps.runner import Outcome, run_sweep  # noqa: E402
+from bcjax.sweeps.summary import repo_relative, summarize_groups, write_summary  # noqa: E402
+from bcjax.sweeps.trials import SweepArgs, Trial, build_trials  # noqa: E402
 
 TASKS = {"Ant-v4": "Ant", "HalfCheetah-v4": "HalfCheetah", "Hopper-v4": "Hopper"}
 STUDY_TASK = "Ant-v4"
@@ -58,45 +54,64 @@ DATA_TRAJECTORIES = (1, 2, 4, 8, 16, 24)
 DATA_SEED = 1000  # collection seed: the study's expert episodes are not the training runs' evaluation episodes
 
 
-def plan(args: argparse.Namespace, data_file: Path) -> dict[tuple[str, str], Trial]:
+@dataclass(frozen=True)
+class ReproduceArgs:
+    """Reproduce the CS285 homework 1 results with bcjax (docs/RESULTS.md), as one sweep on Ray Tune."""
+
+    PROG: ClassVar[str] = "reproduce.py"
+    shared: str = flag(str(REPO.parent / "shared" / "cs285"), "folder with experts/ and expert_data/")
+    runs: str | None = flag(None, "the sweep's folder: run directories and Tune's results; unset: runs/reproduce, "
+                                  "runs/reproduce_quick with --quick; a rerun resumes what is there")
+    out: str = flag(str(REPO / "docs"), "where results.json, tables and PNGs go")
+    seeds: int = flag(5, "seeds per run (trained side by side)")
+    eval_batch_size: int = flag(5000, "env steps of evaluation per iteration")
+    quick: bool = flag(False, "tiny settings, to check the script end to end (2 seeds, --eval_batch_size 300)")
+    redraw: bool = flag(False, "only redo tables and figures from OUT/results.json")
+    address: str | None = flag(None, "an existing Ray cluster (auto, ray://HOST:10001); unset: an embedded Ray")
+    only: str | None = flag(None, "run only these tables' runs (comma-separated, of bc, dagger, beta, normalize, "
+                                  "study, data) and report their wall time; writes no results page (unset --runs: "
+                                  "runs/reproduce_only_TABLES)", metavar="TABLES")
+    max_concurrent: int | None = flag(None, "at most this many runs at once (1: one at a time)")
+
+
+def plan(args: ReproduceArgs, data_file: Path) -> dict[tuple[str, str], Trial]:
     """The sweep: (table, row name) -> its trial (all seeds of a run in one trial, as train.py --num_seeds)."""
     shared = Path(args.shared)
-    cs285 = ["-epf", str(shared / "experts" / "{env_base}.pkl"),
-             "-ed", str(shared / "expert_data" / "expert_data_{env_name}.pkl")]
-    steps = ["--num_agent_train_steps_per_iter", "50"] if args.quick else []
-    common = ["--eval_batch_size", str(args.eval_batch_size), "--video_log_freq", "-1", *steps]
+    cs285 = {"expert_policy_file": str(shared / "experts" / "{env_base}.pkl"),
+             "expert_data": str(shared / "expert_data" / "expert_data_{env_name}.pkl")}
+    common = {"eval_batch_size": args.eval_batch_size, "video_log_freq": -1,
+              **({"num_agent_train_steps_per_iter": 50} if args.quick else {})}
     seeds = list(range(1, args.seeds + 1))
     n_iter = 3 if args.quick else 10
 
-    def trial(task: str, algo: str, exp: str, *flags: str, files: list[str] = cs285) -> Trial:
-        (t,) = build_trials([task], [algo], [{}], seeds, [*files, *common, *flags], exp, n_iter)
+    def trial(task: str, algo: str, exp: str, files: dict = cs285, **fields: object) -> Trial:
+        (t,) = build_trials([task], [algo], [{}], seeds, {**files, **common, **fields}, exp, n_iter)
         return t
 
     runs = {}
     for task in TASKS:
         runs["bc", task] = trial(task, "bc", "bc")
         runs["dagger", task] = trial(task, "dagger", "dagger")
-        runs["normalize", task] = trial(task, "bc", "bcnorm", "--normalize_obs")
+        runs["normalize", task] = trial(task, "bc", "bcnorm", normalize_obs=True)
     for task in BETA_TASKS:
-        runs["beta", task] = trial(task, "dagger", "daggerbeta", "--beta_schedule", "linear",
-                                   "--beta_iters", str(BETA_ITERS))
+        runs["beta", task] = trial(task, "dagger", "daggerbeta", beta_schedule="linear", beta_iters=BETA_ITERS)
     for n in (10, 50) if args.quick else STUDY_STEPS:
         # The homework samples actions at evaluation; the mean action shows how much of the
         # shortfall after few steps is the still-wide learned std rather than a wrong mean.
-        runs["study", f"{n}"] = trial(STUDY_TASK, "bc", f"bcsteps{n}", "--num_agent_train_steps_per_iter", str(n))
+        runs["study", f"{n}"] = trial(STUDY_TASK, "bc", f"bcsteps{n}", num_agent_train_steps_per_iter=n)
         runs["study", f"{n}, mean action"] = trial(STUDY_TASK, "bc", f"bcsteps{n}mean",
-                                                   "--num_agent_train_steps_per_iter", str(n), "--deterministic_eval")
-    bundled = ["-epf", str(bundled_expert_path(DATA_TASK)), "-ed", str(data_file)]
+                                                   num_agent_train_steps_per_iter=n, deterministic_eval=True)
+    bundled = {"expert_policy_file": str(bundled_expert_path(DATA_TASK)), "expert_data": str(data_file)}
     for n in data_counts(args):
-        runs["data", f"{n}"] = trial(DATA_TASK, "bc", f"bcdata{n}", "--expert_data_trajectories", str(n), files=bundled)
+        runs["data", f"{n}"] = trial(DATA_TASK, "bc", f"bcdata{n}", bundled, expert_data_trajectories=n)
     return runs
 
 
-def data_counts(args: argparse.Namespace) -> tuple[int, ...]:
+def data_counts(args: ReproduceArgs) -> tuple[int, ...]:
     return (1, 2) if args.quick else DATA_TRAJECTORIES
 
 
-def collect_data(args: argparse.Namespace, runs_dir: Path) -> Path:
+def collect_data(args: ReproduceArgs, runs_dir: Path) -> Path:
     """The data study's expert trajectories (the bundled expert), collected once; each run takes the first N."""
     n = max(data_counts(args))
     data = runs_dir / "expert_data" / f"expert_data_{DATA_TASK}_bundled_n{n}_s{DATA_SEED}.pkl"
@@ -113,7 +128,7 @@ def collect_data(args: argparse.Namespace, runs_dir: Path) -> Path:
 def record(outcome: Outcome, summary: dict) -> dict:
     """One run's entry in results.json."""
     run_dir = Path(outcome.run_dir)
-    argv = [*outcome.trial.argv, "--logdir", str(run_dir.parent)]
+    argv = config_argv(outcome.trial.config.replace(logdir=str(run_dir.parent)))
     return {"run_dir": repo_relative(str(run_dir)), "wall_s": round(outcome.wall_s, 1),
             "command": " ".join(["scripts/train.py", *map(repo_relative, argv)]), "rows": outcome.rows,
             "summary": {k: summary[k] for k in ("n", "mean", "std", "iqm", "iqm_ci_low", "iqm_ci_high")}}
@@ -132,22 +147,7 @@ def machine() -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--shared", default=str(REPO.parent / "shared" / "cs285"), help="folder with experts/ and expert_data/")
-    p.add_argument("--runs", default=None,
-                   help="the sweep's folder: run directories and Tune's results (default runs/reproduce, "
-                        "runs/reproduce_quick with --quick); a rerun resumes what is there")
-    p.add_argument("--out", default=str(REPO / "docs"), help="where results.json, tables and PNGs go")
-    p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--eval_batch_size", type=int, default=5000)
-    p.add_argument("--quick", action="store_true", help="tiny settings, to check the script end to end")
-    p.add_argument("--redraw", action="store_true", help="only redo tables and figures from OUT/results.json")
-    p.add_argument("--address", default=None, help="an existing Ray cluster (auto, ray://HOST:10001); default: embedded")
-    p.add_argument("--only", default=None, metavar="TABLES",
-                   help="run only these tables' runs (comma-separated, of bc, dagger, beta, normalize, study, data) and "
-                        "report their wall time; writes no results page (default --runs: runs/reproduce_only_TABLES)")
-    p.add_argument("--max_concurrent", type=int, default=None, help="at most this many runs at once (1: one at a time)")
-    args = p.parse_args()
+    args = parse(ReproduceArgs)
     out = Path(args.out)
     if args.redraw:
         results = json.loads((out / "results.json").read_text())
@@ -157,7 +157,7 @@ def main() -> None:
     if not (Path(args.shared) / "experts").is_dir():
         sys.exit(f"error: no CS285 files in {args.shared}: pass --shared DIR holding experts/ and expert_data/")
     if args.quick:
-        args.seeds, args.eval_batch_size = 2, 300
+        args = replace(args, seeds=2, eval_batch_size=300)
     default = "reproduce_quick" if args.quick else "reproduce"
     if args.only:  # a sweep of other trials: Tune resumes only the same set, so it gets its own folder
         default += "_only_" + args.only.replace(",", "_")
@@ -171,8 +171,8 @@ def main() -> None:
             if unknown := sorted(set(kinds) - {kind for kind, _ in runs}):
                 sys.exit(f"error: --only {unknown[0]}: pick from bc, dagger, beta, normalize, study, data")
             runs = {key: t for key, t in runs.items() if key[0] in kinds}
-        outcomes = run_sweep(list(runs.values()), SweepOptions(runs_dir, args.address,
-                                                               max_concurrent=args.max_concurrent, verbose=0))
+        outcomes = run_sweep(list(runs.values()), SweepArgs(out=str(runs_dir), address=args.address,
+                                                            max_concurrent=args.max_concurrent, verbose=0))
         total_wall = time.time() - t0
         print(f"{len(runs)} runs in {total_wall:.0f} s (sum of the runs' own wall times: "
               f"{sum(o.wall_s for o in outcomes):.0f} s)", flush=True)

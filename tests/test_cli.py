@@ -164,26 +164,49 @@ def test_help_states_every_default():
 def test_every_config_field_is_a_flag_with_its_default_in_help():
     import dataclasses
 
-    from bcjax.run.config import Config, build_parser
+    from bcjax.run.config import Config, parse_config
+    from bcjax.run.flags import build_parser
 
-    out = " ".join(build_parser().format_help().split())
+    out = " ".join(build_parser(Config).format_help().split())
     for f in dataclasses.fields(Config):
         assert f"--{f.name}" in out, f.name
     for short in ("-epf", "-ed", "-env", "-exp", "-n", "-lr", "-ngpu", "--do_dagger"):
         assert short in out
-    assert vars(build_parser().parse_args([]))["learning_rate"] == Config.learning_rate
-    from bcjax.run.config import flag_options
+    assert parse_config([]) == Config() and Config().learning_rate == 5e-3
+    cfg = parse_config(["-epf", "e.pkl", "-ed", "minari:x", "-env", "Hopper-v4", "-exp", "a", "-n", "4", "-lr", "0.1",
+                        "-ngpu", "--do_dagger"])
+    assert (cfg.env_name, cfg.exp_name, cfg.n_iter, cfg.learning_rate, cfg.no_gpu, cfg.algo) == (
+        "Hopper-v4", "a", 4, 0.1, True, "dagger")
+    assert cfg.expert_data == "minari:x" and Path(cfg.expert_policy_file).is_absolute()
 
-    opts = flag_options()
-    assert opts["-lr"] == ("learning_rate", False) and opts["--quiet"] == ("quiet", True)
-    assert opts["--do_dagger"] == ("do_dagger", True) and len(opts) == len(dataclasses.fields(Config)) + 1 + 7
+
+def test_given_flags_are_only_those_given():
+    from bcjax.run.config import given_flags
+
+    assert given_flags(["--resume", "r", "-n", "3", "--quiet"]) == {"resume": "r", "n_iter": 3, "quiet": True}
+    assert given_flags(["--do_dagger"]) == {"algo": "dagger"} and given_flags([]) == {}
 
 
-def test_explicit_flags_are_only_those_given():
-    from bcjax.run.config import explicit_flags
+def test_a_config_made_in_code_is_checked_and_resolved():
+    from bcjax.errors import BcjaxError
+    from bcjax.run.config import DEFAULT_DAGGER_ITERS, Config
 
-    assert explicit_flags(["--resume", "r", "-n", "3", "--quiet"]) == {"resume": "r", "n_iter": 3, "quiet": True}
-    assert explicit_flags([]) == {}
+    assert (Config().algo, Config().n_iter) == ("bc", 1)
+    assert Config(algo="dagger").n_iter == DEFAULT_DAGGER_ITERS
+    for kw, message in [({"n_iter": 3}, "BC runs exactly one iteration"), ({"size": 0}, "--size must be positive"),
+                        ({"activation": "gelu"}, "--activation 'gelu': choose from"),
+                        ({"exp_name": "a/b"}, "must be a plain name")]:
+        with pytest.raises(BcjaxError, match=message):
+            Config(**kw)
+    with pytest.raises(BcjaxError, match="DAgger needs more than one iteration"):
+        Config(algo="dagger").replace(n_iter=1)
+
+
+def test_bad_types_and_choices_are_argparse_errors(capsys):
+    for argv in (["--size", "big"], ["--activation", "gelu"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2 and capsys.readouterr().err.startswith("usage: train.py")
 
 
 @pytest.mark.parametrize("env, argv, want", [
@@ -192,11 +215,41 @@ def test_explicit_flags_are_only_those_given():
     ({"CUDA_VISIBLE_DEVICES": "3"}, ["--which_gpu", "1"], "1"),  # a given --which_gpu wins
 ])
 def test_which_gpu_and_cuda_visible_devices(monkeypatch, env, argv, want):
-    from bcjax.run.config import explicit_flags
+    from bcjax.run.config import given_flags
     from bcjax.run.main import _select_device, resolve_config
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    _select_device(resolve_config(argv), "which_gpu" in explicit_flags(argv))
+    given = given_flags(argv)
+    _select_device(resolve_config(given), given)
     assert __import__("os").environ["CUDA_VISIBLE_DEVICES"] == want
+
+
+def test_entry_points_share_one_default_task():
+    from bcjax.experts.collection import CollectArgs
+    from bcjax.experts.training import ExpertArgs
+    from bcjax.run.config import DEFAULT_ENV, Config
+    from bcjax.sweeps.trials import SweepArgs
+
+    assert {Config().env_name, CollectArgs().env_name, ExpertArgs().env_name, SweepArgs(out="x").env_name} == {DEFAULT_ENV}
+
+
+def test_help_and_flag_errors_import_no_jax():
+    """Every entry point's --help and a bad flag answer before JAX is imported (it starts slowly, and must not
+    pick a device before --no_gpu is seen)."""
+    code = """
+import importlib, sys
+for mod in ("bcjax.run.main", "bcjax.run.evaluate", "bcjax.experts.collection", "bcjax.experts.training",
+            "bcjax.run.plots", "bcjax.sweeps.sweep"):
+    for argv in (["--help"], ["--no_such_flag"]):
+        try:
+            importlib.import_module(mod).main(argv)
+        except SystemExit as e:
+            assert e.code == (0 if argv == ["--help"] else 2), (mod, argv, e.code)
+assert "jax" not in sys.modules
+print("ok")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]

@@ -62,6 +62,7 @@ def test_evaluate_defaults_to_the_runs_own_evaluation_mode(cartpole_run, capsys)
     (["--step", "7"], "no checkpoint step 7"),
     (["--episodes", "0"], "--episodes must be positive"),
     (["--seed_index", "2"], "--seed_index 2 out of range"),
+    (["--sample", "--mean_action"], "--mean_action contradicts --sample"),
 ])
 def test_evaluate_bad_input_is_one_line(cartpole_run, capsys, argv, message):
     run_dir, _ = cartpole_run

@@ -16,7 +16,7 @@ from tiny_runs import cartpole_cfg, cartpole_expert, expert_data, metrics_withou
 
 import bcjax.run.driver
 from bcjax.errors import BcjaxError
-from bcjax.run.config import explicit_flags
+from bcjax.run.config import given_flags
 from bcjax.run.logger import read_metrics, truncate_metrics
 from bcjax.run.resume import resume_config
 from bcjax.run.saved_run import resume_iteration
@@ -42,7 +42,7 @@ def _crash_at(monkeypatch, itr: int) -> None:
 
 def _resume(run_dir: Path, paths) -> tuple[Path, object]:
     """What scripts/train.py --resume RUN_DIR does, in process."""
-    cfg = resume_config(run_dir, explicit_flags(["--resume", str(run_dir)]))
+    cfg = resume_config(run_dir, given_flags(["--resume", str(run_dir)]))
     last = resume_iteration(run_dir)
     truncate_metrics(run_dir, last)
     return run_logged(cfg, cartpole_expert, paths, run_dir=run_dir, purge_step=last + 1)
@@ -86,7 +86,7 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path):
     with pytest.raises(BcjaxError, match="already finished"):
         resume_config(done_dir, {"resume": str(done_dir)})
     with pytest.raises(BcjaxError, match="drop --batch_size"):
-        resume_config(done_dir, explicit_flags(["--resume", str(done_dir), "--batch_size", "5", "--quiet"]))
+        resume_config(done_dir, given_flags(["--resume", str(done_dir), "--batch_size", "5", "--quiet"]))
     with pytest.raises(BcjaxError, match="not a bcjax run directory"):
         resume_config(tmp_path, {"resume": str(tmp_path)})
 

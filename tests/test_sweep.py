@@ -15,7 +15,8 @@ import pytest
 from bcjax.data.bundled import bundled_expert_path
 from bcjax.errors import BcjaxError
 from bcjax.run.logger import read_metrics
-from bcjax.sweeps.sweep import auto_seeds_per_trial, build_trials, main, parse_grid, parse_seeds, seed_chunks, settings_of
+from bcjax.sweeps.sweep import main
+from bcjax.sweeps.trials import auto_seeds_per_trial, build_trials, parse_grid, parse_seeds, seed_chunks, settings_of
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,17 +82,30 @@ def test_grid_and_random_search_settings():
     assert len({d["learning_rate"] for d in draws}) == 20
 
 
-def test_trials_carry_their_flags():
+def test_trials_carry_their_configs():
     trials = build_trials(["Hopper-v4", "Ant-v4"], ["bc", "dagger"], [{"deterministic_eval": "true"}], [1, 2, 3],
-                          ["--size", "32", "-epf", "experts/{env_base}.pkl"], n_iter=4, seeds_per_trial=2)
+                          {"size": 32, "expert_policy_file": "experts/{env_base}.pkl"}, n_iter=4, seeds_per_trial=2)
     assert len(trials) == 2 * 2 * 2 and len({t.key for t in trials}) == 8
-    t = next(t for t in trials if t.env_name == "Ant-v4" and t.algo == "dagger" and t.seeds == (3,))
-    argv = list(t.argv)
-    assert argv[argv.index("--seed") + 1] == "3" and argv[argv.index("--num_seeds") + 1] == "1"
-    assert argv[argv.index("--n_iter") + 1] == "4" and "--deterministic_eval" in argv
-    assert argv[argv.index("-epf") + 1] == str(Path("experts/Ant.pkl").resolve())
-    bc = next(t for t in trials if t.algo == "bc")
-    assert "--n_iter" not in bc.argv  # BC runs its one iteration
+    t = next(t for t in trials if t.group[:2] == ("Ant-v4", "dagger") and t.seeds == (3,))
+    cfg = t.config
+    assert (cfg.seed, cfg.num_seeds, cfg.n_iter, cfg.size, cfg.deterministic_eval) == (3, 1, 4, 32, True)
+    assert cfg.expert_policy_file == str(Path("experts/Ant.pkl").resolve())
+    bc = next(t for t in trials if t.config.algo == "bc")
+    assert bc.config.n_iter == 1  # BC runs its one iteration
+    # A trial's command line gives back its config.
+    from bcjax.run.config import config_argv, parse_config
+
+    argv = config_argv(bc.config)
+    assert parse_config(config_argv(cfg)) == cfg and argv[:2] == ["--algo", "bc"] and "--env_name" in argv
+
+
+def test_passed_through_flags_are_train_py_fields():
+    from bcjax.sweeps.trials import train_flags
+
+    assert train_flags(["-lr", "1e-3", "--normalize_obs", "-ed", "x.pkl"]) == {
+        "learning_rate": 1e-3, "normalize_obs": True, "expert_data": "x.pkl"}
+    with pytest.raises(BcjaxError, match="invalid int value"):
+        train_flags(["--size", "big"])
 
 
 def _summary(out: Path) -> dict:
@@ -176,7 +190,7 @@ def test_a_retried_trial_keeps_only_its_last_attempt(tmp_path):
     """Tune appends a re-run trial's reports to its result.json: the outcome is the last attempt's."""
     from types import SimpleNamespace
 
-    from bcjax.sweeps.sweep import _outcome
+    from bcjax.sweeps.runner import _outcome
 
     (trial,) = build_trials(["Hopper-v4"], ["dagger"], [{}], [1], n_iter=3)
     lines = [{"Iteration": i, "Eval_AverageReturn": float(10 * attempt + i), "per_seed": {"Eval_AverageReturn": [0.0]},
@@ -192,9 +206,10 @@ def test_a_retried_trial_keeps_only_its_last_attempt(tmp_path):
 
 
 def test_repo_relative_names_no_machine_path():
-    from bcjax.sweeps.sweep import REPO as repo
-    from bcjax.sweeps.sweep import repo_relative
+    from bcjax.sweeps.summary import REPO as repo
+    from bcjax.sweeps.summary import repo_relative
 
+    assert (repo / "scripts" / "train.py").is_file()  # the repository, not the package
     assert repo_relative(str(repo / "scripts" / "train.py")) == "scripts/train.py"
     assert repo_relative(str(repo.parent / "shared" / "cs285" / "x.pkl")) == "../shared/cs285/x.pkl"
     assert repo_relative("--seed") == "--seed"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bcjax.errors import BcjaxError
 from bcjax.core.adapters import ADAPTERS, SAME_AS_V4, v4_task
+from bcjax.errors import BcjaxError
 
 EXPERTS_DIR = Path(__file__).resolve().parent.parent / "experts"  # the shipped .pkl files and experts.json
 

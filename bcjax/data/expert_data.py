@@ -9,13 +9,14 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from bcjax.data.files import write_atomic
 from bcjax.acting.envs import EnvInfo
-from bcjax.data.minari import is_minari_source, load_minari
-from bcjax.errors import BcjaxError
 from bcjax.acting.rollout import Trajectory
+from bcjax.data.files import write_atomic
+from bcjax.data.minari import is_minari_source, load_minari
 from bcjax.data.safe_pickle import load_pickle
 from bcjax.data.trajectories import check_trajectory_count, validate_paths
+from bcjax.errors import BcjaxError
+
 
 def load_expert_data(source: str | Path, flag: str = "--expert_data", n_traj: int | None = None,
                      info: EnvInfo | None = None) -> list[Trajectory]:

@@ -19,9 +19,9 @@ import gymnasium as gym
 import numpy as np
 
 from bcjax.acting.envs import EnvInfo, make_env
+from bcjax.acting.rollout import Trajectory
 from bcjax.data.trajectories import check_trajectory_count, validate_paths
 from bcjax.errors import BcjaxError
-from bcjax.acting.rollout import Trajectory
 
 PREFIX = "minari:"
 INSTALL = "pip install -e '.[minari]'"

@@ -6,39 +6,40 @@
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from bcjax.errors import BcjaxError, run_script
+from bcjax.run.config import DEFAULT_ENV, check_seed
+from bcjax.run.flags import flag, parse
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="collect_expert_data.py",
-                                description="Roll an expert out and write CS285-format expert data or a Minari dataset.")
-    a = p.add_argument
-    a("--env_name", "-env", default="Hopper-v4", help="gymnasium task id")
-    a("--expert_policy_file", "-epf", default=None, help="CS285 expert .pkl (default: the bundled expert for the task)")
-    a("--n_traj", type=int, default=2, help="number of whole episodes")
-    a("--ep_len", type=int, default=None, help="max episode length (default: the task's)")
-    a("--seed", type=int, default=1)
-    a("--output", "-o", default=None,
-      help="output .pkl (default data/expert_data/expert_data_<env>.pkl; with --minari, only if given)")
-    a("--minari", default=None, metavar="DATASET_ID",
-      help="write a Minari dataset with this id, where Minari keeps local datasets (MINARI_DATASETS_PATH), "
-           "instead of the default .pkl")
-    a("--no_save", action="store_true", help="only report the returns (evaluate an expert)")
-    return p
+@dataclass(frozen=True)
+class CollectArgs:
+    """Roll an expert out and write CS285-format expert data or a Minari dataset."""
+
+    PROG: ClassVar[str] = "collect_expert_data.py"
+    env_name: str = flag(DEFAULT_ENV, "gymnasium task id", "-env")
+    expert_policy_file: str | None = flag(None, "CS285 expert .pkl; unset: the bundled expert for the task", "-epf")
+    n_traj: int = flag(2, "number of whole episodes")
+    ep_len: int | None = flag(None, "max episode length; unset: the task's")
+    seed: int = flag(1, "seed of the environment's resets")
+    output: str | None = flag(None, "output .pkl; unset: data/expert_data/expert_data_<env>.pkl, or none with --minari",
+                              "-o")
+    minari: str | None = flag(None, "write a Minari dataset with this id, where Minari keeps local datasets "
+                                    "(MINARI_DATASETS_PATH), instead of the default .pkl", metavar="DATASET_ID")
+    no_save: bool = flag(False, "only report the returns (evaluate an expert)")
+
+    def __post_init__(self) -> None:
+        if self.n_traj <= 0 or (self.ep_len is not None and self.ep_len <= 0):
+            raise BcjaxError("--n_traj and --ep_len must be positive")
+        if self.no_save and (self.output or self.minari):
+            raise BcjaxError("--no_save writes nothing: drop it, or drop --output/--minari")
+        check_seed(self.seed)
 
 
-def collect(argv: list[str] | None) -> int:
-    ns = build_parser().parse_args(argv)
-    if ns.n_traj <= 0 or (ns.ep_len is not None and ns.ep_len <= 0):
-        raise BcjaxError("--n_traj and --ep_len must be positive")
-    if ns.no_save and (ns.output or ns.minari):
-        raise BcjaxError("--no_save writes nothing: drop it, or drop --output/--minari")
-    from bcjax.run.config import check_seed
-
-    check_seed(ns.seed)
+def collect(ns: CollectArgs) -> int:
     out = Path(ns.output or f"data/expert_data/expert_data_{ns.env_name}.pkl")
     if not ns.no_save and out.is_dir():
         raise BcjaxError(f"--output {out} is a directory: give a file name such as {out / 'expert_data.pkl'}")
@@ -78,5 +79,5 @@ def collect(argv: list[str] | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_script(lambda: collect(argv))
+    return run_script(lambda: collect(parse(CollectArgs, argv)))
 

@@ -14,13 +14,13 @@ of the train state and replay buffer is written for `--resume`.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import os
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -28,51 +28,53 @@ import numpy as np
 from bcjax.acting.envs import make_env
 from bcjax.acting.rollout import sample_n_trajectories
 from bcjax.errors import BcjaxError, run_script
+from bcjax.run.config import DEFAULT_ENV
+from bcjax.run.flags import flag, parse, select_device
 from bcjax.run.logger import RunLogger
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="train_expert.py", description="Train a SAC expert and export it (CS285 format).")
-    a = p.add_argument
-    a("--env_name", "-env", default="Hopper-v4", help="gymnasium task with a Box action space")
-    a("--total_steps", type=int, default=1_000_000, help="env steps in all (a resumed run counts the earlier ones)")
-    a("--seed", type=int, default=1)
-    a("--hidden", type=int, nargs="+", default=[256, 256], help="hidden sizes of actor and critics")
-    a("--batch_size", type=int, default=256)
-    a("--lr", type=float, default=3e-4, help="learning rate of actor, critics and temperature")
-    a("--gamma", type=float, default=0.99)
-    a("--tau", type=float, default=0.005)
-    a("--start_steps", type=int, default=10_000, help="uniform random actions before the first update")
-    a("--chunk", type=int, default=50, help="env steps per fused update call (one update per env step)")
-    a("--buffer_size", type=int, default=1_000_000)
-    a("--eval_every", type=int, default=10_000)
-    a("--eval_episodes", type=int, default=5)
-    a("--ckpt_every", type=int, default=50_000)
-    a("--no_buffer_in_checkpoint", action="store_true",
-      help="checkpoint only the train state (small); a resume then refills the buffer with the current policy")
-    a("--time_limit", type=float, default=None, help="seconds; then checkpoint, export and stop (resume later)")
-    a("--logdir", default=None, help="run directory (default data/experts/<env>_s<seed>)")
-    a("--resume", action="store_true", help="continue from the latest checkpoint in --logdir")
-    a("--no_gpu", action="store_true", help="run JAX on the CPU")
-    return p
+@dataclass(frozen=True)
+class ExpertArgs:
+    """Train a SAC expert and export it (CS285 format)."""
 
+    PROG: ClassVar[str] = "train_expert.py"
+    env_name: str = flag(DEFAULT_ENV, "gymnasium task with a Box action space", "-env")
+    total_steps: int = flag(1_000_000, "env steps in all (a resumed run counts the earlier ones)")
+    seed: int = flag(1, "seed of the networks, the environment and the exploration")
+    hidden: tuple[int, ...] = flag((256, 256), "hidden sizes of actor and critics")
+    batch_size: int = flag(256, "minibatch size of each update")
+    lr: float = flag(3e-4, "learning rate of actor, critics and temperature")
+    gamma: float = flag(0.99, "discount")
+    tau: float = flag(0.005, "target networks' step toward the critics")
+    start_steps: int = flag(10_000, "uniform random actions before the first update")
+    chunk: int = flag(50, "env steps per fused update call (one update per env step)")
+    buffer_size: int = flag(1_000_000, "replay buffer capacity (transitions)")
+    eval_every: int = flag(10_000, "env steps between evaluations (and exports)")
+    eval_episodes: int = flag(5, "episodes of each evaluation")
+    ckpt_every: int = flag(50_000, "env steps between checkpoints")
+    no_buffer_in_checkpoint: bool = flag(
+        False, "checkpoint only the train state (small); a resume then refills the buffer with the current policy")
+    time_limit: float | None = flag(None, "seconds; then checkpoint, export and stop (resume later)")
+    logdir: str | None = flag(None, "run directory; unset: data/experts/<env>_s<seed>")
+    resume: bool = flag(False, "continue from the latest checkpoint in --logdir")
+    no_gpu: bool = flag(False, "run JAX on the CPU")
 
-def check_args(ns: argparse.Namespace) -> None:
-    for name in ("total_steps", "batch_size", "chunk", "buffer_size", "eval_every", "eval_episodes", "ckpt_every"):
-        if getattr(ns, name) <= 0:
-            raise BcjaxError(f"--{name} must be positive, got {getattr(ns, name)}")
-    if any(h <= 0 for h in ns.hidden):
-        raise BcjaxError(f"--hidden sizes must be positive, got {ns.hidden}")
-    if ns.start_steps < ns.batch_size:
-        raise BcjaxError(f"--start_steps ({ns.start_steps}) must be at least --batch_size ({ns.batch_size})")
-    if not 0 < ns.tau <= 1 or not 0 <= ns.gamma < 1:
-        raise BcjaxError("--tau must be in (0, 1] and --gamma in [0, 1)")
+    def __post_init__(self) -> None:
+        for name in ("total_steps", "batch_size", "chunk", "buffer_size", "eval_every", "eval_episodes", "ckpt_every"):
+            if getattr(self, name) <= 0:
+                raise BcjaxError(f"--{name} must be positive, got {getattr(self, name)}")
+        if any(h <= 0 for h in self.hidden):
+            raise BcjaxError(f"--hidden sizes must be positive, got {list(self.hidden)}")
+        if self.start_steps < self.batch_size:
+            raise BcjaxError(f"--start_steps ({self.start_steps}) must be at least --batch_size ({self.batch_size})")
+        if not 0 < self.tau <= 1 or not 0 <= self.gamma < 1:
+            raise BcjaxError("--tau must be in (0, 1] and --gamma in [0, 1)")
 
 
 class _Run:
     """One SAC run: the networks, the replay ring, the counters a checkpoint keeps, and the acting state."""
 
-    def __init__(self, ns: argparse.Namespace) -> None:
+    def __init__(self, ns: ExpertArgs) -> None:
         import jax
 
         from bcjax.experts.sac import SACConfig, create_sac_state, empty_buffer, host_actor_params
@@ -204,7 +206,7 @@ class _Run:
         save_checkpoint(self.ckpt_dir, self.step, tree, meta, max_to_keep=2)
 
 
-def train(ns: argparse.Namespace) -> dict:
+def train(ns: ExpertArgs) -> dict:
     from bcjax.run.compile_cache import enable_compile_cache
 
     enable_compile_cache()  # SAC's fused updates compile once per machine
@@ -239,10 +241,8 @@ def train(ns: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     def body() -> int:
-        ns = build_parser().parse_args(argv)
-        check_args(ns)
-        if ns.no_gpu:
-            os.environ["JAX_PLATFORMS"] = "cpu"
+        ns = parse(ExpertArgs, argv)
+        select_device(ns.no_gpu)
         from bcjax.acting.envs import ignore_outdated_task_warnings
 
         ignore_outdated_task_warnings()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from bcjax.errors import BcjaxError, run_script
+from bcjax.run.config import check_seed
+from bcjax.run.flags import REQUIRED, flag, parse, select_device
 
 
 @dataclass
@@ -35,12 +37,8 @@ def evaluate_run(run_dir: str | Path, step: int | None = None, episodes: int = 1
     from bcjax.acting.gl import check_mujoco_gl_setting
     from bcjax.acting.rollout import sample_n_trajectories
     from bcjax.core.model import host_actor
-    from bcjax.run.config import check_seed
     from bcjax.run.saved_run import load_policy
 
-    if episodes <= 0:
-        raise BcjaxError(f"--episodes must be positive, got {episodes}")
-    check_seed(seed)
     check_mujoco_gl_setting()
     saved = load_policy(run_dir, step)
     k_seeds = int(saved.meta["num_seeds"])
@@ -105,30 +103,31 @@ def format_result(run_dir: str | Path, r: EvalResult) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="evaluate.py", description="Evaluate a saved bcjax policy.")
-    p.add_argument("run_dir", help="a run directory (data/q2_...) with checkpoints/")
-    p.add_argument("--step", type=int, default=None, help="checkpoint iteration (default: the latest)")
-    p.add_argument("--episodes", type=int, default=10, help="episodes per seed (default 10)")
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--sample", action="store_true", default=None,
-                      help="sample actions (default: as the run's training evaluation did; sampled unless --deterministic_eval)")
-    mode.add_argument("--mean_action", dest="sample", action="store_false", help="evaluate the mean action")
-    p.add_argument("--seed", type=int, default=0, help="env/noise seed of the evaluation (default 0)")
-    p.add_argument("--seed_index", type=int, default=None, help="only this one of the run's --num_seeds policies")
-    p.add_argument("--video", default=None, metavar="OUT.mp4", help="also render the first episode to this mp4")
-    p.add_argument("--no_gpu", action="store_true", help="run JAX on the CPU")
-    return p
+@dataclass(frozen=True)
+class EvalArgs:
+    """Evaluate a saved bcjax policy."""
+
+    PROG: ClassVar[str] = "evaluate.py"
+    run_dir: str = flag(REQUIRED, "a run directory (data/q2_...) with checkpoints/", positional=True)
+    step: int | None = flag(None, "checkpoint iteration; unset: the latest")
+    episodes: int = flag(10, "episodes per seed")
+    sample: bool | None = flag(None, "sample actions; unset: as the run's training evaluation did (sampled unless "
+                                     "--deterministic_eval)", alias=("--mean_action", False, "evaluate the mean action"))
+    seed: int = flag(0, "env/noise seed of the evaluation")
+    seed_index: int | None = flag(None, "only this one of the run's --num_seeds policies")
+    video: str | None = flag(None, "also render the first episode to this mp4", metavar="OUT.mp4")
+    no_gpu: bool = flag(False, "run JAX on the CPU")
+
+    def __post_init__(self) -> None:
+        if self.episodes <= 0:
+            raise BcjaxError(f"--episodes must be positive, got {self.episodes}")
+        check_seed(self.seed)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
     def body() -> int:
-        if args.no_gpu:
-            import jax
-
-            jax.config.update("jax_platforms", "cpu")
+        args = parse(EvalArgs, argv)
+        select_device(args.no_gpu)
         r = evaluate_run(args.run_dir, args.step, args.episodes, args.sample, args.seed, args.seed_index, args.video)
         print(format_result(args.run_dir, r))
         return 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -13,19 +12,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bcjax.errors import BcjaxError, run_script
-from bcjax.run.config import Config, build_parser, config_dict, config_from_args, explicit_flags
+from bcjax.run.config import Config, given_flags
+from bcjax.run.flags import select_device
 
 if TYPE_CHECKING:
     from bcjax.acting.pool import RolloutPool
 
 
-def _select_device(cfg: Config, gpu_given: bool) -> None:
-    """Must happen before JAX picks its backend. A given --which_gpu wins; else an existing
-    CUDA_VISIBLE_DEVICES (the user's or a scheduler's choice) is kept."""
-    if cfg.no_gpu:
-        os.environ["JAX_PLATFORMS"] = "cpu"
-    elif gpu_given or "CUDA_VISIBLE_DEVICES" not in os.environ:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(cfg.which_gpu)
+def _select_device(cfg: Config, given: dict) -> None:
+    """A given --which_gpu wins; else an existing CUDA_VISIBLE_DEVICES (the user's or a scheduler's choice) is kept."""
+    keep = "which_gpu" not in given and "CUDA_VISIBLE_DEVICES" in os.environ
+    select_device(cfg.no_gpu, None if keep else cfg.which_gpu)
 
 
 def check_expert_return(expert: Callable[[np.ndarray], np.ndarray], cfg: Config, paths: list[dict]) -> None:
@@ -165,24 +162,24 @@ def _run(cfg: Config, on_row: Callable[[dict, Path], None] | None, pool: "Rollou
     return 0
 
 
-def resolve_config(argv: list[str] | None) -> Config:
-    """The run's config: from the flags, or for --resume from the run directory (then checked as flags are)."""
-    ns = build_parser().parse_args(argv)
-    if not ns.resume:
-        return config_from_args(ns)
+def resolve_config(given: dict) -> Config:
+    """The run's config from the flags given: a new one, or for --resume the run directory's (with the
+    runtime flags given; checked as flags are)."""
+    if not given.get("resume"):
+        return Config(**given)
     from bcjax.run.resume import resume_config
 
-    cfg = resume_config(ns.resume, explicit_flags(argv))
-    return config_from_args(argparse.Namespace(**{**config_dict(cfg), "do_dagger": False}))
+    return resume_config(given["resume"], given)
 
 
 def main(argv: list[str] | None = None) -> int:
     """scripts/train.py. Process-wide settings are made here, not in `run`, so a library caller keeps its own."""
     def body() -> int:
+        given = given_flags(argv)
+        cfg = resolve_config(given)
+        _select_device(cfg, given)
         from bcjax.acting.envs import ignore_outdated_task_warnings
 
-        cfg = resolve_config(argv)
-        _select_device(cfg, "which_gpu" in explicit_flags(argv))
         ignore_outdated_task_warnings()
         return run(cfg, limit_threads=True)
 

@@ -17,11 +17,12 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from bcjax.errors import BcjaxError, run_script
+from bcjax.run.flags import REQUIRED, flag, parse
 from bcjax.run.logger import read_metrics
 
 if TYPE_CHECKING:
@@ -262,20 +263,23 @@ def hparam_figure(runs: list[Run], hparam: str, metric: str = "Eval_AverageRetur
     return fig
 
 
+@dataclass(frozen=True)
+class PlotArgs:
+    """Plot bcjax runs (PNG)."""
+
+    PROG: ClassVar[str] = "plot.py"
+    run_dirs: tuple[str, ...] = flag(REQUIRED, "run directories, or folders of run directories", positional=True)
+    out: str | None = flag(None, "PNG path; unset: returns.png, or <hparam>.png with --hparam")
+    metric: str = flag("Eval_AverageReturn", "metric to plot")
+    hparam: str | None = flag(None, "plot the final metric against this config field instead")
+    split_by: str | None = flag(None, "with --hparam: one line per value of this config field")
+    title: str | None = flag(None, "the figure's title; unset: the task, or METRIC vs HPARAM")
+
+
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="plot.py", description="Plot bcjax runs (PNG).")
-    p.add_argument("run_dirs", nargs="+", help="run directories, or folders of run directories")
-    p.add_argument("--out", default=None, help="PNG path (default: returns.png, or <hparam>.png with --hparam)")
-    p.add_argument("--metric", default="Eval_AverageReturn", help="metric to plot (default Eval_AverageReturn)")
-    p.add_argument("--hparam", default=None, help="plot the final metric against this config field instead")
-    p.add_argument("--split_by", default=None, help="with --hparam: one line per value of this config field")
-    p.add_argument("--title", default=None)
-    args = p.parse_args(argv)
-
     def body() -> int:
-        runs = find_runs(args.run_dirs)
+        args = parse(PlotArgs, argv)
+        runs = find_runs(list(args.run_dirs))
         if args.hparam:
             out = plot_hparam(runs, args.hparam, args.out or f"{args.hparam}.png", args.metric, args.title,
                               args.split_by)

@@ -1,9 +1,8 @@
 """What a resumed run continues with: its saved config, plus only the flags that change how it runs
-(the fields marked resumable in `bcjax.config.Config`)."""
+(the fields marked resumable in `bcjax.run.config.Config`)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from bcjax.errors import BcjaxError
@@ -13,7 +12,8 @@ from bcjax.run.saved_run import RESUME_DIR, read_run_config
 
 
 def resume_config(run_dir: str | Path, explicit: dict) -> Config:
-    """The saved config of `run_dir`, set to resume after its last saved iteration."""
+    """The saved config of `run_dir`, set to resume after its last saved iteration; `explicit`: the fields
+    the flags gave (only the resumable ones may be)."""
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
     other = sorted(set(explicit) - set(RESUME_RUNTIME_FLAGS))
@@ -38,8 +38,5 @@ def resume_config(run_dir: str | Path, explicit: dict) -> Config:
         raise BcjaxError(f"the resume state of iteration {last} in {run_dir / RESUME_DIR} is corrupt ({problem}): {hint}")
     if last >= cfg.n_iter - 1:
         raise BcjaxError(f"{run_dir} already finished all {cfg.n_iter} iterations: nothing to resume")
-    keep = {k: v for k, v in explicit.items() if k in RESUME_RUNTIME_FLAGS and k not in ("resume", "resume_step")}
-    for name in ("expert_policy_file", "expert_data"):
-        if name in keep:
-            keep[name] = os.path.abspath(keep[name])
+    keep = {k: v for k, v in explicit.items() if k not in ("resume", "resume_step")}
     return cfg.replace(resume=str(run_dir), resume_step=last, **keep)
