@@ -9,8 +9,7 @@ sizes (111 -> 8) and Hopper sizes (11 -> 3):
   minibatches drawn uniformly with replacement like bcjax's; a second row adds
   the homework's own sampler (a permutation of the whole buffer per step).
   Needs the `bench` extra (torch==2.13.0); skipped with a notice without it.
-- JAX per step: one jitted update per Python call (bcjax --per_step_updates).
-- JAX scan: the iteration's updates fused in one lax.scan (bcjax's default).
+- JAX scan: the iteration's updates fused in one lax.scan (bcjax.core.update.fit).
 - JAX vmap K seeds: the scan vmapped over K independent seeds (--num_seeds K);
   steps/s per seed and in total.
 
@@ -85,29 +84,27 @@ def torch_variants(obs: np.ndarray, acs: np.ndarray, steps: int, lr: float) -> d
 
 
 def jax_variants(obs: np.ndarray, acs: np.ndarray, steps: int, lr: float, seeds: int) -> tuple[dict, dict]:
-    """bcjax's trainers, each compiled ahead (compile seconds returned separately)."""
+    """bcjax's fit, compiled ahead (compile seconds returned separately), for one seed and for K."""
     import jax
-    import jax.numpy as jnp
 
+    from bcjax.core import buffer as rb
     from bcjax.core.model import MLPPolicy
-    from bcjax.core.update import compile_trainer, create_train_states
+    from bcjax.core.update import compile_fit, create_train_states
 
     policy = MLPPolicy(act_dim=acs.shape[1])
     variants, compile_s = {}, {}
-    for name, k, per_step in (("JAX per step (jit)", 1, True), ("JAX scan", 1, False),
-                              (f"JAX vmap {seeds} seeds (scan)", seeds, False)):
+    for name, k in (("JAX scan", 1), (f"JAX vmap {seeds} seeds (scan)", seeds)):
         keys = jax.random.split(jax.random.PRNGKey(0), k)
         state = {"s": create_train_states(policy, keys, obs.shape[1], lr)}
-        dev_obs = jnp.asarray(np.broadcast_to(obs, (k, *obs.shape)))
-        dev_acs = jnp.asarray(np.broadcast_to(acs, (k, *acs.shape)))
-        sizes = jnp.full((k,), len(obs), jnp.int32)
+        buffer = rb.empty(k, len(obs), {"observation": (obs.shape[1:], np.float32), "action": (acs.shape[1:], np.float32)})
+        buffer = rb.add(rb.compile_insert(buffer), buffer, [{"observation": obs, "action": acs}] * k)
         t = time.perf_counter()
-        trainer = compile_trainer(policy, 100, steps, state["s"], keys, dev_obs, dev_acs, sizes, per_step=per_step)
+        fit = compile_fit(policy, 100, steps, state["s"], buffer, keys)
         compile_s[name] = time.perf_counter() - t
 
-        def run(trainer=trainer, state=state, keys=keys, dev_obs=dev_obs, dev_acs=dev_acs, sizes=sizes, k=k) -> float:
+        def run(fit=fit, state=state, keys=keys, buffer=buffer, k=k) -> float:
             def call() -> None:
-                state["s"], metrics = trainer(state["s"], keys, dev_obs, dev_acs, sizes)
+                state["s"], metrics = fit(state["s"], buffer, keys)
                 jax.block_until_ready(metrics)
             return k * steps / _common.timed(call)
 

@@ -12,7 +12,7 @@ from bcjax.errors import BcjaxError
 from bcjax.run.config import parse_config
 from bcjax.run.driver import train
 from tests.conftest import make_expert_dict
-from tests.tiny_runs import expert_data, hopper_cfg
+from tests.tiny_runs import expert_data, hopper_cfg, stored
 
 
 def _expert(nonlin: str = "tanh") -> ExpertPolicy:
@@ -77,9 +77,8 @@ def test_beta_zero_is_todays_dagger_and_logs_fraction(tmp_path):
     assert half.rows[1]["Train_Beta"] == [0.5]
     assert 0.2 < half.rows[1]["Train_ExpertStepFraction"][0] < 0.8  # ~60 draws
     # The labels are the expert's whoever acted.
-    buf = half.buffers[0]
-    n = len(buf)
-    np.testing.assert_allclose(buf.arrays["action"][:n], expert(buf.arrays["observation"][:n]), atol=1e-6)
+    rows = stored(half, 0)
+    np.testing.assert_allclose(rows["action"], expert(rows["observation"]), atol=1e-6)
 
 
 @pytest.mark.parametrize("argv, msg", [

@@ -14,9 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bcjax.core.buffer import RingBuffer
+from bcjax.core import buffer as rb
 from bcjax.core.model import MLPPolicy
-from bcjax.core.update import create_train_states, train_fused
+from bcjax.core.update import create_train_states, fit
 from bcjax.errors import BcjaxError
 from bcjax.run.checkpoint import checkpoint_steps, restore_checkpoint
 from bcjax.run.config import Config, config_dict
@@ -40,7 +40,8 @@ def _trained_states(k: int = 2):
     states = create_train_states(policy, keys, 11, 1e-3)
     obs = jax.random.normal(jax.random.PRNGKey(7), (k, 64, 11))
     acs = jax.random.normal(jax.random.PRNGKey(8), (k, 64, 3))
-    states, _ = train_fused(policy, 16, 5, states, keys, obs, acs, jnp.full((k,), 64, jnp.int32))
+    buffer = rb.Buffer({"observation": obs, "action": acs}, jnp.full((k,), 64, jnp.int32), jnp.zeros((k,), jnp.int32))
+    states, _ = fit(policy, 16, 5, states, buffer, keys)
     return policy, states
 
 
@@ -92,44 +93,42 @@ def test_missing_checkpoints_are_a_clear_error(tmp_path):
         load_policy(tmp_path / "nope")
 
 
-def _filled_buffer(seed: int, rows: int) -> RingBuffer:
-    rng = np.random.default_rng(seed)
-    buf = RingBuffer(50, 11, (3,))
-    buf.add({"observation": rng.normal(size=(rows, 11)), "action": rng.normal(size=(rows, 3)),
-             "reward": rng.normal(size=rows), "next_observation": rng.normal(size=(rows, 11)),
-             "terminal": (rng.random(rows) < 0.1).astype(np.float32)})
-    return buf
+_FIELDS = {"observation": ((11,), np.float32), "action": ((3,), np.float32)}
+
+
+def _filled_buffer(rows: list[int], capacity: int = 50) -> rb.Buffer:
+    rng = np.random.default_rng(sum(rows))
+    buf = rb.empty(len(rows), capacity, _FIELDS)
+    return rb.add(rb.compile_insert(buf), buf, [{"observation": rng.normal(size=(n, 11)),
+                                                 "action": rng.normal(size=(n, 3))} for n in rows])
 
 
 def test_resume_state_round_trip_and_only_the_latest_two_are_kept(tmp_path):
     _, states = _trained_states()
     keys = jax.random.split(jax.random.PRNGKey(3), 2)
-    buffers = [_filled_buffer(0, 30), _filled_buffer(1, 70)]  # the second has wrapped: pos != size
+    buffer = _filled_buffer([30, 70])  # the second is full: pos != size
     for itr in range(3):
-        save_resume(tmp_path, LoopState(itr, states, keys, buffers, np.array([10 * itr, 11 * itr]), 1.5 + itr), _meta(2))
+        save_resume(tmp_path, LoopState(itr, states, keys, buffer, np.array([10 * itr, 11 * itr]), 1.5 + itr), _meta(2))
     assert checkpoint_steps(tmp_path / RESUME_DIR) == [1, 2]  # the older one: a fallback if the newer is corrupt
 
     _, fresh = _trained_states()
     fresh = jax.tree.map(jnp.zeros_like, fresh)
-    template = LoopState(-1, fresh, jnp.zeros_like(keys), [RingBuffer(50, 11, (3,)) for _ in range(2)],
-                         np.zeros(2, np.int64), 0.0)
+    template = LoopState(-1, fresh, jnp.zeros_like(keys), rb.empty(2, 50, _FIELDS), np.zeros(2, np.int64), 0.0)
     loop = restore_resume(tmp_path, template)
     assert loop.iteration == 2 and loop.elapsed == 3.5
     assert loop.envsteps.tolist() == [20, 22]
     for field in ("params", "opt_state", "step"):
         _assert_trees_identical(getattr(states, field), getattr(loop.states, field))
     assert np.array_equal(np.asarray(loop.loop_keys), np.asarray(keys))
-    for a, b in zip(buffers, loop.buffers):
-        assert (a.size, a.pos) == (b.size, b.pos)
-        for k in a.arrays:
-            assert np.array_equal(a.arrays[k], b.arrays[k])
+    _assert_trees_identical(buffer, loop.buffer)
+    assert loop.buffer.size.tolist() == [30, 50] and loop.buffer.pos.tolist() == [30, 0]
 
 
 def test_resume_into_a_different_shape_is_a_clear_error(tmp_path):
     _, states = _trained_states()
     keys = jax.random.split(jax.random.PRNGKey(3), 2)
-    save_resume(tmp_path, LoopState(0, states, keys, [_filled_buffer(0, 5)] * 2, np.zeros(2), 0.0), _meta(2))
-    template = LoopState(-1, states, keys, [RingBuffer(80, 11, (3,)) for _ in range(2)], np.zeros(2), 0.0)
+    save_resume(tmp_path, LoopState(0, states, keys, _filled_buffer([5, 5]), np.zeros(2), 0.0), _meta(2))
+    template = LoopState(-1, states, keys, rb.empty(2, 80, _FIELDS), np.zeros(2), 0.0)
     with pytest.raises(BcjaxError, match="does not fit"):
         restore_resume(tmp_path, template)
 

@@ -402,7 +402,7 @@ def test_errors_after_the_run_directory_exists_leave_no_empty_one(tmp_path, caps
     def fail(*a, **k):
         raise BcjaxError("simulated failure before the first iteration")
 
-    monkeypatch.setattr(bcjax.run.driver, "train", fail)
+    monkeypatch.setattr(bcjax.run.driver, "iterate", fail)
     expert_file, data_file = hopper_files
     assert _main(["-env", "Hopper-v4", "-epf", str(expert_file), "-ed", str(data_file), "--logdir",
                   str(tmp_path / "runs"), "--video_log_freq", "-1"]) == 2

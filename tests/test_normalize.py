@@ -5,10 +5,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tiny_runs import expert_data, hopper_cfg, hopper_expert, run_logged
+from tiny_runs import expert_data, hopper_cfg, hopper_expert, run_logged, stored
 
 from bcjax.acting.envs import make_env
 from bcjax.acting.rollout import sample_n_trajectories
+from bcjax.core import buffer as rb
 from bcjax.core.model import OBS_STD_FLOOR, MLPPolicy, apply, host_actor
 from bcjax.core.update import create_train_states, with_obs_stats
 from bcjax.run.evaluate import evaluate_run
@@ -22,8 +23,8 @@ def _run(tmp_path):
 def test_normalised_run_stats_evaluate_and_actor(tmp_path):
     run_dir, result = _run(tmp_path)
     p = result.states.params["params"]
-    for k, buf in enumerate(result.buffers):
-        rows = buf.arrays["observation"][: len(buf)].astype(np.float64)
+    for k in range(2):
+        rows = stored(result, k)["observation"].astype(np.float64)
         np.testing.assert_allclose(p["obs_mean"][k], rows.mean(axis=0), rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(p["obs_std"][k], np.maximum(rows.std(axis=0), OBS_STD_FLOOR), rtol=1e-6)
     # The jitted apply and the numpy actor compute the same normalised network.
@@ -42,7 +43,7 @@ def test_normalised_run_stats_evaluate_and_actor(tmp_path):
 
 
 def test_adam_leaves_the_stats_unchanged(tmp_path):
-    from bcjax.core.update import train_fused
+    from bcjax.core.update import fit
 
     policy = MLPPolicy(act_dim=3, normalize_obs=True)
     states = create_train_states(policy, jnp.stack([jax.random.PRNGKey(0)]), 11, 1e-2)
@@ -50,8 +51,9 @@ def test_adam_leaves_the_stats_unchanged(tmp_path):
     states = with_obs_stats(states, [obs[0]])
     mean, std = np.asarray(states.params["params"]["obs_mean"]), np.asarray(states.params["params"]["obs_std"])
     kernel = np.asarray(states.params["params"]["out"]["kernel"])
-    states, _ = train_fused(policy, 10, 5, states, jnp.stack([jax.random.PRNGKey(1)]), jnp.asarray(obs),
-                            jnp.zeros((1, 50, 3)), jnp.asarray([50], jnp.int32))
+    buffer = rb.Buffer({"observation": jnp.asarray(obs), "action": jnp.zeros((1, 50, 3))}, jnp.asarray([50], jnp.int32),
+                       jnp.zeros(1, jnp.int32))
+    states, _ = fit(policy, 10, 5, states, buffer, jnp.stack([jax.random.PRNGKey(1)]))
     assert np.array_equal(states.params["params"]["obs_mean"], mean)
     assert np.array_equal(states.params["params"]["obs_std"], std)
     assert not np.array_equal(states.params["params"]["out"]["kernel"], kernel)  # the rest did train

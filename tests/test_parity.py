@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from bcjax.core.buffer import Buffer
 from bcjax.core.model import MLPPolicy
-from bcjax.core.update import create_train_states, minibatch_indices, train_fused
+from bcjax.core.update import create_train_states, fit, minibatch_indices
 
 
 def _layers(params) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -73,8 +74,9 @@ def test_one_update_matches_a_numpy_recomputation_of_the_homework():
     before = _layers(jax.tree.map(lambda x: np.asarray(x[0], np.float64), states.params))
     log_std = np.asarray(states.params["params"]["log_std"][0], np.float64) + 0
     # A minibatch of all 32 rows (distinct rows from 32): the full batch, in some order.
-    new, metrics = train_fused(policy, 32, 1, states, jax.random.PRNGKey(2)[None], jnp.asarray(obs[None]),
-                               jnp.asarray(acs[None]), jnp.asarray([32], jnp.int32))
+    buffer = Buffer({"observation": jnp.asarray(obs[None]), "action": jnp.asarray(acs[None])},
+                    jnp.asarray([32], jnp.int32), jnp.zeros(1, jnp.int32))
+    new, metrics = fit(policy, 32, 1, states, buffer, jax.random.PRNGKey(2)[None])
     loss, want_layers, want_log_std = _numpy_adam_step(before, log_std, obs.astype(np.float64), acs, 5e-3)
     assert float(metrics["loss"][0, 0]) == pytest.approx(loss, rel=1e-5)
     for (w, b), (ww, wb) in zip(_layers(jax.tree.map(lambda x: x[0], new.params)), want_layers):

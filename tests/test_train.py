@@ -11,6 +11,7 @@ from bcjax.data.expert import load_expert
 from bcjax.data.expert_data import load_expert_data
 from bcjax.run.config import Config
 from bcjax.run.driver import train
+from tests.tiny_runs import stored
 
 TINY = dict(num_agent_train_steps_per_iter=300, eval_batch_size=200, video_log_freq=-1)
 
@@ -41,11 +42,10 @@ def test_dagger_grows_buffer_with_expert_labels(any_hopper_files):
     paths = load_expert_data(data_file)
     cfg = Config(algo="dagger", n_iter=3, batch_size=300, env_name="Hopper-v4", **TINY)
     result = train(cfg, expert, paths)
-    buf = result.buffers[0]
+    rows = stored(result, 0)  # no wrap: in order
     collected = int(result.rows[-1]["Train_EnvstepsSoFar"][0])
     assert collected >= 2 * 300
-    assert len(buf) == 2000 + collected
-    rows = {k: v[:len(buf)] for k, v in buf.arrays.items()}  # no wrap: in order
+    assert len(rows["observation"]) == 2000 + collected
     np.testing.assert_allclose(rows["observation"][:2000], np.concatenate([p["observation"] for p in paths]), rtol=1e-6)
     new_obs = rows["observation"][2000:]
     np.testing.assert_allclose(rows["action"][2000:], expert(new_obs), rtol=1e-5, atol=1e-5)
@@ -77,7 +77,7 @@ def test_discrete_cartpole_dagger_end_to_end():
     cfg = Config(algo="dagger", n_iter=3, env_name="CartPole-v1", batch_size=500, num_agent_train_steps_per_iter=500,
                  eval_batch_size=500, video_log_freq=-1, num_seeds=2)
     result = train(cfg, _cartpole_expert, expert_paths)
-    assert result.buffers[0].arrays["action"].dtype == np.int32
+    assert result.buffer.data["action"].dtype == np.int32
     final = result.rows[-1]["Eval_AverageReturn"]
     assert len(final) == 2 and min(final) >= 195, final  # CartPole's "solved" bar
 

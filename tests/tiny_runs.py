@@ -8,9 +8,9 @@ import numpy as np
 
 from bcjax.acting.envs import make_env
 from bcjax.acting.rollout import sample_n_trajectories
+from bcjax.core.buffer import host_rows
 from bcjax.run.config import Config
-from bcjax.run.driver import RunResult, train
-from bcjax.run.logger import RunLogger, make_run_dir, write_config
+from bcjax.run.driver import RunResult, iterate, open_run
 
 
 def cartpole_expert(obs: np.ndarray) -> np.ndarray:
@@ -39,17 +39,15 @@ def hopper_cfg(logdir: Path, **kw) -> Config:
                   quiet=True).replace(**kw)
 
 
-def run_logged(cfg: Config, expert, paths: list[dict], run_dir: Path | None = None,
-               purge_step: int | None = None) -> tuple[Path, RunResult]:
-    """train() with a run directory and a silent logger, as scripts/train.py runs it."""
-    if run_dir is None:
-        run_dir = make_run_dir(cfg)
-        write_config(run_dir, cfg)
-    logger = RunLogger(run_dir, print_fn=lambda s: None, purge_step=purge_step)
-    try:
-        return run_dir, train(cfg, expert, paths, logger)
-    finally:
-        logger.close()
+def run_logged(cfg: Config, expert, paths: list[dict]) -> tuple[Path, RunResult]:
+    """A run with a run directory (cfg.resume's for a resume) and a silent logger, as scripts/train.py runs it."""
+    with open_run(cfg, expert, paths, logged=True, print_fn=lambda s: None) as run:
+        return run.run_dir, iterate(run)
+
+
+def stored(result: RunResult, k: int) -> dict[str, np.ndarray]:
+    """Seed k's stored buffer rows, on the host (ring order: insertion order until the buffer wraps)."""
+    return {name: host_rows(result.buffer, name)[k] for name in result.buffer.data}
 
 
 def metrics_without_time(run_dir: Path) -> list[dict]:

@@ -1,10 +1,10 @@
-"""Jitted optax updates over an immutable TrainState, batched over a leading seed axis.
+"""The learning step: `fit(state, buffer, key) -> (state, metrics)`, pure, K seeds at once.
 
-Every function here is pure. A run holds K policies stacked on axis 0 of every
-array in the TrainState; the updates are vmapped over that axis, so K seeds
-train in one call. `train_fused` runs a whole iteration's updates as one
-`lax.scan` with minibatch indices drawn inside it; `compile_trainer(per_step=True)`
-makes one jitted call per update (kept for comparison).
+A run holds K policies stacked on axis 0 of every array in the TrainState, and
+K buffers likewise (bcjax.core.buffer); `fit` runs an iteration's updates as one
+`lax.scan` with the minibatch indices drawn inside it, vmapped over the seeds.
+`compile_fit` compiles it once per run (split over the local devices when the
+arguments are seed-sharded, bcjax.core.devices).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import optax
 from flax.training.train_state import TrainState
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from bcjax.core.buffer import Buffer
 from bcjax.core.devices import SEED_AXIS
 from bcjax.core.loss import nll_loss
 from bcjax.core.model import MLPPolicy, apply, init_params, obs_stats
@@ -83,36 +84,34 @@ def _adam_step(policy: MLPPolicy, state: TrainState, obs: jax.Array, acs: jax.Ar
     return state.apply_gradients(grads=grads), metrics
 
 
-def _sample_step(policy: MLPPolicy, minibatch_size: int, state: TrainState, key: jax.Array,
-                 obs: jax.Array, acs: jax.Array, size: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One update on a minibatch of distinct rows drawn uniformly from the first `size` rows."""
-    idx, weight = minibatch_indices(key, size, min(minibatch_size, obs.shape[0]))
-    return _adam_step(policy, state, obs[idx], acs[idx], weight)
+def _fit_one_seed(policy: MLPPolicy, minibatch_size: int, num_steps: int, state: TrainState, buffer: Buffer,
+                  key: jax.Array) -> tuple[TrainState, Metrics]:
+    obs, acs, size = buffer.data["observation"], buffer.data["action"], buffer.size
+    n = min(minibatch_size, obs.shape[0])
 
-
-def _train_one_seed(policy: MLPPolicy, minibatch_size: int, num_steps: int, state: TrainState, key: jax.Array,
-                    obs: jax.Array, acs: jax.Array, size: jax.Array) -> tuple[TrainState, Metrics]:
     def body(state: TrainState, k: jax.Array) -> tuple[TrainState, Metrics]:
-        return _sample_step(policy, minibatch_size, state, k, obs, acs, size)
+        # One update on a minibatch of distinct rows drawn uniformly from the first `size` rows.
+        idx, weight = minibatch_indices(k, size, n)
+        return _adam_step(policy, state, obs[idx], acs[idx], weight)
 
     return jax.lax.scan(body, state, jax.random.split(key, num_steps))
 
 
+def _fit_seeds(policy: MLPPolicy, minibatch_size: int, num_steps: int, states: TrainState, buffer: Buffer,
+               keys: jax.Array) -> tuple[TrainState, Metrics]:
+    return jax.vmap(partial(_fit_one_seed, policy, minibatch_size, num_steps))(states, buffer, keys)
+
+
 @partial(jax.jit, static_argnums=(0, 1, 2), donate_argnums=(3,))
-def train_fused(policy: MLPPolicy, minibatch_size: int, num_steps: int, states: TrainState, keys: jax.Array,
-                obs: jax.Array, acs: jax.Array, sizes: jax.Array) -> tuple[TrainState, Metrics]:
+def fit(policy: MLPPolicy, minibatch_size: int, num_steps: int, states: TrainState, buffer: Buffer,
+        keys: jax.Array) -> tuple[TrainState, Metrics]:
     """`num_steps` updates for each of K seeds in one call.
 
-    states: K-stacked; keys (K,); obs (K, capacity, obs_dim); acs (K, capacity, ...);
-    sizes (K,) rows stored. Returns the new states and the metrics ("loss", and "mse" for continuous
-    actions), each of shape (K, num_steps).
+    states: K-stacked; buffer: K-stacked (its "observation" and "action" rows, sampled from the
+    first `size`); keys (K,). Returns the new states and the metrics ("loss", and "mse" for
+    continuous actions), each of shape (K, num_steps).
     """
-    return _vmapped_seeds(policy, minibatch_size, num_steps, states, keys, obs, acs, sizes)
-
-
-def _vmapped_seeds(policy: MLPPolicy, minibatch_size: int, num_steps: int, states: TrainState, keys: jax.Array,
-                   obs: jax.Array, acs: jax.Array, sizes: jax.Array) -> tuple[TrainState, Metrics]:
-    return jax.vmap(partial(_train_one_seed, policy, minibatch_size, num_steps))(states, keys, obs, acs, sizes)
+    return _fit_seeds(policy, minibatch_size, num_steps, states, buffer, keys)
 
 
 def _seed_mesh(x: object) -> Mesh | None:
@@ -123,58 +122,23 @@ def _seed_mesh(x: object) -> Mesh | None:
     return None
 
 
-def _sharded_fused(policy: MLPPolicy, minibatch_size: int, num_steps: int, mesh: Mesh) -> Callable:
-    """`train_fused` with each device running its own seeds as a one-device program of K/n seeds.
+Fit = Callable[[TrainState, Buffer, jax.Array], tuple[TrainState, Metrics]]
 
-    shard_map rather than jit's automatic partitioning: the partitioner rewrites the program
-    (a global while-loop predicate, other fusions) and the losses then differ in the last bits
-    from a one-device run; a per-device vmap computes exactly what one device computes.
+
+def compile_fit(policy: MLPPolicy, minibatch_size: int, num_steps: int, states: TrainState, buffer: Buffer,
+                keys: jax.Array) -> Fit:
+    """`fit` compiled now for these argument shapes, as `fit(states, buffer, keys)`.
+
+    Compiling before the loop keeps compilation out of every iteration and makes its cost
+    measurable; a call with other shapes raises instead of silently re-tracing. With seed-sharded
+    arguments each device runs its own seeds as a one-device program of K/n seeds: shard_map
+    rather than jit's automatic partitioning, which rewrites the program (a global while-loop
+    predicate, other fusions) so that the losses differ in the last bits from a one-device run.
     """
+    mesh = _seed_mesh(buffer.size)
+    if mesh is None:
+        return fit.lower(policy, minibatch_size, num_steps, states, buffer, keys).compile()
     spec = PartitionSpec(SEED_AXIS)
-    body = jax.shard_map(partial(_vmapped_seeds, policy, minibatch_size, num_steps), mesh=mesh,
-                         in_specs=spec, out_specs=spec)
-    return jax.jit(body, donate_argnums=(0,))
-
-
-@partial(jax.jit, static_argnums=(0, 1), donate_argnums=(2,))
-def _step_all_seeds(policy: MLPPolicy, minibatch_size: int, states: TrainState, step_keys: jax.Array, t: jax.Array,
-                    obs: jax.Array, acs: jax.Array, sizes: jax.Array) -> tuple[TrainState, Metrics]:
-    # step_keys[:, t] is taken inside the jit: slicing outside would add a second dispatch per update.
-    return jax.vmap(partial(_sample_step, policy, minibatch_size))(states, step_keys[:, t], obs, acs, sizes)
-
-
-@partial(jax.jit, static_argnums=(1,))
-def _split_steps(keys: jax.Array, num_steps: int) -> jax.Array:
-    return jax.vmap(lambda k: jax.random.split(k, num_steps))(keys)  # (K, num_steps), as the scan splits them
-
-
-Trainer = Callable[[TrainState, jax.Array, jax.Array, jax.Array, jax.Array], tuple[TrainState, Metrics]]
-
-
-def _per_step_loop(step: Callable, num_steps: int, states: TrainState, keys: jax.Array, obs: jax.Array,
-                   acs: jax.Array, sizes: jax.Array) -> tuple[TrainState, Metrics]:
-    step_keys = _split_steps(keys, num_steps)
-    metrics = []
-    for t in range(num_steps):
-        states, m = step(states, step_keys, t, obs, acs, sizes)
-        metrics.append(m)
-    return states, jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *metrics)
-
-
-def compile_trainer(policy: MLPPolicy, minibatch_size: int, num_steps: int, states: TrainState, keys: jax.Array,
-                    obs: jax.Array, acs: jax.Array, sizes: jax.Array, per_step: bool = False) -> Trainer:
-    """`train_fused` (or one jitted call per update, same random stream) compiled now for these argument shapes, as
-    `trainer(states, keys, obs, acs, sizes)`.
-
-    Compiling before the loop keeps compilation out of every iteration and makes its
-    cost measurable; a call with other shapes raises instead of silently re-tracing.
-    """
-    mesh = _seed_mesh(obs)
-    if mesh is not None and not per_step:
-        return _sharded_fused(policy, minibatch_size, num_steps, mesh).lower(states, keys, obs, acs, sizes).compile()
-    if not per_step:
-        return train_fused.lower(policy, minibatch_size, num_steps, states, keys, obs, acs, sizes).compile()
-    step_keys = jax.eval_shape(_split_steps, keys, num_steps)
-    step = _step_all_seeds.lower(policy, minibatch_size, states, step_keys, 0, obs, acs, sizes).compile()
-    _split_steps.lower(keys, num_steps).compile()
-    return partial(_per_step_loop, step, num_steps)
+    body = jax.shard_map(partial(_fit_seeds, policy, minibatch_size, num_steps), mesh=mesh, in_specs=spec,
+                         out_specs=spec)
+    return jax.jit(body, donate_argnums=(0,)).lower(states, buffer, keys).compile()

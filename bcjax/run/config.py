@@ -84,7 +84,6 @@ class Config:
     cpu_threads: int = flag(1, "threads of JAX's CPU pool, set by scripts/train.py (1 is faster for small nets on a "
                                 "small shared CPU; 0: all cores)", resumable=True)
     deterministic_eval: bool = flag(False, "evaluate the mean action instead of sampling")
-    per_step_updates: bool = flag(False, "one jitted call per update instead of one fused scan")
     quiet: bool = flag(False, "no progress bars", resumable=True)
     allow_weak_expert: bool = flag(False, "train even when the expert's check episode returns under half of its "
                                            "data's return")

@@ -1,18 +1,24 @@
-"""The BC / DAgger iteration loop (CS285 RL_Trainer.run_training_loop), K seeds side by side.
+"""The BC / DAgger run (CS285 RL_Trainer.run_training_loop), K seeds side by side.
 
-An iteration is five phases: collect (iteration 0: the expert data; later:
-`batch_size` env steps per seed with the current policy, in the rollout pool),
-relabel (the expert's actions), update (into each seed's ring buffer, then the
-iteration's updates as one fused jitted call over all seeds), evaluate (started
-in the pool: it runs while the next iteration collects and trains) and record
-(video, checkpoint, and the metrics of every finished evaluation, in order).
+`open_run` builds a run, in one place: the task's dimensions, the checks of the
+expert and its data, the rollout pool, the run directory with its lock and
+logger, the learner (TrainStates, the device buffer, the compiled fit) and the
+subscribers. `iterate` is the loop. An iteration is five phases: collect
+(iteration 0: the expert data; later: `batch_size` env steps per seed with the
+current policy, in the rollout pool), relabel (the expert's actions), fit (the
+rows into each seed's device buffer, then the iteration's updates as one
+compiled call over all seeds), evaluate (started in the pool: it runs while the
+next iteration collects and trains) and record: each subscriber (the metrics
+log, video, checkpoints) gets what the iteration produced, as Brax's progress_fn.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections import defaultdict, deque
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
@@ -27,30 +33,42 @@ from flax.training.train_state import TrainState
 from bcjax.acting.envs import EnvInfo, env_info, make_env
 from bcjax.acting.pool import Mixing, RolloutPool, RolloutResult, RolloutTask, WorkerDied, default_workers
 from bcjax.acting.rollout import Trajectory, beta_at, episode_stats
-from bcjax.core.buffer import RingBuffer
+from bcjax.core.buffer import Buffer, Inserter, add, compile_insert, empty, host_rows
 from bcjax.core.devices import seed_sharding, shard_seeds
 from bcjax.core.model import MLPPolicy, host_actor
-from bcjax.core.update import compile_trainer, create_train_states, with_obs_stats
+from bcjax.core.update import Fit, compile_fit, create_train_states, with_obs_stats
 from bcjax.errors import BcjaxError
 from bcjax.run.config import Config, config_dict
-from bcjax.run.logger import BETA_METRICS, METRICS, RunLogger
+from bcjax.run.logger import BETA_METRICS, METRICS, RunLogger, run_directory
+from bcjax.run.memory import buffer_capacity, check_run_fits_memory
 from bcjax.run.perf import compile_totals, peak_rss_mib
 from bcjax.run.progress import Progress, bars_wanted, summary_line
 from bcjax.run.saved_run import LoopState, restore_resume, save_policy, save_resume
 from bcjax.run.signals import Stopped, check_stop
 
 Expert = Callable[[np.ndarray], np.ndarray]
+ENV_COLLECT, ENV_EVAL, VIDEO_TRAIN, VIDEO_EVAL, VIDEO_NOISE, BETA_DRAWS = range(6)  # tags of _env_seed
 
 
 @dataclass
 class RunResult:
     policy: MLPPolicy
     states: TrainState  # K-stacked
-    buffers: list[RingBuffer]
+    buffer: Buffer  # K-stacked, on the device
     rows: list[dict[str, list[float]]]  # per logged iteration: metric -> per-seed values
     losses: list[np.ndarray] = field(default_factory=list)  # per iteration: (K, num_steps) training losses
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase; compile: all JAX compilation
     peak_rss_mib: float = 0.0  # the process's peak resident memory when the run ended
+
+
+# ---------------------------------------------------------------- checks of the inputs
+
+def task_info(env_name: str) -> EnvInfo:
+    env = make_env(env_name)
+    try:
+        return env_info(env)
+    finally:
+        env.close()
 
 
 def check_expert_data(paths: list[Trajectory], info: EnvInfo) -> None:
@@ -79,11 +97,23 @@ def check_expert(expert: Expert, info: EnvInfo, obs: np.ndarray) -> None:
         )
 
 
-def buffer_capacity(cfg: Config, n_expert_rows: int, ep_len: int) -> int:
-    """No more rows than the run can ever insert: a DAgger iteration adds < batch_size + ep_len."""
-    most = n_expert_rows + (cfg.n_iter - 1) * (cfg.batch_size + ep_len - 1)
-    return max(1, min(cfg.max_replay_buffer_size, most))
+def check_expert_return(expert: Expert, cfg: Config, paths: list[Trajectory]) -> None:
+    """One episode of the expert before training: far below its data's return means it does not fit the task
+    (another task version, another observation layout), and a student would learn from it in silence."""
+    from bcjax.data.expert_data import collect_expert_paths
 
+    data_return = float(np.mean([p["reward"].sum() for p in paths]))
+    (ep,) = collect_expert_paths(expert, cfg.env_name, 1, cfg.seed, cfg.ep_len)
+    got = float(ep["reward"].sum())
+    print(f"expert check: one episode returns {got:.1f} in {len(ep['reward'])} steps (expert data: {data_return:.1f})")
+    if got < data_return - 0.5 * abs(data_return) and not cfg.allow_weak_expert:
+        raise BcjaxError(
+            f"the expert returns {got:.1f} on {cfg.env_name}, under half of its data's {data_return:.1f}: it does not "
+            "fit this task (another task version or observation layout?); use the matching --env_name or expert, "
+            "or pass --allow_weak_expert to train anyway")
+
+
+# ---------------------------------------------------------------- keys and host copies
 
 def _numpy_rng(key: jax.Array) -> np.random.Generator:
     # Rollout noise comes from the run's JAX key stream, so runs repeat exactly.
@@ -97,9 +127,6 @@ def _env_seed(key: jax.Array, tag: int) -> int:
     return int(np.random.SeedSequence([*data, tag]).generate_state(1)[0])
 
 
-ENV_COLLECT, ENV_EVAL, VIDEO_TRAIN, VIDEO_EVAL, VIDEO_NOISE, BETA_DRAWS = range(6)  # tags of _env_seed
-
-
 def seed_index_keys(seed: int, num_seeds: int) -> jax.Array:
     """The root key of each of a run's seeds: seed index k of `--seed S` is fold_in(PRNGKey(S), k), so runs
     with different --seed never share a stream (PRNGKey(S + k) made --seed 1's index 1 equal --seed 2)."""
@@ -107,23 +134,34 @@ def seed_index_keys(seed: int, num_seeds: int) -> jax.Array:
     return jnp.stack([jax.random.fold_in(root, k) for k in range(num_seeds)])
 
 
-def fit_stats(params_host: Any, train_metrics: dict[str, np.ndarray], discrete: bool) -> dict[str, np.ndarray]:
-    """Per seed: the policy's sigma (mean, min, max over action dims) and the last minibatch's mean-action MSE,
-    so a collapsing sigma behind a falling (negative) NLL is visible."""
-    if discrete:
-        return {}
-    std = np.exp(np.asarray(params_host["params"]["log_std"], np.float64))  # (K, act_dim)
-    return {"Training MSE": np.asarray(train_metrics["mse"])[:, -1], "Policy_StdMean": std.mean(axis=1),
-            "Policy_StdMin": std.min(axis=1), "Policy_StdMax": std.max(axis=1)}
+def _host(params: Any) -> Any:
+    return jax.tree.map(np.asarray, jax.device_get(params))
 
 
 def _seed_params(params_host: object, k: int) -> object:
     return jax.tree.map(lambda x: x[k], params_host)
 
 
-@dataclass(frozen=True)
+# ---------------------------------------------------------------- a run
+
+class Clock:
+    """Seconds per phase, summed over the run."""
+
+    def __init__(self) -> None:
+        self.total: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        t = time.time()
+        try:
+            yield
+        finally:
+            self.total[phase] += time.time() - t
+
+
+@dataclass
 class Run:
-    """What the phases of every iteration read: fixed for the whole run."""
+    """What the phases of every iteration read: built once, by `open_run`."""
 
     cfg: Config
     info: EnvInfo
@@ -131,9 +169,23 @@ class Run:
     policy: MLPPolicy
     pool: RolloutPool
     expert: Expert | None
-    progress: Progress
-    start: float  # the run's clock (a resumed run's starts in the past)
+    expert_paths: list[Trajectory]
+    fit: Fit  # compiled: fit(states, buffer, keys)
+    insert: Inserter  # compiled: one chunk of rows into the buffer
     seeds_on: Any  # the seed axis's sharding over local devices, or None (one device)
+    first: LoopState  # what the loop starts from: nothing yet (iteration -1), or a resume point (its arrays
+    # are donated to the first fit and insert)
+    start: float  # the run's clock (a resumed run's starts in the past)
+    compile_start: float
+    run_dir: Path | None = None
+    progress: Progress = field(default_factory=lambda: Progress(False))
+    clock: Clock = field(default_factory=Clock)
+    evals: EvalLog | None = None  # the metrics log: the first subscriber
+    subscribers: list[Any] = field(default_factory=list)  # each called with every Iteration, in order
+
+    @property
+    def act_dtype(self) -> Any:
+        return np.int32 if self.info.discrete else np.float32
 
     def task(self, kind: str, k: int, params_np: Any, env_seed: int, rng_state: dict | None, steps: int,
              mix: Mixing | None = None) -> RolloutTask:
@@ -142,6 +194,85 @@ class Run:
                            self.policy.spec, _seed_params(params_np, k), env_seed, rng_state, steps,
                            self.ep_len, mix)
 
+
+@contextlib.contextmanager
+def open_run(cfg: Config, expert: Expert | None, paths: list[Trajectory], pool: RolloutPool | None = None,
+             info: EnvInfo | None = None, logged: bool = False, on_row: Callable[[dict, Path], None] | None = None,
+             print_fn: Callable[[str], None] = print, check_return: bool = False) -> Iterator[Run]:
+    """The one place a run is built: the task's dimensions (`info`, made here if not given), the checks of the
+    expert and its data (with `check_return`, also one episode of the expert), the memory check, the rollout pool
+    (`pool`, else one opened for the run), with `logged` the run directory (new, or cfg.resume's), its lock and its
+    logger, then the learner and the subscribers. Everything is closed again when the block ends."""
+    start, compile_start = time.time(), compile_totals()[0]
+    info = task_info(cfg.env_name) if info is None else info
+    check_expert_data(paths, info)
+    if expert is not None:
+        check_expert(expert, info, paths[0]["observation"].astype(np.float32))
+        if check_return:
+            check_expert_return(expert, cfg, paths)
+    check_run_fits_memory(cfg, info, sum(len(p["observation"]) for p in paths))
+    with contextlib.ExitStack() as stack:
+        if pool is None:  # --rollout_workers, by default one per core this process may use
+            pool = stack.enter_context(RolloutPool(default_workers() if cfg.rollout_workers is None
+                                                   else cfg.rollout_workers))
+        logger = stack.enter_context(run_directory(cfg, on_row, print_fn)) if logged else None
+        run = _learner(cfg, info, expert, paths, pool, start, compile_start)
+        run.run_dir, run.progress = logger and logger.run_dir, Progress(bars_wanted(cfg.quiet))
+        run.evals = EvalLog(run, logger)
+        run.subscribers = [run.evals, *_file_subscribers(run, logger)]
+        yield run
+
+
+def _learner(cfg: Config, info: EnvInfo, expert: Expert | None, paths: list[Trajectory], pool: RolloutPool,
+             start: float, compile_start: float) -> Run:
+    """The K policies, their device buffer and the loop's start (resumed with `cfg.resume`), compiled for."""
+    k, ep_len = cfg.num_seeds, cfg.ep_len or info.max_episode_steps
+    policy = MLPPolicy(act_dim=info.act_dim, n_layers=cfg.n_layers, size=cfg.size,
+                       activation=cfg.activation, discrete=info.discrete, init_scheme=cfg.init,
+                       normalize_obs=cfg.normalize_obs)
+    init_keys, loop_keys = jnp.moveaxis(jax.vmap(jax.random.split)(seed_index_keys(cfg.seed, k)), 1, 0)
+    states = create_train_states(policy, init_keys, info.obs_dim, cfg.learning_rate)
+    capacity = buffer_capacity(cfg, sum(len(p["observation"]) for p in paths), ep_len)
+    act_shape = () if info.discrete else (info.act_dim,)
+    buffer = empty(k, capacity, {"observation": ((info.obs_dim,), np.float32),
+                                 "action": (act_shape, np.int32 if info.discrete else np.float32)})
+    first = LoopState(-1, states, loop_keys, buffer, np.zeros(k, np.int64), 0.0)
+    if cfg.resume:
+        first = restore_resume(cfg.resume, first, cfg.resume_step)
+        start -= first.elapsed
+    seeds_on = seed_sharding(k)  # the K seeds split over the local devices (None: one device)
+    states, loop_keys, buffer = shard_seeds((first.states, first.loop_keys, first.buffer), seeds_on)
+    first = dataclasses.replace(first, states=states, loop_keys=loop_keys, buffer=buffer)
+    # Compile now, once (the shapes never change), so no iteration compiles: the updates, the
+    # buffer's insert, and the expert's relabelling batch.
+    fit_fn = compile_fit(policy, cfg.train_batch_size, cfg.num_agent_train_steps_per_iter, states, buffer, loop_keys)
+    insert_fn = compile_insert(buffer, seeds_on)
+    if expert is not None:
+        expert(paths[0]["observation"][:2].astype(np.float32))
+    return Run(cfg, info, ep_len, policy, pool, expert, paths, fit_fn, insert_fn, seeds_on, first, start,
+               compile_start)
+
+
+def _file_subscribers(run: Run, logger: RunLogger | None) -> list[Any]:
+    """With a run directory: video (unless --video_log_freq -1) and checkpoints."""
+    if logger is None:
+        return []
+    video = [_video(run, logger)] if run.cfg.video_log_freq != -1 else []
+    return [*video, _checkpoints(run, logger.run_dir)]
+
+
+def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory], pool: RolloutPool | None = None,
+          logged: bool = False, **run_options: Any) -> RunResult:
+    """Run BC (one iteration) or DAgger (`cfg.n_iter`) for `cfg.num_seeds` seeds: `open_run`, then `iterate`.
+
+    With `logged`, metrics, videos and checkpoints go to a run directory; `cfg.resume` (that directory)
+    continues after its last saved iteration with the saved buffers and keys.
+    """
+    with open_run(cfg, expert, expert_paths, pool, logged=logged, **run_options) as run:
+        return iterate(run)
+
+
+# ---------------------------------------------------------------- the loop
 
 @dataclass
 class Collected:
@@ -152,16 +283,67 @@ class Collected:
 
 
 @dataclass
-class PendingEval:
-    """An iteration's evaluation, running in the pool; `row` holds its metrics known at submission."""
+class Iteration:
+    """What an iteration produced: what each subscriber gets."""
 
     itr: int
-    futures: list[Future]
-    row: dict[str, list[float]]
-    times: dict[str, float]  # the iteration's phase times, for its summary line
+    loop: LoopState  # the carry after it: what a resume point saves
+    got: Collected
+    fit_metrics: dict[str, np.ndarray]  # (K, num_steps) each
+    collect_params: Any  # the policy that collected its data, on the host
+    params: Any  # the updated policy, on the host
+    video_key: jax.Array  # seed 0's rollout key of this iteration
+    evaluation: list[Future] | None = None  # per seed, running in the pool; None when --scalar_log_freq skips it
+    times: dict[str, float] = field(default_factory=dict)  # its phase times up to the evaluation
 
 
-def collect(run: Run, itr: int, params_np: Any, roll_keys: jax.Array, expert_paths: list[Trajectory]) -> Collected:
+def iterate(run: Run) -> RunResult:
+    """The iterations after `run.first`; a stop (a clear error, a signal) still logs what finished."""
+    cfg, loop = run.cfg, run.first
+    params, losses = _host(loop.states.params), []  # the policy the next iteration collects with
+    try:
+        for itr in range(loop.iteration + 1, cfg.n_iter):
+            it = iteration(run, loop, params, itr)
+            loop, params = it.loop, it.params
+            losses.append(np.asarray(it.fit_metrics["loss"]))
+            if itr < cfg.n_iter - 1:
+                check_stop(itr)  # SIGTERM/SIGINT: stop here, this iteration's checkpoint written
+    except (BcjaxError, Stopped):
+        with contextlib.suppress(BcjaxError):
+            run.evals.flush(wait=True)  # what finished still gets logged when the run stops
+        raise
+    run.evals.flush(wait=True)
+    timings = dict(run.clock.total)
+    timings["evaluation"] = timings.get("evaluation", 0.0) + run.evals.waited  # the loop's waits for evaluations
+    timings["compile"] = compile_totals()[0] - run.compile_start
+    timings["total"] = time.time() - run.start
+    return RunResult(run.policy, loop.states, loop.buffer, run.evals.rows, losses, timings, peak_rss_mib())
+
+
+def iteration(run: Run, loop: LoopState, collect_params: Any, itr: int) -> Iteration:
+    """One iteration: collect, relabel, fit, evaluate, record."""
+    before = dict(run.clock.total)
+    keys = jax.vmap(lambda k: jax.random.split(k, 3))(loop.loop_keys)
+    loop_keys, train_keys, roll_keys = keys[:, 0], keys[:, 1], keys[:, 2]
+    with run.clock("collection"):
+        got = collect(run, itr, collect_params, roll_keys)
+    if itr > 0:
+        with run.clock("relabel"):
+            relabel(run.expert, got.paths, run.act_dtype)
+    with run.clock("training"):
+        states, buffer, fit_metrics = fit(run, loop.states, loop.buffer, got.paths, train_keys, itr)
+    it = Iteration(itr, LoopState(itr, states, loop_keys, buffer, loop.envsteps + got.steps, loop.elapsed), got,
+                   fit_metrics, collect_params, _host(states.params), roll_keys[0])
+    if run.cfg.scalar_log_freq != -1 and itr % run.cfg.scalar_log_freq == 0:
+        it.times = {k: v - before.get(k, 0.0) for k, v in run.clock.total.items()}
+        with run.clock("evaluation"):  # (with --rollout_workers 0 the evaluation runs here, at once)
+            it.evaluation = evaluate(run, it.params, roll_keys, got.rng_states)
+    for subscriber in run.subscribers:  # record
+        subscriber(it)
+    return it
+
+
+def collect(run: Run, itr: int, params_np: Any, roll_keys: jax.Array) -> Collected:
     """Iteration 0: the expert data. Later: `batch_size` env steps per seed with the current policy
     (with beta-mixing, some of them driven by the expert)."""
     cfg, k_seeds = run.cfg, run.cfg.num_seeds
@@ -169,7 +351,7 @@ def collect(run: Run, itr: int, params_np: Any, roll_keys: jax.Array, expert_pat
     mixing = cfg.beta_schedule != "none"
     if itr == 0:  # the expert data: all of it the expert's
         ones = [1.0] * k_seeds
-        return Collected([expert_paths] * k_seeds, np.zeros(k_seeds, np.int64), rng_states,
+        return Collected([run.expert_paths] * k_seeds, np.zeros(k_seeds, np.int64), rng_states,
                          {"Train_Beta": ones, "Train_ExpertStepFraction": ones} if mixing else {})
     mix = [None] * k_seeds
     if mixing:  # the expert drives some steps, on draws of their own: `none` consumes none
@@ -195,72 +377,33 @@ def relabel(expert: Expert, paths_per_seed: list[list[Trajectory]], act_dtype: A
             p["action"] = labels[a:b].astype(act_dtype)
 
 
-def update(run: Run, train_fn: Callable, states: TrainState, buffers: list[RingBuffer],
-           paths_per_seed: list[list[Trajectory]], train_keys: jax.Array, itr: int) -> tuple[TrainState, dict]:
-    """Add the data to each seed's buffer, then all of the iteration's updates for all seeds in one call."""
-    for buf, paths in zip(buffers, paths_per_seed):
-        buf.add_rollouts(paths)
-    if run.cfg.normalize_obs:
-        states = with_obs_stats(states, [b.arrays["observation"][:len(b)] for b in buffers])
-    obs = jnp.asarray(np.stack([b.arrays["observation"] for b in buffers]))
-    acs = jnp.asarray(np.stack([b.arrays["action"] for b in buffers]))
-    sizes = jnp.asarray([len(b) for b in buffers], jnp.int32)
-    # also places what --resume and --normalize_obs give back unsharded; nothing with one device
-    states, train_keys, obs, acs, sizes = shard_seeds((states, train_keys, obs, acs, sizes), run.seeds_on)
+def fit(run: Run, states: TrainState, buffer: Buffer, paths_per_seed: list[list[Trajectory]], train_keys: jax.Array,
+        itr: int) -> tuple[TrainState, Buffer, dict]:
+    """The rows into each seed's device buffer, then all of the iteration's updates for all seeds in one call."""
+    rows = [{name: np.concatenate([p[name] for p in paths]) for name in ("observation", "action")}
+            for paths in paths_per_seed]
+    buffer = add(run.insert, buffer, rows, partial(shard_seeds, sharding=run.seeds_on))
+    if run.cfg.normalize_obs:  # numpy's float64 statistics of the stored rows, as the host buffer gave them
+        states = with_obs_stats(states, host_rows(buffer, "observation"))
+    # also places what --normalize_obs gives back unsharded; nothing with one device
+    states, train_keys = shard_seeds((states, train_keys), run.seeds_on)
     steps = run.cfg.num_agent_train_steps_per_iter
     with run.progress.phase(f"itr {itr} train", steps) as tick:
-        states, metrics = train_fn(states, train_keys, obs, acs, sizes)
+        states, metrics = run.fit(states, buffer, train_keys)
         metrics = jax.device_get(metrics)
         tick(steps)  # one fused call: the bar completes when it returns
     last_loss = np.asarray(metrics["loss"])[:, -1]
     if not np.all(np.isfinite(last_loss)):
         raise BcjaxError(f"training diverged (loss {last_loss}) at iteration {itr}: lower --learning_rate")
-    return states, metrics
+    return states, buffer, metrics
 
 
-def evaluate(run: Run, itr: int, params_np: Any, roll_keys: jax.Array, rng_states: list[dict],
-             row: dict[str, list[float]], times: dict[str, float]) -> PendingEval:
+def evaluate(run: Run, params_np: Any, roll_keys: jax.Array, rng_states: list[dict]) -> list[Future]:
     """Start the evaluation of the updated policy in the pool: it runs while the next iteration works."""
     cfg = run.cfg
-    futures = [run.pool.submit(run.task("eval", k, params_np, _env_seed(roll_keys[k], ENV_EVAL),
-                                        None if cfg.deterministic_eval else rng_states[k], cfg.eval_batch_size))
-               for k in range(cfg.num_seeds)]
-    return PendingEval(itr, futures, row, times)
-
-
-class EvalLog:
-    """The evaluations in flight; each is logged, in iteration order, once it and all before it are done."""
-
-    def __init__(self, run: Run, logger: RunLogger | None) -> None:
-        self.run, self.logger = run, logger
-        self.pending: deque[PendingEval] = deque()
-        self.rows: list[dict[str, list[float]]] = []
-        self.waited = 0.0  # seconds the loop stood waiting for evaluations
-
-    def add(self, ev: PendingEval) -> None:
-        self.pending.append(ev)
-        self.flush(wait=False)
-
-    def flush(self, wait: bool) -> None:
-        """Log the finished evaluations, oldest first; with `wait`, all of them."""
-        while self.pending and (wait or all(f.done() for f in self.pending[0].futures)):
-            ev = self.pending.popleft()
-            t = time.time()
-            with self.run.progress.phase(f"itr {ev.itr} eval", self.run.cfg.eval_batch_size * len(ev.futures)) as tick:
-                eval_paths = [r.paths for r in wait_all(ev.futures, tick, self.run.cfg.eval_batch_size)]
-            self.waited += time.time() - t
-            self._log(ev, eval_paths)
-
-    def _log(self, ev: PendingEval, eval_paths: list[list[Trajectory]]) -> None:
-        stats = [episode_stats(paths, "Eval") for paths in eval_paths]
-        found = {**{name: [s[name] for s in stats] for name in stats[0]}, **ev.row,
-                 "TimeSinceStart": [time.time() - self.run.start] * len(stats)}
-        row = {name: found[name] for name in (*METRICS, *BETA_METRICS) if name in found}
-        self.rows.append(row)
-        if self.logger is not None:
-            returns = [[float(p["reward"].sum()) for p in paths] for paths in eval_paths]
-            self.logger.log_iteration(ev.itr, row, {"Eval_EpisodeReturns": returns})
-            self.logger.print(summary_line(ev.itr, self.run.cfg.n_iter, row, ev.times))
+    return [run.pool.submit(run.task("eval", k, params_np, _env_seed(roll_keys[k], ENV_EVAL),
+                                     None if cfg.deterministic_eval else rng_states[k], cfg.eval_batch_size))
+            for k in range(cfg.num_seeds)]
 
 
 def wait_all(futures: list[Future], tick: Callable[[int], None], steps_each: int) -> list[RolloutResult]:
@@ -275,155 +418,104 @@ def wait_all(futures: list[Future], tick: Callable[[int], None], steps_each: int
     return out
 
 
-def open_pool(cfg: Config) -> RolloutPool:
-    """The run's rollout workers: --rollout_workers, by default one per core this process may use."""
-    return RolloutPool(default_workers() if cfg.rollout_workers is None else cfg.rollout_workers)
+# ---------------------------------------------------------------- what an iteration produced: the subscribers
+
+def fit_stats(params_host: Any, fit_metrics: dict[str, np.ndarray], discrete: bool) -> dict[str, np.ndarray]:
+    """Per seed: the policy's sigma (mean, min, max over action dims) and the last minibatch's mean-action MSE,
+    so a collapsing sigma behind a falling (negative) NLL is visible."""
+    if discrete:
+        return {}
+    std = np.exp(np.asarray(params_host["params"]["log_std"], np.float64))  # (K, act_dim)
+    return {"Training MSE": np.asarray(fit_metrics["mse"])[:, -1], "Policy_StdMean": std.mean(axis=1),
+            "Policy_StdMin": std.min(axis=1), "Policy_StdMax": std.max(axis=1)}
 
 
-def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory],
-          logger: RunLogger | None = None, pool: RolloutPool | None = None) -> RunResult:
-    """Run BC (one iteration) or DAgger (`cfg.n_iter`) for `cfg.num_seeds` seeds.
+def _per_seed(stats: list[dict[str, float]]) -> dict[str, list[float]]:
+    return {name: [s[name] for s in stats] for name in stats[0]}
 
-    With a logger, videos and checkpoints go to its run directory; `cfg.resume` (that
-    directory) continues after its last saved iteration with the saved buffers and keys.
-    Rollouts run in `pool` (by default one opened for `cfg.rollout_workers` and closed at the end).
-    """
-    if pool is None:
-        with open_pool(cfg) as own:
-            return train(cfg, expert, expert_paths, logger, own)
-    start = time.time()
-    compile_start = compile_totals()[0]
-    timings: dict[str, float] = defaultdict(float)
-    k_seeds = cfg.num_seeds
-    info_env = make_env(cfg.env_name)
-    info = env_info(info_env)
-    info_env.close()
-    ep_len = cfg.ep_len or info.max_episode_steps
-    check_expert_data(expert_paths, info)
-    if expert is not None:
-        check_expert(expert, info, expert_paths[0]["observation"].astype(np.float32))
 
-    policy = MLPPolicy(act_dim=info.act_dim, n_layers=cfg.n_layers, size=cfg.size,
-                       activation=cfg.activation, discrete=info.discrete, init_scheme=cfg.init,
-                       normalize_obs=cfg.normalize_obs)
-    seed_keys = seed_index_keys(cfg.seed, k_seeds)
-    init_keys, loop_keys = jnp.moveaxis(jax.vmap(jax.random.split)(seed_keys), 1, 0)
-    states = create_train_states(policy, init_keys, info.obs_dim, cfg.learning_rate)
-    seeds_on = seed_sharding(k_seeds)  # the K seeds split over the local devices (None: one device)
-    states, loop_keys = shard_seeds((states, loop_keys), seeds_on)
+def metrics_row(run: Run, it: Iteration, eval_paths: list[list[Trajectory]]) -> dict[str, list[float]]:
+    """An iteration's metrics, per seed, in the CS285 order: the one place a row is made."""
+    k = len(eval_paths)
+    fit = fit_stats(it.params, it.fit_metrics, run.info.discrete)
+    found = {**_per_seed([episode_stats(paths, "Eval") for paths in eval_paths]),
+             **_per_seed([episode_stats(paths, "Train") for paths in it.got.paths]),
+             "Train_EnvstepsSoFar": [float(n) for n in it.loop.envsteps],
+             "Training Loss": [float(x) for x in np.asarray(it.fit_metrics["loss"])[:, -1]],
+             "Initial_DataCollection_AverageReturn": [float(np.mean([p["reward"].sum() for p in run.expert_paths]))] * k,
+             **{name: [float(x) for x in v] for name, v in fit.items()}, **it.got.stats,
+             "TimeSinceStart": [time.time() - run.start] * k}
+    return {name: found[name] for name in (*METRICS, *BETA_METRICS) if name in found}
 
-    n_expert_rows = sum(len(p["observation"]) for p in expert_paths)
-    capacity = buffer_capacity(cfg, n_expert_rows, ep_len)
-    act_shape, act_dtype = ((), np.int32) if info.discrete else ((info.act_dim,), np.float32)
-    buffers = [RingBuffer(capacity, info.obs_dim, act_shape, act_dtype) for _ in range(k_seeds)]
-    # Compile now, once per shape (the buffers' shapes never change), so no iteration compiles:
-    # the updates, and the expert's relabelling batch.
-    shape = partial(jax.ShapeDtypeStruct, sharding=seeds_on)
-    train_fn = compile_trainer(policy, cfg.train_batch_size, cfg.num_agent_train_steps_per_iter, states, loop_keys,
-                               shape((k_seeds, capacity, info.obs_dim), jnp.float32),
-                               shape((k_seeds, capacity, *act_shape), act_dtype), shape((k_seeds,), jnp.int32),
-                               per_step=cfg.per_step_updates)
-    if expert is not None:
-        expert(expert_paths[0]["observation"][:2].astype(np.float32))
 
-    initial_return = float(np.mean([p["reward"].sum() for p in expert_paths]))
-    envsteps = np.zeros(k_seeds, np.int64)
-    loss_history: list[np.ndarray] = []
-    run_dir = logger.run_dir if logger is not None else None
+class EvalLog:
+    """The evaluations in flight; each is logged, in iteration order, once it and all before it are done."""
+
+    def __init__(self, run: Run, logger: RunLogger | None) -> None:
+        self.run, self.logger = run, logger
+        self.pending: deque[Iteration] = deque()  # those with an evaluation in flight
+        self.rows: list[dict[str, list[float]]] = []
+        self.waited = 0.0  # seconds the loop stood waiting for evaluations
+
+    def __call__(self, it: Iteration) -> None:
+        if it.evaluation is not None:
+            self.pending.append(it)
+        self.flush(wait=False)
+
+    def flush(self, wait: bool) -> None:
+        """Log the finished evaluations, oldest first; with `wait`, all of them."""
+        cfg = self.run.cfg
+        while self.pending and (wait or all(f.done() for f in self.pending[0].evaluation)):
+            it = self.pending.popleft()
+            t = time.time()
+            with self.run.progress.phase(f"itr {it.itr} eval", cfg.eval_batch_size * cfg.num_seeds) as tick:
+                eval_paths = [r.paths for r in wait_all(it.evaluation, tick, cfg.eval_batch_size)]
+            self.waited += time.time() - t
+            row = metrics_row(self.run, it, eval_paths)
+            self.rows.append(row)
+            if self.logger is not None:
+                returns = [[float(p["reward"].sum()) for p in paths] for paths in eval_paths]
+                self.logger.log_iteration(it.itr, row, {"Eval_EpisodeReturns": returns})
+                self.logger.print(summary_line(it.itr, cfg.n_iter, row, it.times))
+
+
+def _video(run: Run, logger: RunLogger) -> Callable[[Iteration], None]:
+    """Every --video_log_freq iterations, videos of seed 0: the policy that collected the iteration's data
+    (none at iteration 0, as in CS285) and the updated one, on seeds of their own, so a run with video has the
+    same metrics as one without."""
+    from bcjax.acting.video import VideoLogger
+
+    video = VideoLogger(run.cfg.env_name, logger.run_dir, run.ep_len, writer=logger.writer)
+
+    def record(it: Iteration) -> None:
+        if it.itr % run.cfg.video_log_freq:
+            return
+        with run.clock("video"):
+            noise = np.random.default_rng(_env_seed(it.video_key, VIDEO_NOISE))
+            if it.itr > 0:
+                video.log(it.itr, "train", host_actor(run.policy, _seed_params(it.collect_params, 0), noise),
+                          _env_seed(it.video_key, VIDEO_TRAIN))
+            eval_noise = None if run.cfg.deterministic_eval else noise
+            video.log(it.itr, "eval", host_actor(run.policy, _seed_params(it.params, 0), eval_noise),
+                      _env_seed(it.video_key, VIDEO_EVAL))
+    return record
+
+
+def _checkpoints(run: Run, run_dir: Path) -> Callable[[Iteration], None]:
+    """The policy (every iteration with --save_params, else the last) and, with --save_params, the loop state
+    for --resume, saved only after the iteration's metrics and all before are logged: a resume point never
+    precedes its metrics, so a resumed run logs exactly the iterations that follow it."""
+    cfg, info = run.cfg, run.info
     meta = {"config": config_dict(cfg), "env_name": cfg.env_name, "obs_dim": info.obs_dim, "act_dim": info.act_dim,
-            "discrete": info.discrete, "num_seeds": k_seeds, "ep_len": ep_len}
-    first_itr = 0
-    if cfg.resume:
-        loop = restore_resume(cfg.resume, LoopState(-1, states, loop_keys, buffers, envsteps, 0.0), cfg.resume_step)
-        states, loop_keys, envsteps, first_itr = loop.states, loop.loop_keys, loop.envsteps, loop.iteration + 1
-        start -= loop.elapsed
-    video = None
-    if run_dir is not None and cfg.video_log_freq != -1:
-        from bcjax.acting.video import VideoLogger
+            "discrete": info.discrete, "num_seeds": cfg.num_seeds, "ep_len": run.ep_len}
 
-        video = VideoLogger(cfg.env_name, run_dir, ep_len, writer=logger.writer)
-    run = Run(cfg, info, ep_len, policy, pool, expert, Progress(bars_wanted(cfg.quiet)), start, seeds_on)
-    evals = EvalLog(run, logger)
-
-    def timed(phase: str, fn: Callable, *args: Any) -> Any:
-        t = time.time()
-        out = fn(*args)
-        timings[phase] += time.time() - t
-        return out
-
-    params_np = _host(states.params)  # the policy the next iteration collects with, on the host
-    try:
-        for itr in range(first_itr, cfg.n_iter):
-            before = dict(timings)
-            keys = jax.vmap(lambda k: jax.random.split(k, 3))(loop_keys)
-            loop_keys, train_keys, roll_keys = keys[:, 0], keys[:, 1], keys[:, 2]
-            collect_params = params_np
-
-            got = timed("collection", collect, run, itr, collect_params, roll_keys, expert_paths)
-            envsteps += got.steps  # every step taken
-            if itr > 0:
-                timed("relabel", relabel, expert, got.paths, act_dtype)
-            states, train_metrics = timed("training", update, run, train_fn, states, buffers, got.paths,
-                                          train_keys, itr)
-            loss_history.append(np.asarray(train_metrics["loss"]))
-            params_np = _host(states.params)
-            if cfg.scalar_log_freq != -1 and itr % cfg.scalar_log_freq == 0:
-                row = iteration_row(got, envsteps, loss_history[-1][:, -1], initial_return,
-                                    fit_stats(params_np, train_metrics, info.discrete))
-                times = {k: v - before.get(k, 0.0) for k, v in timings.items()}
-                # (with --rollout_workers 0 the evaluation runs here, at once)
-                evals.add(timed("evaluation", evaluate, run, itr, params_np, roll_keys, got.rng_states, row, times))
-
-            # Record: a video of seed 0 (the policy that collected this iteration's data, none at
-            # iteration 0, as in CS285, and the updated policy), on its own seeds so a run with video
-            # has the same metrics as one without; then the checkpoints.
-            if video is not None and itr % cfg.video_log_freq == 0:
-                timed("video", film, video, run, itr, roll_keys[0], collect_params, params_np)
-            if run_dir is not None and (cfg.save_params or itr == cfg.n_iter - 1):
-                if cfg.save_params:  # a resume point never precedes its iteration's metrics
-                    evals.flush(wait=True)
-                loop = LoopState(itr, states, loop_keys, buffers, envsteps, time.time() - start) if cfg.save_params else None
-                timed("checkpoint", save, run_dir, itr, states, meta, loop)
-            if itr < cfg.n_iter - 1:
-                check_stop(itr)  # SIGTERM/SIGINT: stop here, this iteration's checkpoint written
-    except (BcjaxError, Stopped):
-        with contextlib.suppress(BcjaxError):
-            evals.flush(wait=True)  # what finished still gets logged when the run stops with a clear error
-        raise
-    evals.flush(wait=True)
-    timings["evaluation"] += evals.waited  # the time the loop stood waiting for evaluations
-    timings["compile"] = compile_totals()[0] - compile_start
-    timings["total"] = time.time() - start
-    return RunResult(policy=policy, states=states, buffers=buffers, rows=evals.rows, losses=loss_history,
-                     timings=dict(timings), peak_rss_mib=peak_rss_mib())
-
-
-def _host(params: Any) -> Any:
-    return jax.tree.map(np.asarray, jax.device_get(params))
-
-
-def iteration_row(got: Collected, envsteps: np.ndarray, last_loss: np.ndarray, initial_return: float,
-                  fit: dict[str, np.ndarray]) -> dict[str, list[float]]:
-    """Per seed: the metrics of an iteration other than its evaluation's."""
-    train = [episode_stats(paths, "Train") for paths in got.paths]
-    return {**{name: [s[name] for s in train] for name in train[0]},
-            "Train_EnvstepsSoFar": [float(n) for n in envsteps], "Training Loss": [float(x) for x in last_loss],
-            "Initial_DataCollection_AverageReturn": [initial_return] * len(envsteps),
-            **{name: [float(x) for x in v] for name, v in fit.items()}, **got.stats}
-
-
-def film(video: Any, run: Run, itr: int, key0: jax.Array, collect_params: Any, params_np: Any) -> None:
-    noise = np.random.default_rng(_env_seed(key0, VIDEO_NOISE))
-    if itr > 0:
-        video.log(itr, "train", host_actor(run.policy, _seed_params(collect_params, 0), noise),
-                  _env_seed(key0, VIDEO_TRAIN))
-    eval_noise = None if run.cfg.deterministic_eval else noise
-    video.log(itr, "eval", host_actor(run.policy, _seed_params(params_np, 0), eval_noise), _env_seed(key0, VIDEO_EVAL))
-
-
-def save(run_dir: Path, itr: int, states: TrainState, meta: dict, loop: LoopState | None) -> None:
-    """The policy (every iteration with --save_params, else the last) and, with --save_params,
-    all the loop carries, for --resume."""
-    save_policy(run_dir, itr, states, meta)
-    if loop is not None:
-        save_resume(run_dir, loop, meta)
+    def record(it: Iteration) -> None:
+        if not (cfg.save_params or it.itr == cfg.n_iter - 1):
+            return
+        if cfg.save_params:
+            run.evals.flush(wait=True)
+        with run.clock("checkpoint"):
+            save_policy(run_dir, it.itr, it.loop.states, meta)
+            if cfg.save_params:
+                save_resume(run_dir, dataclasses.replace(it.loop, elapsed=time.time() - run.start), meta)
+    return record

@@ -6,11 +6,14 @@ series and the mean, TensorBoard shows the mean (and each seed when K > 1).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
 
@@ -19,6 +22,7 @@ import numpy as np
 from bcjax.data.files import append_line, write_atomic, write_failure
 from bcjax.errors import BcjaxError
 from bcjax.run.config import Config, config_dict
+from bcjax.run.lock import RunLock
 
 # The CS285 names, in the homework's print order.
 METRICS = (
@@ -111,6 +115,37 @@ def truncate_metrics(run_dir: str | Path, last_iteration: int) -> None:
         kept = header + [x for x in lines[1:] if (i := _csv_iteration(x, n_fields)) is not None and i <= last_iteration]
         if kept != lines:
             write_atomic(table, "".join(kept))
+
+
+@contextlib.contextmanager
+def run_directory(cfg: Config, on_row: Callable[[dict, Path], None] | None = None,
+                  print_fn: Callable[[str], None] = print) -> Iterator[RunLogger]:
+    """The run's directory, locked for this process, and its logger: a new one (with config.json), or for
+    --resume cfg.resume's, with the metrics after its saved iteration dropped (they are logged again). A new
+    directory that logged nothing is removed again when the run fails with a clear error."""
+    run_dir = Path(cfg.resume) if cfg.resume else make_run_dir(cfg)
+    lock = RunLock(run_dir).acquire()
+    try:
+        if cfg.resume:
+            truncate_metrics(run_dir, cfg.resume_step)
+            print_fn(f"resuming {run_dir} after iteration {cfg.resume_step}")
+        else:
+            write_config(run_dir, cfg)
+            print_fn(f"run directory: {run_dir}")
+        try:
+            logger = RunLogger(run_dir, print_fn, purge_step=cfg.resume_step + 1 if cfg.resume else None, on_row=on_row)
+        except OSError as e:
+            raise write_failure(run_dir, e) from None
+        try:
+            yield logger
+        finally:
+            logger.close()
+    except BcjaxError:
+        if not cfg.resume and not (run_dir / "metrics.jsonl").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing was logged: leave no empty run directory
+        raise
+    finally:
+        lock.release()
 
 
 def _json_number(x: float) -> float | None:

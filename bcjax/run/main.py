@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ from bcjax.run.config import Config, given_flags
 from bcjax.run.flags import select_device
 
 if TYPE_CHECKING:
+    from bcjax.acting.envs import EnvInfo
     from bcjax.acting.pool import RolloutPool
 
 
@@ -57,37 +57,59 @@ def run(cfg: Config, on_row: Callable[[dict, Path], None] | None = None, limit_t
         pool.close()  # also on Ctrl-C and errors: no worker outlives the run
 
 
-def _run(cfg: Config, on_row: Callable[[dict, Path], None] | None, pool: "RolloutPool", limit_threads: bool) -> int:
+def _start_jax(cfg: Config, limit_threads: bool) -> None:
+    """The process's JAX settings, before anything compiles."""
     import jax
 
     if cfg.no_gpu:
         jax.config.update("jax_platforms", "cpu")
     from bcjax.run.compile_cache import enable_compile_cache
 
-    enable_compile_cache(not cfg.no_compile_cache)  # before anything compiles
+    enable_compile_cache(not cfg.no_compile_cache)
     if limit_threads and cfg.cpu_threads:
         from bcjax.run.perf import limit_cpu_threads
 
         limit_cpu_threads(cfg.cpu_threads)  # before the first JAX computation sizes the CPU pool
-    from bcjax.acting.envs import env_info, make_env
+
+
+def _run(cfg: Config, on_row: Callable[[dict, Path], None] | None, pool: "RolloutPool", limit_threads: bool) -> int:
+    _start_jax(cfg, limit_threads)
     from bcjax.acting.gl import check_mujoco_gl_setting
+    from bcjax.data.files import check_writable_dir
+    from bcjax.run.driver import iterate, open_run, task_info
+    from bcjax.run.signals import Stopped, stop_on_signals
 
     check_mujoco_gl_setting()
+    info = task_info(cfg.env_name)
+    check_writable_dir(cfg.resume or cfg.logdir, "--resume" if cfg.resume else "--logdir")
+    given_data = cfg.expert_data is not None
+    cfg, expert, paths = load_inputs(cfg, info)
+    try:
+        with stop_on_signals(), open_run(cfg, expert, paths, pool, info, logged=True, on_row=on_row,
+                                         check_return=given_data and not cfg.resume) as job:
+            result = iterate(job)
+    except Stopped as stop:
+        how = (f"resume with: python scripts/train.py --resume {job.run_dir}" if cfg.save_params else
+               "it cannot be resumed (trained without --save_params)")
+        print(f"{stop} of {cfg.n_iter}; {how}", file=sys.stderr)
+        return stop.exit_code
+    from bcjax.run.compile_cache import cache_hits
+
+    # "compile" is tracing, lowering and compiling, or loading from the persistent cache: say how many loaded.
+    cached = f" ({cache_hits()} programs from the compilation cache)" if cache_hits() else ""
+    print("time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()) + cached
+          + f"; peak RSS {result.peak_rss_mib:.0f} MiB")
+    return 0
+
+
+def load_inputs(cfg: Config, info: "EnvInfo") -> tuple[Config, object, list[dict]]:
+    """The expert (--expert_policy_file, the bundled one, or none for BC from data alone) and its data
+    (--expert_data, or collected from the expert once and cached under the logdir); `cfg` names both."""
     from bcjax.core.adapters import describe_input
     from bcjax.data.expert import load_expert
     from bcjax.data.expert_data import load_expert_data
-    from bcjax.data.files import check_writable_dir, write_failure
-    from bcjax.run.driver import check_expert, check_expert_data, train
-    from bcjax.run.lock import RunLock
-    from bcjax.run.logger import RunLogger, make_run_dir, truncate_metrics, write_config
-    from bcjax.run.memory import check_run_fits_memory
-    from bcjax.run.signals import Stopped, stop_on_signals
+    from bcjax.run.driver import check_expert
 
-    # Check the task and the files against each other before a run directory exists.
-    env = make_env(cfg.env_name)
-    info = env_info(env)
-    env.close()
-    check_writable_dir(cfg.resume or cfg.logdir, "--resume" if cfg.resume else "--logdir")
     if cfg.expert_policy_file is None and cfg.expert_data is not None:
         if cfg.is_dagger:  # a bundled expert would relabel another expert's data: refuse the silent mix
             raise BcjaxError("DAgger relabels with the expert that made --expert_data: give that expert with "
@@ -104,62 +126,14 @@ def _run(cfg: Config, on_row: Callable[[dict, Path], None] | None, pool: "Rollou
         note = describe_input(cfg.env_name, info.obs_dim, expert.obs_dim)
         if note:
             print(f"expert input: {note}")
-        check_expert(expert, info, np.zeros((1, info.obs_dim), np.float32))
     if cfg.expert_data is None:  # roll the expert out once; cached under the logdir
         from bcjax.data.bundled import DEFAULT_EXPERT_TRAJECTORIES, cached_expert_data
 
+        check_expert(expert, info, np.zeros((1, info.obs_dim), np.float32))  # before it acts
         cfg = cfg.replace(expert_data=str(cached_expert_data(
             expert, cfg.expert_policy_file, cfg.env_name, cfg.logdir, cfg.seed, cfg.ep_len,
             n_traj=cfg.expert_data_trajectories or DEFAULT_EXPERT_TRAJECTORIES)))
-        paths = load_expert_data(cfg.expert_data, n_traj=cfg.expert_data_trajectories, info=info)
-    else:
-        paths = load_expert_data(cfg.expert_data, n_traj=cfg.expert_data_trajectories, info=info)
-        check_expert_data(paths, info)
-        if expert is not None and not cfg.resume:
-            check_expert_return(expert, cfg, paths)
-    check_run_fits_memory(cfg, info, sum(len(p["observation"]) for p in paths))
-    purge_step = None
-    lock = None
-    if cfg.resume:  # same directory; metrics after the saved iteration are logged again
-        run_dir, last = Path(cfg.resume), cfg.resume_step
-        lock = RunLock(run_dir).acquire()
-        truncate_metrics(run_dir, last)
-        purge_step = last + 1
-        print(f"resuming {run_dir} after iteration {last}")
-    else:
-        run_dir = make_run_dir(cfg)
-        lock = RunLock(run_dir).acquire()
-        write_config(run_dir, cfg)
-        print(f"run directory: {run_dir}")
-    try:
-        try:
-            logger = RunLogger(run_dir, purge_step=purge_step, on_row=on_row)
-        except OSError as e:
-            raise write_failure(run_dir, e) from None
-        try:
-            with stop_on_signals():
-                result = train(cfg, expert, paths, logger, pool)
-        finally:
-            logger.close()
-    except Stopped as stop:
-        how = (f"resume with: python scripts/train.py --resume {run_dir}" if cfg.save_params else
-               "it cannot be resumed (trained without --save_params)")
-        print(f"{stop} of {cfg.n_iter}; {how}", file=sys.stderr)
-        return stop.exit_code
-    except BcjaxError:
-        if not cfg.resume and not (run_dir / "metrics.jsonl").exists():
-            shutil.rmtree(run_dir, ignore_errors=True)  # nothing was logged: leave no empty run directory
-        raise
-    finally:
-        lock.release()
-    t = result.timings
-    from bcjax.run.compile_cache import cache_hits
-
-    # "compile" is tracing, lowering and compiling, or loading from the persistent cache: say how many loaded.
-    cached = f" ({cache_hits()} programs from the compilation cache)" if cache_hits() else ""
-    print("time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()) + cached
-          + f"; peak RSS {result.peak_rss_mib:.0f} MiB")
-    return 0
+    return cfg, expert, load_expert_data(cfg.expert_data, n_traj=cfg.expert_data_trajectories, info=info)
 
 
 def resolve_config(given: dict) -> Config:

@@ -15,8 +15,12 @@ from bcjax.run.config import Config
 # Copies of the parameters a run holds: the params, Adam's two moments, the gradients, and
 # the host copies the rollouts use.
 _PARAM_COPIES = 6
-# Copies of the replay buffers: the host buffers, their stacked array and its device copy.
-_BUFFER_COPIES = 3
+
+
+def buffer_capacity(cfg: Config, n_expert_rows: int, ep_len: int) -> int:
+    """No more rows than the run can ever insert: a DAgger iteration adds < batch_size + ep_len."""
+    most = n_expert_rows + (cfg.n_iter - 1) * (cfg.batch_size + ep_len - 1)
+    return max(1, min(cfg.max_replay_buffer_size, most))
 
 
 def param_count(obs_dim: int, act_dim: int, n_layers: int, size: int) -> int:
@@ -27,13 +31,13 @@ def param_count(obs_dim: int, act_dim: int, n_layers: int, size: int) -> int:
 
 
 def run_memory_bytes(cfg: Config, info: EnvInfo, n_expert_rows: int) -> int:
-    """A lower bound of the memory a run needs, for all of its seeds."""
-    from bcjax.run.driver import buffer_capacity
-
+    """A lower bound of the memory a run needs, for all of its seeds: the parameters, and the replay
+    buffer (one copy, on the device: observations and actions; with --normalize_obs its observations
+    are also copied to the host for their statistics)."""
     params = param_count(info.obs_dim, info.act_dim, cfg.n_layers, cfg.size) * 4 * _PARAM_COPIES
     capacity = buffer_capacity(cfg, n_expert_rows, cfg.ep_len or info.max_episode_steps)
-    row = 4 * (2 * info.obs_dim + (1 if info.discrete else info.act_dim) + 2)
-    return cfg.num_seeds * (params + _BUFFER_COPIES * capacity * row)
+    row = 4 * ((2 if cfg.normalize_obs else 1) * info.obs_dim + (1 if info.discrete else info.act_dim))
+    return cfg.num_seeds * (params + capacity * row)
 
 
 def physical_memory_bytes() -> int:

@@ -12,8 +12,6 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from bcjax.acting.rollout import Actor
-
 
 def bars_wanted(quiet: bool) -> bool:
     return not quiet and sys.stdout.isatty()
@@ -37,17 +35,6 @@ class Progress:
             yield bar.update
         finally:
             bar.close()
-
-    def counting(self, actor: Actor, tick: Callable[[int], None]) -> Actor:
-        """The actor, ticking the bar by one per env step (one row of the batch)."""
-        if not self.enabled:
-            return actor
-
-        def counted(obs: np.ndarray) -> np.ndarray:
-            tick(len(obs))
-            return actor(obs)
-
-        return counted
 
 
 def summary_line(itr: int, n_iter: int, row: dict[str, list[float]] | None, times: dict[str, float]) -> str:

@@ -2,7 +2,7 @@
 
     <run_dir>/checkpoints/<itr>/  the K-stacked TrainState + metadata (config, dims): every iteration
                                   with --save_params, else the final one; read by scripts/evaluate.py
-    <run_dir>/resume/<itr>/       everything the loop carries between iterations (TrainState, buffers,
+    <run_dir>/resume/<itr>/       everything the loop carries between iterations (TrainState, buffer,
                                   JAX keys, env step counts, elapsed time); the latest two are kept
                                   (the older one is the fallback if the newer is found corrupt), so a
                                   long run does not store its buffer once per iteration
@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.training.train_state import TrainState
 
-from bcjax.core.buffer import RingBuffer
+from bcjax.core.buffer import Buffer
 from bcjax.core.model import MLPPolicy
 from bcjax.errors import BcjaxError
 from bcjax.run.checkpoint import checkpoint_steps, restore_checkpoint, restore_meta, save_checkpoint
@@ -39,34 +39,23 @@ class LoopState:
 
     iteration: int  # the last completed iteration
     states: TrainState  # K-stacked
-    loop_keys: jax.Array  # (K, ...) JAX keys the next iteration splits
-    buffers: list[RingBuffer]
+    loop_keys: jax.Array  # (K, 2) raw uint32 JAX keys (PRNGKey) the next iteration splits
+    buffer: Buffer  # K-stacked, on the device
     envsteps: np.ndarray  # (K,) env steps collected so far
     elapsed: float  # seconds of training before this point, so TimeSinceStart continues
-
-
-def _key_data(keys: jax.Array) -> np.ndarray:
-    # Typed keys (jax.random.key) are not arrays orbax can write; their raw uint32 data is.
-    if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
-        return np.asarray(jax.random.key_data(keys))
-    return np.asarray(keys)
-
-
-def _as_keys(data: Any, like: jax.Array) -> jax.Array:
-    data = jnp.asarray(data)
-    if jnp.issubdtype(like.dtype, jax.dtypes.prng_key):
-        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(like))
-    return data
 
 
 def save_policy(run_dir: str | Path, itr: int, states: TrainState, meta: dict) -> None:
     save_checkpoint(Path(run_dir) / POLICY_DIR, itr, {"train_state": states}, {**meta, "iteration": itr})
 
 
+def _resume_tree(loop: LoopState) -> dict:
+    return {"train_state": loop.states, "loop_keys": loop.loop_keys,
+            "envsteps": np.asarray(loop.envsteps, np.int64), "buffer": loop.buffer}
+
+
 def save_resume(run_dir: str | Path, loop: LoopState, meta: dict) -> None:
-    tree = {"train_state": loop.states, "loop_keys": _key_data(loop.loop_keys),
-            "envsteps": np.asarray(loop.envsteps, np.int64), "buffers": [b.state_dict() for b in loop.buffers]}
-    save_checkpoint(Path(run_dir) / RESUME_DIR, loop.iteration, tree,
+    save_checkpoint(Path(run_dir) / RESUME_DIR, loop.iteration, _resume_tree(loop),
                     {**meta, "iteration": loop.iteration, "elapsed": loop.elapsed}, max_to_keep=2)
 
 
@@ -79,9 +68,10 @@ def resume_iteration(run_dir: str | Path) -> int | None:
 def restore_resume(run_dir: str | Path, template: LoopState, step: int | None = None) -> LoopState:
     """The saved loop state (of iteration `step`, default the latest), restored into freshly built
     structures of the same shapes."""
-    tree = {"train_state": template.states, "loop_keys": _key_data(template.loop_keys),
-            "envsteps": np.asarray(template.envsteps, np.int64),
-            "buffers": [b.state_dict() for b in template.buffers]}
+    # Host templates for the keys and the buffer: orbax then restores the saved shapes, checked below
+    # (a device template of another shape fails inside orbax's async machinery, noisily).
+    tree = {**_resume_tree(template), "loop_keys": np.asarray(template.loop_keys),
+            "buffer": jax.tree.map(np.asarray, template.buffer)}
     misfit = f"cannot resume from {run_dir}: its saved state does not fit this configuration"
     try:
         out, meta = restore_checkpoint(Path(run_dir) / RESUME_DIR, tree, step, step_flag="--resume_step")
@@ -94,10 +84,8 @@ def restore_resume(run_dir: str | Path, template: LoopState, step: int | None = 
         if np.shape(want) != np.shape(got):
             raise BcjaxError(f"{misfit} ({jax.tree_util.keystr(path)}: saved {np.shape(got)}, "
                              f"expected {np.shape(want)})")
-    for buf, saved in zip(template.buffers, out["buffers"]):
-        buf.load_state_dict({k: np.asarray(v) for k, v in saved.items()})
     return LoopState(iteration=int(meta["iteration"]), states=out["train_state"],
-                     loop_keys=_as_keys(out["loop_keys"], template.loop_keys), buffers=template.buffers,
+                     loop_keys=jnp.asarray(out["loop_keys"]), buffer=jax.tree.map(jnp.asarray, out["buffer"]),
                      envsteps=np.asarray(out["envsteps"], np.int64), elapsed=float(meta["elapsed"]))
 
 
