@@ -25,22 +25,6 @@ def _select_device(cfg: Config, given: dict) -> None:
     select_device(cfg.no_gpu, None if keep else cfg.which_gpu)
 
 
-def check_expert_return(expert: Callable[[np.ndarray], np.ndarray], cfg: Config, paths: list[dict]) -> None:
-    """One episode of the expert before training: far below its data's return means it does not fit the task
-    (another task version, another observation layout), and a student would learn from it in silence."""
-    from bcjax.data.expert_data import collect_expert_paths
-
-    data_return = float(np.mean([p["reward"].sum() for p in paths]))
-    (ep,) = collect_expert_paths(expert, cfg.env_name, 1, cfg.seed, cfg.ep_len)
-    got = float(ep["reward"].sum())
-    print(f"expert check: one episode returns {got:.1f} in {len(ep['reward'])} steps (expert data: {data_return:.1f})")
-    if got < data_return - 0.5 * abs(data_return) and not cfg.allow_weak_expert:
-        raise BcjaxError(
-            f"the expert returns {got:.1f} on {cfg.env_name}, under half of its data's {data_return:.1f}: it does not "
-            "fit this task (another task version or observation layout?); use the matching --env_name or expert, "
-            "or pass --allow_weak_expert to train anyway")
-
-
 def run(cfg: Config, on_row: Callable[[dict, Path], None] | None = None, limit_threads: bool = False) -> int:
     """Train as `cfg` says; `on_row` gets each logged metrics row and the run directory.
 
