@@ -18,7 +18,7 @@ from bcjax.run.logger import read_metrics
 from bcjax.sweeps.sweep import main
 from bcjax.sweeps.trials import auto_seeds_per_trial, build_trials, parse_grid, parse_seeds, seed_chunks, settings_of
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Tiny Hopper runs on the bundled expert: each trial's work takes well under a second (JAX start-up aside).
 TINY = ["--env_name", "Hopper-v4", "--num_agent_train_steps_per_iter", "5", "--eval_batch_size", "20",

@@ -11,7 +11,7 @@ import pytest
 
 from bcjax.run.compile_cache import cache_dir
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # A program no other test compiles, then what this process knows of the cache.
 TINY = """

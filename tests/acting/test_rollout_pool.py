@@ -19,7 +19,7 @@ from bcjax.errors import BcjaxError
 from bcjax.run.driver import wait_all
 from tests.tiny_runs import expert_data, hopper_cfg, hopper_expert, metrics_without_time, run_logged
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _task(env_name: str = "Hopper-v4", seed: int = 3, rng: bool = True) -> RolloutTask:

@@ -21,7 +21,7 @@ from bcjax.run.logger import read_metrics
 from bcjax.run.resume import resume_config
 from bcjax.run.saved_run import resume_iteration
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Crash(Exception):

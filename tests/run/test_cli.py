@@ -13,7 +13,7 @@ from conftest import make_expert_dict, write_pickle
 from bcjax.run.logger import METRICS, read_metrics
 from bcjax.run.main import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _data(obs_dim: int, act_dim: int, n: int = 60) -> list[dict]:

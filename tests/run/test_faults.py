@@ -34,7 +34,7 @@ from bcjax.run.logger import RunLogger, read_metrics, truncate_metrics
 from bcjax.run.resume import resume_config
 from bcjax.run.saved_run import RESUME_DIR, read_run_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 

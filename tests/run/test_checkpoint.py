@@ -29,7 +29,7 @@ from bcjax.run.saved_run import (
     save_resume,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @functools.cache

@@ -13,7 +13,7 @@ import numpy as np
 
 from bcjax.core.devices import seed_device_count, seed_sharding, shard_seeds
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # A tiny 2-seed DAgger run with the bundled Hopper expert; prints what the test compares.
 RUN = """
