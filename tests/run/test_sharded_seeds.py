@@ -8,10 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jax
 import numpy as np
-
-from bcjax.core.devices import seed_device_count, seed_sharding, shard_seeds
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -65,13 +62,3 @@ def test_two_devices_same_metrics_as_one(tmp_path):
         for name in b["per_seed"]:
             np.testing.assert_allclose(a["per_seed"][name], b["per_seed"][name], rtol=1e-4, atol=1e-5, err_msg=name)
 
-
-def test_device_count_divides_seeds():
-    assert [seed_device_count(k, 4) for k in (1, 2, 3, 4, 5, 6, 8, 12)] == [1, 2, 3, 4, 1, 3, 4, 4]
-    assert seed_device_count(3, 1) == 1
-
-
-def test_one_device_changes_nothing():
-    assert seed_sharding(4, jax.local_devices()[:1]) is None
-    tree = {"a": np.zeros((4, 2))}
-    assert shard_seeds(tree, None) is tree
