@@ -83,3 +83,23 @@ def hopper_files():
 def any_hopper_files(request):
     """A Hopper expert and its data: the CS285 files (skipped without ../shared), then bcjax's bundled expert."""
     return request.getfixturevalue("hopper_files" if request.param == "cs285" else "bundled_hopper_files")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One tiny scripts/train.py run per session (tiny_runs.TINY_CLI) for the tests that only read what a run
+    writes: its run directory, metrics, checkpoints, cached expert data and printout. Never change it."""
+    from tiny_runs import cli_run
+
+    return cli_run(tmp_path_factory.mktemp("tiny_run"))
+
+
+@pytest.fixture(scope="session")
+def cartpole_run(tmp_path_factory):
+    """A 2-seed CartPole DAgger run without --save_params (only its final policy is saved): (run_dir, result),
+    the in-memory result to check a reloaded run against. Never change it."""
+    from tiny_runs import cartpole_cfg, cartpole_expert, expert_data, run_logged
+
+    paths = expert_data("CartPole-v1", cartpole_expert, n=1, ep_len=120)
+    cfg = cartpole_cfg(tmp_path_factory.mktemp("cartpole_run"), n_iter=2, num_seeds=2)
+    return run_logged(cfg, cartpole_expert, paths)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +34,13 @@ def expert_data(env_name: str, expert, n: int = 2, ep_len: int = 100) -> list[di
 
 def cartpole_cfg(logdir: Path, **kw) -> Config:
     return Config(algo="dagger", n_iter=3, env_name="CartPole-v1", batch_size=120, num_agent_train_steps_per_iter=40,
-                  eval_batch_size=120, video_log_freq=-1, logdir=str(logdir), quiet=True).replace(**kw)
+                  eval_batch_size=120, video_log_freq=-1, logdir=str(logdir), quiet=True, rollout_workers=0).replace(**kw)
 
 
 def hopper_cfg(logdir: Path, **kw) -> Config:
     return Config(algo="dagger", n_iter=2, env_name="Hopper-v4", ep_len=30, batch_size=60,
                   num_agent_train_steps_per_iter=20, eval_batch_size=60, video_log_freq=-1, logdir=str(logdir),
-                  quiet=True).replace(**kw)
+                  quiet=True, rollout_workers=0).replace(**kw)
 
 
 def run_logged(cfg: Config, expert, paths: list[dict]) -> tuple[Path, RunResult]:
@@ -59,3 +63,35 @@ def metrics_without_time(run_dir: Path) -> list[dict]:
         row["per_seed"] = {k: v for k, v in row["per_seed"].items() if k != "TimeSinceStart"}
         rows.append(row)
     return rows
+
+
+# scripts/train.py with no expert flags, shrunk: the bundled Hopper expert, 2 expert trajectories collected
+# (30 steps each) and cached under the logdir, 2 DAgger iterations with checkpoints and resume state.
+TINY_CLI = ["--algo", "dagger", "--env_name", "Hopper-v4", "--exp_name", "tiny", "-n", "2", "--ep_len", "30",
+            "--batch_size", "60", "--eval_batch_size", "60", "--num_agent_train_steps_per_iter", "20",
+            "--video_log_freq", "-1", "--save_params", "--rollout_workers", "0", "--quiet"]
+
+
+@dataclass(frozen=True)
+class CliRun:
+    """A finished scripts/train.py run (the session's `tiny_run`): read it, never change it (copy it first)."""
+
+    argv: list[str]
+    logdir: Path
+    run_dir: Path
+    out: str  # what it printed
+
+    def config(self) -> dict:
+        return json.loads((self.run_dir / "config.json").read_text())
+
+
+def cli_run(logdir: Path, argv: list[str] = TINY_CLI) -> CliRun:
+    from bcjax.run.main import main
+
+    argv = [*argv, "--logdir", str(logdir)]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(argv)
+    assert code == 0, out.getvalue()[-2000:]
+    (run_dir,) = logdir.glob("q*_*")
+    return CliRun(argv, logdir, run_dir, out.getvalue())

@@ -98,7 +98,8 @@ def test_terminations_and_truncations(minari_root):
 
 def test_bc_trains_from_a_minari_dataset(hopper_dataset, tmp_path, capsys):
     argv = ["-env", "Hopper-v4", "-ed", f"minari:{DATASET}", "--num_agent_train_steps_per_iter", "20",
-            "--eval_batch_size", "50", "--video_log_freq", "-1", "--logdir", str(tmp_path / "runs"), "--quiet"]
+            "--eval_batch_size", "50", "--video_log_freq", "-1", "--logdir", str(tmp_path / "runs"), "--quiet",
+            "--rollout_workers", "0"]
     assert train_main(argv) == 0
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert json.loads((run_dir / "config.json").read_text())["expert_data"] == f"minari:{DATASET}"
@@ -116,19 +117,21 @@ def test_first_n_trajectories(hopper_dataset, capsys):
         with pytest.raises(BcjaxError, match="--expert_data_trajectories 3 but .* holds 2 trajectories"):
             load_expert_data(source, n_traj=3)
     err = _one_line_error(capsys, train_main(["-env", "Hopper-v4", "-ed", str(hopper_dataset),
-                                              "--expert_data_trajectories", "5"]))
+                                              "--expert_data_trajectories", "5", "--rollout_workers", "0"]))
     assert "holds 2 trajectories: pass at most 2" in err
     assert "must be positive" in _one_line_error(capsys, train_main(["--expert_data_trajectories", "0"]))
 
 
-def test_collected_expert_data_has_n_trajectories(tmp_path, capsys):
-    """Without --expert_data, --expert_data_trajectories N collects N (and the first 2 are the default's 2)."""
+def test_collected_expert_data_has_n_trajectories(tmp_path, capsys, tiny_run):
+    """Without --expert_data, --expert_data_trajectories N collects N (and the first 2 are the default's 2,
+    which the session's tiny run collected with the same expert, seed and --ep_len)."""
     small = ["-env", "Hopper-v4", "--num_agent_train_steps_per_iter", "10", "--eval_batch_size", "30", "--ep_len", "30",
-             "--video_log_freq", "-1", "--logdir", str(tmp_path), "--quiet"]
+             "--video_log_freq", "-1", "--logdir", str(tmp_path), "--quiet", "--rollout_workers", "0"]
     assert train_main(small + ["--expert_data_trajectories", "3"]) == 0
     assert "expert data: collected 3 trajectories" in capsys.readouterr().out
-    assert train_main(small) == 0
-    three, two = (load_expert_data(next((tmp_path / "expert_data").glob(f"*_n{n}_*.pkl"))) for n in (3, 2))
+    (n3,) = (tmp_path / "expert_data").glob("expert_data_Hopper-v4_*_n3_s1_len30.pkl")
+    (n2,) = (tiny_run.logdir / "expert_data").glob(n3.name.replace("_n3_", "_n2_"))  # the same expert file's digest
+    three, two = load_expert_data(n3), load_expert_data(n2)
     assert len(three) == 3 and len(two) == 2
     for a, b in zip(three, two):
         np.testing.assert_array_equal(a["observation"], b["observation"])
@@ -139,7 +142,7 @@ def test_without_minari_the_error_names_the_extra(monkeypatch, tmp_path, capsys)
     with pytest.raises(BcjaxError, match=r"pip install -e '\.\[minari\]'"):
         load_expert_data("minari:mujoco/hopper/expert-v0")
     err = _one_line_error(capsys, train_main(["-env", "Hopper-v4", "-ed", "minari:mujoco/hopper/expert-v0",
-                                              "--logdir", str(tmp_path)]))
+                                              "--logdir", str(tmp_path), "--rollout_workers", "0"]))
     assert "minari package" in err and ".[minari]" in err
     err = _one_line_error(capsys, _collect_script().main(["--minari", DATASET]))
     assert ".[minari]" in err
@@ -147,7 +150,7 @@ def test_without_minari_the_error_names_the_extra(monkeypatch, tmp_path, capsys)
 
 def test_a_dataset_that_does_not_fit_the_task_is_one_line(hopper_dataset, tmp_path, capsys):
     err = _one_line_error(capsys, train_main(["-env", "Walker2d-v4", "-ed", f"minari:{DATASET}",
-                                              "--logdir", str(tmp_path / "runs")]))
+                                              "--logdir", str(tmp_path / "runs"), "--rollout_workers", "0"]))
     assert "(recorded on Hopper-v4) has 11-dim observations but Walker2d-v4 gives 17" in err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     # Right observation size, wrong kind of action: 11-dim Box observations, 3 discrete actions.

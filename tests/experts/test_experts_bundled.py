@@ -47,7 +47,8 @@ def test_no_bundled_expert_is_one_line_error_naming_the_tasks():
 
 
 def test_task_without_bundled_expert_fails_cleanly(tmp_path, capsys):
-    rc = train_main(["--env_name", "Pendulum-v1", "--logdir", str(tmp_path), "--video_log_freq", "-1"])
+    rc = train_main(["--env_name", "Pendulum-v1", "--logdir", str(tmp_path), "--video_log_freq", "-1",
+                     "--rollout_workers", "0"])
     assert rc == 2
     assert capsys.readouterr().err.startswith("error: no bundled expert for Pendulum-v1")
 
@@ -64,17 +65,14 @@ def test_collect_expert_data_script(tmp_path, capsys):
     assert f"return {np.mean([p['reward'].sum() for p in paths]):.1f}" in printed
 
 
-def test_zero_flag_dagger_run_end_to_end(tmp_path, capsys):
-    """`train.py --algo dagger` with no expert flags (shrunk): bundled expert, expert data collected and cached."""
-    small = ["--algo", "dagger", "--n_iter", "2", "--num_agent_train_steps_per_iter", "20", "--batch_size", "100",
-             "--eval_batch_size", "100", "--ep_len", "100", "--video_log_freq", "-1", "--logdir", str(tmp_path),
-             "--quiet"]
-    assert train_main(small) == 0
-    out = capsys.readouterr().out
+def test_zero_flag_dagger_run_end_to_end(tiny_run, capsys):
+    """`train.py --algo dagger` with no expert flags (the session's tiny run): bundled expert, expert data
+    collected and cached."""
+    out = tiny_run.out
     assert "expert policy: bundled" in out and "expert data: collected 2 trajectories" in out
-    cached = list((tmp_path / "expert_data").glob("*.pkl"))
+    cached = list((tiny_run.logdir / "expert_data").glob("*.pkl"))
     assert len(cached) == 1
-    run_dir = next(tmp_path.glob("q2_*"))
+    run_dir = tiny_run.run_dir
     cfg = json.loads((run_dir / "config.json").read_text())
     assert Path(cfg["expert_policy_file"]) == bundled_expert_path(cfg["env_name"])
     assert Path(cfg["expert_data"]) == cached[0]
@@ -82,8 +80,13 @@ def test_zero_flag_dagger_run_end_to_end(tmp_path, capsys):
     assert len(rows) == 2
     data_return = np.mean([p["reward"].sum() for p in load_expert_data(cached[0])])
     assert rows[0]["Initial_DataCollection_AverageReturn"] == pytest.approx(data_return)
-    assert train_main(small) == 0  # the second run reuses the cached data
+    # a second run reuses the cached data: what it loads before it trains
+    from bcjax.run.config import given_flags
+    from bcjax.run.main import load_inputs, resolve_config
+
+    again, _, paths = load_inputs(resolve_config(given_flags(tiny_run.argv)), env_info(make_env(cfg["env_name"])))
     assert "expert data: reusing" in capsys.readouterr().out
+    assert Path(again.expert_data) == cached[0] and len(paths) == 2
 
 
 def test_dagger_improves_over_bc_with_the_bundled_expert(tmp_path, capsys):

@@ -6,20 +6,13 @@ import math
 
 import jax
 import pytest
-from tiny_runs import cartpole_cfg, cartpole_expert, expert_data, hopper_cfg, hopper_expert, run_logged
 
 from bcjax.acting.envs import make_env
 from bcjax.acting.rollout import sample_n_trajectories
 from bcjax.core.model import host_actor
 from bcjax.run.evaluate import evaluate_run, main
 
-
-@pytest.fixture(scope="module")
-def cartpole_run(tmp_path_factory):
-    """A 2-seed DAgger run without --save_params: only its final policy is saved."""
-    paths = expert_data("CartPole-v1", cartpole_expert, n=1, ep_len=120)
-    cfg = cartpole_cfg(tmp_path_factory.mktemp("runs"), n_iter=2, num_seeds=2)
-    return run_logged(cfg, cartpole_expert, paths)
+# cartpole_run (conftest): a 2-seed DAgger run without --save_params, shared by the session.
 
 
 def test_final_policy_is_saved_without_save_params(cartpole_run):
@@ -72,10 +65,8 @@ def test_evaluate_bad_input_is_one_line(cartpole_run, capsys, argv, message):
 
 
 @pytest.fixture
-def hopper_run(tmp_path):
-    paths = expert_data("Hopper-v4", hopper_expert, n=1, ep_len=30)
-    run_dir, _ = run_logged(hopper_cfg(tmp_path, n_iter=2), hopper_expert, paths)
-    return run_dir
+def hopper_run(tiny_run):
+    return tiny_run.run_dir  # the session's tiny Hopper run (--ep_len 30)
 
 
 @pytest.mark.filterwarnings("ignore:os.fork")  # reading the mp4 back spawns ffmpeg

@@ -324,13 +324,13 @@ def test_bit_flipped_resume_buffer_is_refused_not_blamed_on_the_learning_rate(tm
     assert resume_config(run_dir, {"resume": str(run_dir), "resume_step": 0}).resume_step == 0
 
 
-def test_evaluate_refuses_a_corrupt_policy_checkpoint_in_one_line(tmp_path, capsys):
-    from tiny_runs import cartpole_cfg, cartpole_expert, expert_data, run_logged
+def test_evaluate_refuses_a_corrupt_policy_checkpoint_in_one_line(tmp_path, capsys, tiny_run):
+    import shutil
 
     from bcjax.run.evaluate import main as evaluate_main
 
-    run_dir, _ = run_logged(cartpole_cfg(tmp_path, n_iter=2, save_params=True), cartpole_expert,
-                            expert_data("CartPole-v1", cartpole_expert, n=1, ep_len=60))
+    run_dir = tmp_path / tiny_run.run_dir.name  # a copy of the session's run (--save_params, iterations 0 and 1)
+    shutil.copytree(tiny_run.run_dir, run_dir)
     _flip_a_byte(run_dir / "checkpoints" / "1")
     assert evaluate_main([str(run_dir), "--episodes", "1"]) == 2
     assert "checkpoint step 1" in _one_line_error(capsys)
@@ -405,7 +405,7 @@ def test_errors_after_the_run_directory_exists_leave_no_empty_one(tmp_path, caps
     monkeypatch.setattr(bcjax.run.driver, "iterate", fail)
     expert_file, data_file = hopper_files
     assert _main(["-env", "Hopper-v4", "-epf", str(expert_file), "-ed", str(data_file), "--logdir",
-                  str(tmp_path / "runs"), "--video_log_freq", "-1"]) == 2
+                  str(tmp_path / "runs"), "--video_log_freq", "-1", "--rollout_workers", "0"]) == 2
     assert "simulated failure" in _one_line_error(capsys)
     assert list((tmp_path / "runs").iterdir()) == []
 

@@ -82,10 +82,9 @@ def _curves(ax) -> dict[str, np.ndarray]:
     return out
 
 
-def test_plot_writes_a_png_from_two_tiny_runs(tmp_path, capsys):
-    paths = expert_data("CartPole-v1", cartpole_expert, n=1, ep_len=120)
-    dagger, _ = run_logged(cartpole_cfg(tmp_path / "data", n_iter=3, num_seeds=2, exp_name="dag"),
-                           cartpole_expert, paths)
+def test_plot_writes_a_png_from_two_tiny_runs(tmp_path, capsys, cartpole_run):
+    paths = expert_data("CartPole-v1", cartpole_expert, n=1, ep_len=120)  # what cartpole_run learnt from
+    dagger, _ = cartpole_run  # the session's 2-seed DAgger run
     bc, _ = run_logged(cartpole_cfg(tmp_path / "data", algo="bc", n_iter=1, exp_name="bc"), cartpole_expert, paths)
     out = tmp_path / "fig" / "returns.png"
     assert main([str(dagger), str(bc), "--out", str(out)]) == 0

@@ -77,12 +77,11 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch, num_envs, n
     assert times == sorted(times)
 
 
-def test_resume_refuses_what_it_cannot_continue(tmp_path):
-    paths = expert_data("CartPole-v1", cartpole_expert, n=1, ep_len=120)
-    no_save_dir, _ = run_logged(cartpole_cfg(tmp_path / "a", n_iter=2), cartpole_expert, paths)
+def test_resume_refuses_what_it_cannot_continue(tmp_path, cartpole_run, tiny_run):
+    no_save_dir, _ = cartpole_run  # the session's runs: one without --save_params, one finished with it
     with pytest.raises(BcjaxError, match="without --save_params"):
         resume_config(no_save_dir, {"resume": str(no_save_dir)})
-    done_dir, _ = run_logged(cartpole_cfg(tmp_path / "b", n_iter=2, save_params=True), cartpole_expert, paths)
+    done_dir = tiny_run.run_dir
     with pytest.raises(BcjaxError, match="already finished"):
         resume_config(done_dir, {"resume": str(done_dir)})
     with pytest.raises(BcjaxError, match="drop --batch_size"):

@@ -40,7 +40,7 @@ def test_iterations_after_the_first_compile_nothing():
 
     # Sizes no other test uses, so this run's programs really compile here.
     cfg = Config(algo="dagger", n_iter=4, env_name="CartPole-v1", batch_size=150, num_agent_train_steps_per_iter=30,
-                 train_batch_size=37, size=23, eval_batch_size=150, video_log_freq=-1)
+                 train_batch_size=37, size=23, eval_batch_size=150, video_log_freq=-1, rollout_workers=0)
     start = len(_compiles)
     result = train(cfg, expert, expert_paths())
     assert len(marks) == 2 + 3
@@ -53,7 +53,7 @@ def test_iterations_after_the_first_compile_nothing():
 
 def test_dagger_with_vector_envs():
     cfg = Config(algo="dagger", n_iter=3, env_name="CartPole-v1", batch_size=300, num_agent_train_steps_per_iter=200,
-                 eval_batch_size=400, video_log_freq=-1, num_envs=3, vector_mode="sync", num_seeds=2)
+                 eval_batch_size=400, video_log_freq=-1, num_envs=3, vector_mode="sync", num_seeds=2, rollout_workers=0)
     result = train(cfg, cartpole_expert, expert_paths())
     for k in range(2):
         taken = int(result.rows[-1]["Train_EnvstepsSoFar"][k])  # every env step, dropped episodes' too

@@ -13,7 +13,7 @@ from bcjax.run.config import Config
 from bcjax.run.driver import train
 from tests.tiny_runs import stored
 
-TINY = dict(num_agent_train_steps_per_iter=300, eval_batch_size=200, video_log_freq=-1)
+TINY = dict(num_agent_train_steps_per_iter=300, eval_batch_size=200, video_log_freq=-1, rollout_workers=0)
 
 
 def test_bc_on_hopper_data_lowers_the_loss(any_hopper_files):
@@ -75,7 +75,7 @@ def test_discrete_cartpole_dagger_end_to_end():
     expert_paths = sample_n_trajectories(env, _cartpole_expert, 2, 500)
     assert all(p["reward"].sum() == 500 for p in expert_paths)
     cfg = Config(algo="dagger", n_iter=3, env_name="CartPole-v1", batch_size=500, num_agent_train_steps_per_iter=500,
-                 eval_batch_size=500, video_log_freq=-1, num_seeds=2)
+                 eval_batch_size=500, video_log_freq=-1, num_seeds=2, rollout_workers=0)
     result = train(cfg, _cartpole_expert, expert_paths)
     assert result.buffer.data["action"].dtype == np.int32
     final = result.rows[-1]["Eval_AverageReturn"]
