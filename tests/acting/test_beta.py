@@ -101,6 +101,7 @@ def test_good_beta_flags():
     assert (cfg.beta_schedule, cfg.beta0, cfg.beta_decay) == ("exponential", None, 0.5)
 
 
+@pytest.mark.slow
 def test_beta_mixed_collection_in_workers_equals_in_process(tmp_path):
     """The expert travels to the rollout workers (numpy, picklable): same trajectories as in this process."""
     expert = _expert()

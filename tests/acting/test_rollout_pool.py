@@ -21,6 +21,8 @@ from tests.tiny_runs import expert_data, hopper_cfg, hopper_expert, metrics_with
 
 REPO = Path(__file__).resolve().parents[2]
 
+pytestmark = pytest.mark.slow  # every test here starts worker or train.py processes
+
 
 def _task(env_name: str = "Hopper-v4", seed: int = 3, rng: bool = True) -> RolloutTask:
     r = np.random.default_rng(0)

@@ -75,6 +75,7 @@ def _tensorboard_images(run_dir: Path) -> list[tuple[int, str, object]]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:os.fork")  # reading the mp4 back spawns ffmpeg
 def test_video_logger_writes_mp4s_and_a_tensorboard_gif(gl, tmp_path):
     from tensorboardX import SummaryWriter
@@ -102,6 +103,7 @@ def test_video_logger_writes_mp4s_and_a_tensorboard_gif(gl, tmp_path):
     assert gif.n_frames == math.ceil(math.ceil(23 / 5) / gif_stride(25.0))  # every s-th of the 25-fps frames
 
 
+@pytest.mark.slow
 def test_rendered_episode_frames_follow_the_episode(gl):
     env = make_render_env("Hopper-v4", 64)
     frames: dict[int, list[np.ndarray]] = {0: [], 1: []}
@@ -115,6 +117,7 @@ def test_rendered_episode_frames_follow_the_episode(gl):
         assert not np.array_equal(frames[i][0], frames[i][-1])
 
 
+@pytest.mark.slow
 def test_frames_are_streamed_not_stacked(gl, tmp_path, monkeypatch):
     """Each mp4 encoder gets single (H, W, 3) frames while the episode runs: no episode is held as a stack."""
     import bcjax.acting.video
@@ -132,6 +135,7 @@ def test_frames_are_streamed_not_stacked(gl, tmp_path, monkeypatch):
     assert len(files) == 2 and [shape for _, shape in seen] == [(64, 64, 3)] * (2 * math.ceil(12 / 5))
 
 
+@pytest.mark.slow
 def test_training_writes_videos_every_video_log_freq_without_changing_metrics(gl, tmp_path):
     paths = expert_data("Hopper-v4", hopper_expert, n=1, ep_len=30)
     cfg = hopper_cfg(tmp_path, n_iter=3)

@@ -94,6 +94,7 @@ def test_bad_files(tmp_path):
         load_expert_data(write_pickle(tmp_path / "wrong_data.pkl", {"observation": np.zeros(3)}))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,task", [("Hopper", "Hopper-v4"), ("HalfCheetah", "HalfCheetah-v4"), ("Ant", "Ant-v4")])
 def test_real_expert_reaches_its_data_return(name, task):
     expert = load_expert(cs285_file("experts", f"{name}.pkl"))

@@ -51,6 +51,7 @@ def test_the_log_says_what_is_mapped_and_padded():
     assert "truncated from 30 to the expert's first 20" in describe_input("Foo-v1", 30, 20)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("robot", ["Ant", "HalfCheetah", "Hopper"])
 def test_cs285_experts_reach_their_v4_return_on_v5(robot):
     expert = load_expert(cs285_file("experts", f"{robot}.pkl"))
@@ -62,6 +63,7 @@ def test_cs285_experts_reach_their_v4_return_on_v5(robot):
     assert v5 == pytest.approx(v4, rel=0.1), (v4, v5)
 
 
+@pytest.mark.slow
 def test_bundled_experts_serve_the_v5_tasks():
     assert bundled_expert_path("Hopper-v5") == bundled_expert_path("Hopper-v4")
     assert bundled_expert_path("Ant-v5") == bundled_expert_path("Ant-v4")

@@ -32,6 +32,7 @@ def test_bundled_records_are_complete():
         assert (expert.obs_dim, expert.act_dim) == (info.obs_dim, info.act_dim)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("env_name", sorted(RECORDS))
 def test_bundled_expert_reaches_its_recorded_return(env_name):
     paths = collect_expert_paths(load_expert(bundled_expert_path(env_name)), env_name, n_traj=2, seed=1)
@@ -89,6 +90,7 @@ def test_zero_flag_dagger_run_end_to_end(tiny_run, capsys):
     assert Path(again.expert_data) == cached[0] and len(paths) == 2
 
 
+@pytest.mark.slow
 def test_dagger_improves_over_bc_with_the_bundled_expert(tmp_path, capsys):
     """The headline, with no expert flags (what a fresh clone runs): BC from the bundled expert's data learns
     to hop, and DAgger's later iterations beat that BC policy (iteration 0)."""

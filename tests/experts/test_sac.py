@@ -45,6 +45,7 @@ def test_log_prob_matches_change_of_variables():
     np.testing.assert_allclose(np.asarray(logp), want, rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_few_hundred_updates_reduce_critic_loss():
     """Pendulum transitions from random actions: the critic's TD loss falls over 300 fused updates."""
     env = gym.make("Pendulum-v1")
@@ -90,6 +91,7 @@ def test_export_reproduces_mean_action_exactly(tmp_path):
     assert np.all(want[:, 1] >= 0) and np.all(want[:, 1] <= 1)
 
 
+@pytest.mark.slow
 def test_train_expert_runs_checkpoints_and_resumes(tmp_path, capsys):
     mod = expert_training
     logdir = tmp_path / "run"

@@ -143,6 +143,7 @@ for step in range(10_000):
 """
 
 
+@pytest.mark.slow
 def test_a_run_killed_while_saving_keeps_a_readable_checkpoint(tmp_path):
     """SIGKILL a process that saves 64 MB checkpoints back to back: the latest complete step restores intact."""
     proc = subprocess.Popen([sys.executable, "-c", _SAVER, str(tmp_path / "ckpt")], stdout=subprocess.PIPE,
@@ -175,6 +176,7 @@ save_policy(sys.argv[1], 0, states, meta)
 """
 
 
+@pytest.mark.slow
 def test_a_policy_saved_on_other_devices_restores_here(tmp_path):
     """Trained where the arrays lived on device 1 of 2 (a GPU box, say), evaluated on this machine's device 0."""
     env = {**__import__("os").environ, "PYTHONPATH": str(REPO), "XLA_FLAGS": "--xla_force_host_platform_device_count=2",

@@ -96,6 +96,7 @@ def test_bad_files(files, capsys):
     assert "NaN" in _error(capsys, _args(files) + ["-ed", str(write_pickle(tmp / "nan.pkl", nan))])
 
 
+@pytest.mark.slow
 def test_script_exits_nonzero_without_traceback(files):
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), *_args(files, "--algo", "bc", "-n", "2")],
                           capture_output=True, text=True, timeout=120)
@@ -146,6 +147,7 @@ def test_an_expert_that_does_not_fit_its_data_is_refused(tmp_path, capsys):
     assert main([*args, "--allow_weak_expert"]) == 0
 
 
+@pytest.mark.slow
 def test_help_states_every_default():
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), "--help"], capture_output=True,
                          text=True, check=True).stdout
@@ -232,6 +234,7 @@ def test_entry_points_share_one_default_task():
     assert {Config().env_name, CollectArgs().env_name, ExpertArgs().env_name, SweepArgs(out="x").env_name} == {DEFAULT_ENV}
 
 
+@pytest.mark.slow
 def test_help_and_flag_errors_import_no_jax():
     """Every entry point's --help and a bad flag answer before JAX is imported (it starts slowly, and must not
     pick a device before --no_gpu is seen)."""

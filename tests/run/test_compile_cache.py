@@ -53,6 +53,7 @@ def test_suite_uses_its_own_cache():
     assert not Path(os.environ["BCJAX_CACHE_DIR"]).is_relative_to(Path.home() / ".cache")
 
 
+@pytest.mark.slow
 def test_second_process_loads_what_the_first_compiled(tmp_path):
     cache = tmp_path / "cache"
     first = _run(cache, "on")
@@ -66,6 +67,7 @@ def test_second_process_loads_what_the_first_compiled(tmp_path):
     assert _line(second.stdout, "value") == _line(first.stdout, "value")
 
 
+@pytest.mark.slow
 def test_unwritable_dir_warns_and_runs(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")  # mkdir under a regular file fails, even as root
@@ -77,6 +79,7 @@ def test_unwritable_dir_warns_and_runs(tmp_path):
     assert len(warnings) == 1 and "BCJAX_CACHE_DIR" in warnings[0]
 
 
+@pytest.mark.slow
 def test_off_writes_nothing(tmp_path):
     cache = tmp_path / "cache"
     proc = _run(cache, "off")
@@ -84,6 +87,7 @@ def test_off_writes_nothing(tmp_path):
     assert _files(cache) == set()
 
 
+@pytest.mark.slow
 def test_train_fills_the_cache_unless_told_not_to(tmp_path):
     """scripts/train.py: a whole (tiny) run fills the cache; with --no_compile_cache it writes no entry."""
     flags = ["--env_name", "Hopper-v4", "--expert_data_trajectories", "1", "--num_agent_train_steps_per_iter", "3",

@@ -69,6 +69,7 @@ def hopper_run(tiny_run):
     return tiny_run.run_dir  # the session's tiny Hopper run (--ep_len 30)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:os.fork")  # reading the mp4 back spawns ffmpeg
 def test_evaluate_writes_the_first_episode_as_video(hopper_run, tmp_path, capsys):
     import imageio.v2 as imageio

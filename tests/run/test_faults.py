@@ -219,6 +219,7 @@ _HOLD_LOCK = ("import sys, time; from bcjax.run.lock import RunLock; RunLock(sys
               "print('held', flush=True); time.sleep(60)")
 
 
+@pytest.mark.slow
 def test_one_writer_per_run_directory_and_stale_locks_are_taken_over(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(tmp_path)], env=ENV, stdout=subprocess.PIPE, text=True)
     try:
@@ -272,6 +273,7 @@ def test_torn_config_is_recovered_from_the_checkpoint(tmp_path):
         read_run_config(run_dir)
 
 
+@pytest.mark.slow
 def test_expert_data_cache_writers_never_share_a_temporary_file(tmp_path):
     # Several processes write the same cache file at once, as same-seed runs without -ed do.
     target = tmp_path / "expert_data" / "cache.pkl"
@@ -440,6 +442,7 @@ _WAIT_FOR_SIGNALS = ("import time; from bcjax.run.signals import stop_on_signals
                      "with stop_on_signals():\n    print('ready', flush=True)\n    time.sleep(30)\n")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_second_signal_exits_at_once(sig, code):
     proc = subprocess.Popen([sys.executable, "-c", _WAIT_FOR_SIGNALS], env=ENV, stdout=subprocess.PIPE,
@@ -469,6 +472,7 @@ def test_missing_gl_library_is_one_line_for_every_command(tmp_path, monkeypatch,
     bcjax.acting.gl.check_mujoco_gl_setting()
 
 
+@pytest.mark.slow
 def test_missing_osmesa_real_process(tmp_path):
     import ctypes.util
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,6 +45,7 @@ def _run(tmp_path: Path, devices: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_two_devices_same_metrics_as_one(tmp_path):
     one, two = _run(tmp_path, 1), _run(tmp_path, 2)
     assert one["devices"] == 1 and one["state_devices"] == [1] and one["buffer_devices"] == [1]

@@ -64,6 +64,7 @@ def test_dagger_with_vector_envs():
     assert all(row["Eval_AverageEpLen"][k] > 0 for row in result.rows for k in range(2))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux-only")
 def test_cpu_thread_limit_leaves_every_thread_free_to_run_anywhere():
     code = ("import os; from bcjax.run.perf import limit_cpu_threads; before = os.sched_getaffinity(0); "
