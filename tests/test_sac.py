@@ -58,15 +58,17 @@ def test_few_hundred_updates_reduce_critic_loss():
             rows[k].append(v)
         obs = env.reset()[0] if term or trunc else nxt
     rows = {k: np.asarray(v, np.float32) for k, v in rows.items()}
+    cfg = SACConfig(hidden=(64, 64), batch_size=128, target_entropy=-1.0)
     state = _state(hidden=(64, 64))
     buffer = empty_buffer(4096, 3, 1)
+    rows = {k: v[None] for k, v in rows.items()}  # one seed's ring
     losses = []
     for i in range(6):  # the first call also inserts all rows; later ones insert nothing new
-        chunk = rows if i == 0 else {k: v[:0] for k, v in rows.items()}
-        state, buffer, m, _ = train_chunk(state, buffer, chunk, np.int32(0), np.int32(2000), n_updates=50,
-                                          batch_size=128, gamma=0.99, tau=0.005, target_entropy=-1.0)
+        count = np.array([2000 if i == 0 else 0], np.int32)
+        state, buffer, m, _ = train_chunk(state, buffer, rows, count, n_updates=50, cfg=cfg)
         losses.append(float(m["critic_loss"]))
-    assert int(state.step) == 300
+    assert int(state.step) == 300 and int(buffer.size[0]) == 2000
+    np.testing.assert_array_equal(np.asarray(buffer.data["reward"][0, :2000]), rows["reward"][0])
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.5 * losses[0], losses
 
