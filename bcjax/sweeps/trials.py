@@ -153,13 +153,8 @@ def settings_of(grid: dict[str, list[str]], samples: list[str] = (), num_samples
 
 def seed_chunks(seeds: list[int], per_trial: int) -> list[tuple[int, ...]]:
     """Runs of consecutive seeds (one trial trains seeds s..s+K-1 side by side), at most `per_trial` long."""
-    runs: list[list[int]] = []
-    for s in seeds:
-        if runs and s == runs[-1][-1] + 1 and len(runs[-1]) < per_trial:
-            runs[-1].append(s)
-        else:
-            runs.append([s])
-    return [tuple(r) for r in runs]
+    runs = [[s for _, s in run] for _, run in itertools.groupby(enumerate(seeds), lambda i_s: i_s[1] - i_s[0])]
+    return [tuple(run[i:i + per_trial]) for run in runs for i in range(0, len(run), per_trial)]
 
 
 def auto_seeds_per_trial(n_seeds: int, n_groups: int, slots: int) -> int:
@@ -188,27 +183,24 @@ def build_trials(envs: list[str], algos: list[str], settings: list[dict[str, str
 
     `fixed`: train.py fields for every trial; `n_iter` applies to DAgger trials only (BC runs one iteration).
     """
-    trials, seen = [], {}
+    if owned := [k for k in [*(fixed or {}), *(k for s in settings for k in s)] if k in OWNER]:
+        raise BcjaxError(f"--{owned[0]} is set per trial by the sweep: use {OWNER[owned[0]]}")
+    trials: list[Trial] = []
+    seen: dict[str, int] = {}
     for env, algo, setting in itertools.product(envs, algos, settings):
-        where = f" (setting {setting})" if setting else ""
+        exp = f"{exp_name}_{_tag(setting)}" if setting else exp_name
         try:
             fields = {**_fill(fixed or {}, env), **{k: value_of(Config, k, v) for k, v in _fill(setting, env).items()}}
-        except ValueError as e:
-            raise BcjaxError(f"{e}{where}") from None
-        if owned := [k for k in fields if k in OWNER]:
-            raise BcjaxError(f"--{owned[0]} is set per trial by the sweep: use {OWNER[owned[0]]}")
-        exp = f"{exp_name}_{_tag(setting)}" if setting else exp_name
-        for chunk in seed_chunks(seeds, seeds_per_trial or len(seeds)):
-            base = f"{exp}_{env}_{algo}_s{chunk[0]}" + (f"-{chunk[-1]}" if len(chunk) > 1 else "")
-            n = seen[base] = seen.get(base, 0) + 1  # random search may draw one setting twice
-            try:
+            for chunk in seed_chunks(seeds, seeds_per_trial or len(seeds)):
                 cfg = Config(**{**fields, "env_name": env, "algo": algo, "seed": chunk[0], "num_seeds": len(chunk),
                                 "exp_name": exp, "quiet": True, "n_iter": n_iter if algo == "dagger" else None})
-            except BcjaxError as e:
-                raise BcjaxError(f"{e}{where}") from None
-            if cfg.scalar_log_freq == -1:
-                raise BcjaxError("a sweep reports the logged metrics: drop --scalar_log_freq -1")
-            trials.append(Trial(base if n == 1 else f"{base}_{n}", dict(setting), cfg))
+                base = f"{exp}_{env}_{algo}_s{chunk[0]}" + (f"-{chunk[-1]}" if len(chunk) > 1 else "")
+                n = seen[base] = seen.get(base, 0) + 1  # random search may draw one setting twice
+                trials.append(Trial(base if n == 1 else f"{base}_{n}", dict(setting), cfg))
+        except (ValueError, BcjaxError) as e:
+            raise BcjaxError(f"{e} (setting {setting})" if setting else str(e)) from None
+    if any(t.config.scalar_log_freq == -1 for t in trials):
+        raise BcjaxError("a sweep reports the logged metrics: drop --scalar_log_freq -1")
     return trials
 
 
