@@ -57,12 +57,11 @@ class Actor(nn.Module):
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
-        layers, d = [], obs.shape[-1]
-        for i, n in enumerate(self.hidden):
-            layers.append(DenseParams(n, name=f"hidden_{i}")(d))
-            d = n
-        h = trunk(obs, layers, activation("tanh"), jnp)
-        return actor_heads(h, DenseParams(self.act_dim, name="mean")(d), DenseParams(self.act_dim, name="log_std")(d), jnp)
+        fan_in = [obs.shape[-1], *self.hidden]
+        h = trunk(obs, [DenseParams(n, name=f"hidden_{i}")(fan_in[i]) for i, n in enumerate(self.hidden)],
+                  activation("tanh"), jnp)
+        mean, log_std = (DenseParams(self.act_dim, name=name)(fan_in[-1]) for name in ("mean", "log_std"))
+        return actor_heads(h, mean, log_std, jnp)
 
 
 def actor_heads(h: Any, mean: Layer, log_std: Layer, xp: Any = np) -> tuple[Any, Any]:
@@ -111,18 +110,15 @@ def create_sac_state(key: jax.Array, obs_dim: int, act_low: np.ndarray, act_high
     act_dim = int(np.prod(np.shape(act_low)))
     k_actor, k_critic, key = jax.random.split(key, 3)
     obs0, act0 = jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim))
-    actor = Actor(act_dim, cfg.hidden)
-    critic = DoubleCritic(cfg.hidden)
+    actor, critic, tx = Actor(act_dim, cfg.hidden), DoubleCritic(cfg.hidden), optax.adam(cfg.lr)
     critic_params = critic.init(k_critic, obs0, act0)["params"]
     low, high = np.asarray(act_low, np.float32), np.asarray(act_high, np.float32)
+    log_alpha = {"log_alpha": jnp.asarray(np.log(cfg.init_alpha), jnp.float32)}
     return SACState(
-        actor=TrainState.create(apply_fn=actor.apply, params=actor.init(k_actor, obs0)["params"],
-                                tx=optax.adam(cfg.lr)),
-        critic=TrainState.create(apply_fn=critic.apply, params=critic_params, tx=optax.adam(cfg.lr)),
+        actor=TrainState.create(apply_fn=actor.apply, params=actor.init(k_actor, obs0)["params"], tx=tx),
+        critic=TrainState.create(apply_fn=critic.apply, params=critic_params, tx=tx),
         target_critic_params=jax.tree.map(jnp.copy, critic_params),  # distinct buffers: the state is donated
-        log_alpha=TrainState.create(apply_fn=None,
-                                    params={"log_alpha": jnp.asarray(np.log(cfg.init_alpha), jnp.float32)},
-                                    tx=optax.adam(cfg.lr)),
+        log_alpha=TrainState.create(apply_fn=None, params=log_alpha, tx=tx),
         act_scale=jnp.asarray((high - low) / 2), act_bias=jnp.asarray((high + low) / 2),
         key=key, step=jnp.zeros((), jnp.int32),
     )
@@ -150,8 +146,7 @@ def sac_update(state: SACState, batch: dict[str, jax.Array], cfg: SACConfig) -> 
                                       state.act_scale, state.act_bias)
     q_next = state.critic.apply_fn({"params": state.target_critic_params}, next_obs, next_a).min(0)
     # Time-limit truncation is not a terminal state: `done` holds only `terminated`.
-    target = batch["reward"] + cfg.gamma * (1.0 - batch["done"]) * (q_next - alpha * next_logp)
-    target = jax.lax.stop_gradient(target)
+    target = jax.lax.stop_gradient(batch["reward"] + cfg.gamma * (1.0 - batch["done"]) * (q_next - alpha * next_logp))
 
     def critic_loss(p: Any) -> tuple[jax.Array, jax.Array]:
         q = state.critic.apply_fn({"params": p}, obs, act)
@@ -175,9 +170,8 @@ def sac_update(state: SACState, batch: dict[str, jax.Array], cfg: SACConfig) -> 
     target_params = optax.incremental_update(critic.params, state.target_critic_params, cfg.tau)
     new = state.replace(actor=actor, critic=critic, target_critic_params=target_params,
                         log_alpha=log_alpha, key=key, step=state.step + 1)
-    metrics = {"critic_loss": c_loss, "actor_loss": a_loss, "alpha": alpha, "alpha_loss": t_loss,
-               "q_mean": q_mean, "entropy": -jnp.mean(logp)}
-    return new, metrics
+    return new, {"critic_loss": c_loss, "actor_loss": a_loss, "alpha": alpha, "alpha_loss": t_loss,
+                 "q_mean": q_mean, "entropy": -jnp.mean(logp)}
 
 
 def empty_buffer(capacity: int, obs_dim: int, act_dim: int) -> Buffer:

@@ -126,9 +126,10 @@ class _Run:
             self.learning_starts = self.step + self.ns.start_steps
         print(f"resumed {self.logdir} at env step {self.step} (buffer {'restored' if has_buffer else 'refilled'})")
 
-    def collect(self, n: int) -> None:
-        """`n` env steps with the host actor (uniform actions before --start_steps) into the chunk's rows."""
-        from bcjax.experts.sac import host_act
+    def advance(self, n: int) -> None:
+        """`n` env steps with the host actor (uniform actions before --start_steps); their rows into the ring,
+        and (once learning started) `n` SAC updates, in one queued call."""
+        from bcjax.experts.sac import host_act, host_actor_params, insert_rows, train_chunk
 
         for j in range(n):
             if self.step + j < self.ns.start_steps:  # uniform exploration only at the very start of training
@@ -145,11 +146,7 @@ class _Run:
                 self.episodes += 1
                 self.ep_ret = 0.0
                 self.obs, _ = self.env.reset()
-
-    def update(self, n: int) -> None:
-        """The chunk's `n` rows into the ring, and (once learning started) `n` SAC updates in one queued call."""
-        from bcjax.experts.sac import host_actor_params, insert_rows, train_chunk
-
+        self.step += n
         rows, count = {f: v[None] for f, v in self.rows.items()}, np.array([n], np.int32)
         if self.step < self.learning_starts:
             self.buffer = insert_rows(self.buffer, rows, count)
@@ -206,9 +203,7 @@ def train(ns: ExpertArgs) -> None:
     run, out_of_time = _Run(ns), False
     while run.step < ns.total_steps and not out_of_time:
         n = min(ns.chunk, ns.total_steps - run.step)
-        run.collect(n)
-        run.step += n
-        run.update(n)
+        run.advance(n)
         out_of_time = ns.time_limit is not None and time.time() - run.t0 > ns.time_limit
         last = out_of_time or run.step >= ns.total_steps
         if last or _crossed(run.step, n, ns.eval_every):
