@@ -14,7 +14,6 @@ of the train state and replay buffer is written for `--resume`.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -184,8 +183,7 @@ class _Run:
 
         ns = self.ns
         meta = {"step": self.step, "episodes": self.episodes, "resumes": self.resumes, "best_eval": float(self.best),
-                "wall_time": self.wall_before + time.time() - self.t0, "has_buffer": not ns.no_buffer_in_checkpoint,
-                "env_name": ns.env_name, "sac_config": dataclasses.asdict(self.cfg)}
+                "wall_time": self.wall_before + time.time() - self.t0, "has_buffer": not ns.no_buffer_in_checkpoint}
         tree = {"sac": self.state} if ns.no_buffer_in_checkpoint else {"sac": self.state, "buffer": self.buffer}
         save_checkpoint(self.ckpt_dir, self.step, tree, meta, max_to_keep=2)
 

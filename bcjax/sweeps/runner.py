@@ -19,6 +19,7 @@ from bcjax.run.logger import read_metrics
 from bcjax.sweeps.trials import SweepArgs, Trial
 
 EXTRA = "pip install -e '.[sweep]'"
+REPO = Path(__file__).resolve().parents[2]  # the clone holding this bcjax
 
 
 @dataclass
@@ -51,8 +52,7 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
         ray.init(address=address, log_to_driver=True)
         return
     # The workers import the same bcjax as this process (also when it runs from a clone without installing).
-    root = str(Path(__file__).resolve().parents[2])
-    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=True,
              runtime_env={"env_vars": {"PYTHONPATH": path}})
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from bcjax.run.config import config_argv, config_dict
-from bcjax.sweeps.runner import Outcome
+from bcjax.sweeps.runner import REPO, Outcome
 
 
 def summarize_groups(outcomes: list[Outcome], metric: str = "Eval_AverageReturn") -> list[dict]:
@@ -80,8 +80,7 @@ def make_plots(outcomes: list[Outcome], summary: list[dict], out: Path, metric: 
     paths = [plot_learning_curves(runs, plots / "learning_curves.png", metric)]
     swept = list(dict.fromkeys(k for o in outcomes for k in o.trial.setting))
     for name in swept:
-        numeric = [r for r in runs if isinstance(r.config.get(name), (int, float)) and not isinstance(r.config[name], bool)]
-        if len(numeric) == len(runs):
+        if all(isinstance(r.config.get(name), (int, float)) and not isinstance(r.config[name], bool) for r in runs):
             others = [s for s in swept if s != name]
             paths.append(plot_hparam(runs, name, plots / f"{name}.png", metric, split_by=others or None))
     if metric.endswith("AverageReturn"):
@@ -127,9 +126,6 @@ def plot_performance_profile(summary: list[dict], path: Path, metric: str) -> Pa
     return path
 
 
-REPO = Path(__file__).resolve().parents[2]
-
-
 def repo_relative(token: str) -> str:
     """A path in a command or a summary, relative to the repository (as a user types it from a clone):
     what a run leaves behind names no directory of the machine that made it."""
@@ -145,10 +141,9 @@ def write_summary(outcomes: list[Outcome], out: Path, metric: str = "Eval_Averag
     rows = [{**g, "setting": _setting_text(g["setting"])} for g in summary]
     pd.DataFrame(rows, columns=CSV_COLUMNS, dtype=object).to_csv(out / "summary.csv", index=False)
     trials = [{"key": o.trial.key, "env_name": o.trial.config.env_name, "algo": o.trial.config.algo,
-               "setting": o.trial.setting,
-               "seeds": list(o.trial.seeds), "status": o.status, "error": o.error,
-               "run_dir": o.run_dir and repo_relative(o.run_dir),
-               "wall_s": o.wall_s, "train_flags": [repo_relative(t) for t in config_argv(o.trial.config)]} for o in outcomes]
+               "setting": o.trial.setting, "seeds": list(o.trial.seeds), "status": o.status, "error": o.error,
+               "run_dir": o.run_dir and repo_relative(o.run_dir), "wall_s": o.wall_s,
+               "train_flags": [repo_relative(t) for t in config_argv(o.trial.config)]} for o in outcomes]
     (out / "summary.json").write_text(json.dumps({"metric": metric, "groups": summary, "trials": trials}, indent=1) + "\n")
     make_plots(outcomes, summary, out, metric)
     return summary

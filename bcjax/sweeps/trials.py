@@ -144,8 +144,7 @@ def settings_of(grid: dict[str, list[str]], samples: list[str] = (), num_samples
     if not samples:
         return points
     samplers = [_sampler(s) for s in samples]
-    clash = set(grid) & {n for n, _ in samplers}
-    if clash:
+    if clash := set(grid) & {n for n, _ in samplers}:
         raise BcjaxError(f"--{clash.pop()} is both in --grid and --sample: sweep it one way")
     rng = np.random.default_rng(search_seed)
     return [{**p, **{n: draw(rng) for n, draw in samplers}} for p in points for _ in range(num_samples)]
