@@ -33,7 +33,7 @@ class Outcome:
     wall_s: float | None = None
 
 
-def require_ray():
+def require_ray() -> tuple[Any, Any]:
     try:
         import ray
         from ray import tune
@@ -115,7 +115,7 @@ def _tune_config(trials: list[Trial], opts: SweepArgs) -> Any:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    def name(t) -> str:
+    def name(t: Any) -> str:
         return t.config["trial"]["key"]
 
     asha = opts.scheduler == "asha"

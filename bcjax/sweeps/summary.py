@@ -69,24 +69,21 @@ def render_summary(summary: list[dict], outcomes: list[Outcome], metric: str) ->
     return "\n".join(lines) + "\n"
 
 
-def make_plots(outcomes: list[Outcome], summary: list[dict], out: Path, metric: str) -> list[Path]:
+def make_plots(outcomes: list[Outcome], summary: list[dict], out: Path, metric: str) -> None:
     """Learning curves, the final metric vs each swept numeric setting, and a performance profile across tasks."""
     from bcjax.run.plots import Run, plot_hparam, plot_learning_curves
 
     runs = [Run(Path(o.run_dir or o.trial.key), config_dict(o.trial.config), o.rows) for o in outcomes if o.rows]
     if not runs:
-        return []
+        return
     plots = out / "plots"
-    paths = [plot_learning_curves(runs, plots / "learning_curves.png", metric)]
+    plot_learning_curves(runs, plots / "learning_curves.png", metric)
     swept = list(dict.fromkeys(k for o in outcomes for k in o.trial.setting))
     for name in swept:
         if all(isinstance(r.config.get(name), (int, float)) and not isinstance(r.config[name], bool) for r in runs):
-            others = [s for s in swept if s != name]
-            paths.append(plot_hparam(runs, name, plots / f"{name}.png", metric, split_by=others or None))
+            plot_hparam(runs, name, plots / f"{name}.png", metric, split_by=[s for s in swept if s != name] or None)
     if metric.endswith("AverageReturn"):
-        profile = plot_performance_profile(summary, plots / "performance_profile.png", metric)
-        paths += [profile] if profile else []
-    return paths
+        plot_performance_profile(summary, plots / "performance_profile.png", metric)
 
 
 def plot_performance_profile(summary: list[dict], path: Path, metric: str) -> Path | None:
