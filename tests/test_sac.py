@@ -118,5 +118,7 @@ def test_train_expert_bad_input_is_one_line(tmp_path, capsys):
     assert err.startswith("error: --resume: no checkpoint") and "\n" not in err
     assert mod.main(["--env_name", "CartPole-v1", "--logdir", str(tmp_path / "y"), "--no_gpu"]) == 2
     assert "needs Box" in capsys.readouterr().err
+    assert mod.main(["--env_name", "Pendulum-v1", "--seed", "-1", "--no_gpu"]) == 2
+    assert "--seed must be between 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         mod.main(["--chunk"])

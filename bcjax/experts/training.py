@@ -28,7 +28,7 @@ from bcjax.acting.envs import ignore_outdated_task_warnings, make_env
 from bcjax.acting.rollout import episode_stats, sample_n_trajectories
 from bcjax.data.files import append_line
 from bcjax.errors import BcjaxError, run_script
-from bcjax.run.config import DEFAULT_ENV
+from bcjax.run.config import DEFAULT_ENV, check_seed
 from bcjax.run.flags import flag, parse, select_device
 from bcjax.run.logger import RunLogger
 
@@ -69,6 +69,7 @@ class ExpertArgs:
             raise BcjaxError(f"--start_steps ({self.start_steps}) must be at least --batch_size ({self.batch_size})")
         if not 0 < self.tau <= 1 or not 0 <= self.gamma < 1:
             raise BcjaxError("--tau must be in (0, 1] and --gamma in [0, 1)")
+        check_seed(self.seed)
 
 
 class _Run:
