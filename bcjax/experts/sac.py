@@ -12,7 +12,6 @@ so the trained deterministic policy is exactly a CS285 tanh network (see
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -26,7 +25,6 @@ from flax import struct
 from flax.training.train_state import TrainState
 
 from bcjax.core import buffer
-from bcjax.core.buffer import Buffer
 from bcjax.core.mlp import ACTIVATIONS, Layer, dense, hidden_layers, linear, trunk
 from bcjax.core.model import DenseParams, activation
 from bcjax.data.expert import mlp_to_cs285
@@ -53,7 +51,7 @@ class Actor(nn.Module):
     Layer names fix the export order."""
 
     act_dim: int
-    hidden: Sequence[int]
+    hidden: tuple[int, ...]
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -71,7 +69,7 @@ def actor_heads(h: Any, mean: Layer, log_std: Layer, xp: Any = np) -> tuple[Any,
 
 
 class QNet(nn.Module):
-    hidden: Sequence[int]
+    hidden: tuple[int, ...]
 
     @nn.compact
     def __call__(self, obs: jax.Array, act: jax.Array) -> jax.Array:
@@ -84,7 +82,7 @@ class QNet(nn.Module):
 class DoubleCritic(nn.Module):
     """Two independent Q networks evaluated together: output (2, B)."""
 
-    hidden: Sequence[int]
+    hidden: tuple[int, ...]
 
     @nn.compact
     def __call__(self, obs: jax.Array, act: jax.Array) -> jax.Array:
@@ -174,15 +172,15 @@ def sac_update(state: SACState, batch: dict[str, jax.Array], cfg: SACConfig) -> 
                  "q_mean": q_mean, "entropy": -jnp.mean(logp)}
 
 
-def empty_buffer(capacity: int, obs_dim: int, act_dim: int) -> Buffer:
+def empty_buffer(capacity: int, obs_dim: int, act_dim: int) -> buffer.Buffer:
     """The on-device replay ring of transitions (fixed capacity, FIFO overwrite)."""
     shapes = ((obs_dim,), (act_dim,), (), (obs_dim,), ())
     return buffer.empty(1, capacity, {f: (shape, jnp.float32) for f, shape in zip(FIELDS, shapes)})
 
 
 @partial(jax.jit, static_argnames=("n_updates", "cfg"), donate_argnames=("state", "replay"))
-def train_chunk(state: SACState, replay: Buffer, rows: dict[str, jax.Array], count: jax.Array, n_updates: int,
-                cfg: SACConfig) -> tuple[SACState, Buffer, dict[str, jax.Array], Any]:
+def train_chunk(state: SACState, replay: buffer.Buffer, rows: dict[str, jax.Array], count: jax.Array, n_updates: int,
+                cfg: SACConfig) -> tuple[SACState, buffer.Buffer, dict[str, jax.Array], Any]:
     """Append the first `count` of `rows` (field -> (1, chunk, ...)) to the ring, then run `n_updates` SAC
     steps on uniform minibatches of its stored rows. One dispatch per chunk of env steps.
     Returns the new state, the new ring, the mean metrics and a copy of the actor params."""

@@ -7,7 +7,6 @@ import dataclasses
 import itertools
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,7 +17,7 @@ from bcjax.run.config import DEFAULT_ENV, Config
 from bcjax.run.flags import REQUIRED, flag, given, value_of
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class SweepArgs:
     """Run a grid (or random search) of bcjax runs as Ray Tune trials: tasks x algorithms x settings x seeds.
     Every other flag goes to train.py for every trial."""
@@ -63,7 +62,7 @@ class SweepArgs:
 OWNER = {name: f"--{f.name}" for f in dataclasses.fields(SweepArgs) for name in f.metadata.get("sets", ())}
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Trial:
     key: str  # unique and readable: the Tune trial's name and its run root <out>/runs/<key>
     setting: dict[str, str]  # the swept flags' values as given (they name the trial and its group)
