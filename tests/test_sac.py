@@ -23,7 +23,7 @@ from bcjax.experts.sac import (
     sample_action,
     train_chunk,
 )
-from bcjax.run.checkpoint import checkpoint_steps
+from bcjax.run.checkpoint import checkpoint_steps, save_checkpoint
 
 
 def _state(obs_dim=3, low=(-2.0,), high=(2.0,), hidden=(32, 32), seed=0, **kw):
@@ -109,6 +109,15 @@ def test_train_expert_runs_checkpoints_and_resumes(tmp_path, capsys):
     assert "critic_loss" in rows[-1]
     assert checkpoint_steps(logdir / "checkpoints")[-1] == 600
     assert load_expert(logdir / "expert.pkl").act_dim == 1
+    # A checkpoint whose tree is not this run's (the replay ring as a plain dict, as bcjax saved it before):
+    # one line, no orbax traceback.
+    old = tmp_path / "old"
+    state = _state(obs_dim=3, hidden=(16, 16))
+    save_checkpoint(old / "checkpoints", 200, {"sac": state, "buffer": {"reward": np.zeros(5000, np.float32)}},
+                    {"has_buffer": True})
+    old_args = [a if a != str(logdir) else str(old) for a in args]
+    assert mod.main(old_args + ["--total_steps", "800", "--resume"]) == 2
+    assert capsys.readouterr().err.startswith("error: cannot resume from")
 
 
 def test_train_expert_bad_input_is_one_line(tmp_path, capsys):

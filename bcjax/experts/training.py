@@ -118,7 +118,11 @@ class _Run:
 
         has_buffer = restore_meta(self.ckpt_dir)[1]["has_buffer"]
         template = {"sac": self.state, "buffer": self.buffer} if has_buffer else {"sac": self.state}
-        restored, meta = restore_checkpoint(self.ckpt_dir, template)
+        try:
+            restored, meta = restore_checkpoint(self.ckpt_dir, template)
+        except ValueError:  # orbax: the saved tree is not this run's
+            raise BcjaxError(f"cannot resume from {self.ckpt_dir}: its saved state does not fit this run (another "
+                             "--hidden, or a checkpoint from before the replay ring was bcjax.core.buffer's)") from None
         self.state, self.buffer = restored["sac"], restored.get("buffer", self.buffer)
         self.step, self.episodes, self.resumes = meta["step"], meta["episodes"], meta["resumes"] + 1
         self.best, self.wall_before = meta["best_eval"], meta["wall_time"]
