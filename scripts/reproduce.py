@@ -41,7 +41,7 @@ from bcjax.errors import BcjaxError  # noqa: E402
 from bcjax.run.config import config_argv  # noqa: E402
 from bcjax.run.flags import flag, parse  # noqa: E402
 from bcjax.sweeps.runner import Outcome, run_sweep  # noqa: E402
-from bcjax.sweeps.summary import repo_relative, summarize_groups, write_summary  # noqa: E402
+from bcjax.sweeps.summary import repo_relative, write_summary  # noqa: E402
 from bcjax.sweeps.trials import SweepArgs, Trial, build_trials  # noqa: E402
 
 TASKS = {"Ant-v4": "Ant", "HalfCheetah-v4": "HalfCheetah", "Hopper-v4": "Hopper"}
@@ -181,8 +181,7 @@ def main() -> None:
             sys.exit("error: " + "; ".join(f"{o.trial.key} {o.status}: {o.error or ''}" for o in failed))
         if args.only:
             return
-        summary = summarize_groups(outcomes)
-        write_summary(outcomes, runs_dir.resolve(), summary=summary)
+        summary = write_summary(outcomes, runs_dir.resolve())
     except BcjaxError as e:
         sys.exit(f"error: {e}")
     by_group = {(g["env_name"], g["algo"], g["exp_name"]): g for g in summary}

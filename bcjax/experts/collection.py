@@ -48,11 +48,10 @@ def collect(ns: CollectArgs) -> int:
     check_mujoco_gl_setting()
     import numpy as np
 
-    from bcjax.acting.envs import env_info, make_env
     from bcjax.data.bundled import bundled_expert_path
     from bcjax.data.expert import load_expert
     from bcjax.data.expert_data import collect_expert_episodes, save_expert_data
-    from bcjax.run.driver import check_expert
+    from bcjax.run.driver import check_expert, task_info
 
     if ns.minari:  # a bad or taken id fails before the rollouts
         from bcjax.data.minari import check_new_dataset_id, save_minari
@@ -60,14 +59,11 @@ def collect(ns: CollectArgs) -> int:
         check_new_dataset_id(ns.minari)
     epf = ns.expert_policy_file or bundled_expert_path(ns.env_name)
     expert = load_expert(epf).for_task(ns.env_name)
-    env = make_env(ns.env_name)
-    info = env_info(env)
-    env.close()
+    info = task_info(ns.env_name)
     check_expert(expert, info, np.zeros((1, info.obs_dim), np.float32))
     paths, terminated = collect_expert_episodes(expert, ns.env_name, ns.n_traj, ns.seed, ns.ep_len)
     returns = np.array([p["reward"].sum() for p in paths])
-    lengths = [len(p["reward"]) for p in paths]
-    print(f"{ns.env_name}: {len(paths)} trajectories, {sum(lengths)} steps, "
+    print(f"{ns.env_name}: {len(paths)} trajectories, {sum(len(p['reward']) for p in paths)} steps, "
           f"return {returns.mean():.1f} ± {returns.std():.1f} (min {returns.min():.1f}, max {returns.max():.1f})")
     if ns.minari:
         where = save_minari(paths, terminated, ns.minari, ns.env_name, epf, ns.seed)

@@ -2,8 +2,8 @@
 
 Everything here is pure: the networks, `sac_update` (critic, actor, temperature
 and target step over one minibatch) and `train_chunk` (insert a chunk of fresh
-transitions into the on-device replay ring, then run that many updates in one
-`lax.scan`). The state is an immutable `SACState`.
+transitions into the on-device replay ring, bcjax.core.buffer's with one seed, then
+run that many updates in one `lax.scan`). The state is an immutable `SACState`.
 
 The actor's hidden layers use tanh and its action is `tanh(mean) * scale + bias`,
 so the trained deterministic policy is exactly a CS285 tanh network (see
@@ -12,7 +12,6 @@ so the trained deterministic policy is exactly a CS285 tanh network (see
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -25,12 +24,13 @@ import optax
 from flax import struct
 from flax.training.train_state import TrainState
 
+from bcjax.core import buffer
 from bcjax.core.mlp import ACTIVATIONS, Layer, dense, hidden_layers, linear, trunk
 from bcjax.core.model import DenseParams, activation
 from bcjax.data.expert import mlp_to_cs285
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
-BUFFER_FIELDS = ("observation", "action", "reward", "next_observation", "done")
+FIELDS = ("observation", "action", "reward", "next_observation", "done")  # a replay row
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,7 @@ class SACConfig:
     """Hyperparameters (the SAC paper's MuJoCo settings)."""
 
     hidden: tuple[int, ...] = (256, 256)
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    alpha_lr: float = 3e-4
+    lr: float = 3e-4  # of actor, critics and temperature
     gamma: float = 0.99
     tau: float = 0.005
     batch_size: int = 256
@@ -53,16 +51,15 @@ class Actor(nn.Module):
     Layer names fix the export order."""
 
     act_dim: int
-    hidden: Sequence[int]
+    hidden: tuple[int, ...]
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
-        layers, d = [], obs.shape[-1]
-        for i, n in enumerate(self.hidden):
-            layers.append(DenseParams(n, name=f"hidden_{i}")(d))
-            d = n
-        h = trunk(obs, layers, activation("tanh"), jnp)
-        return actor_heads(h, DenseParams(self.act_dim, name="mean")(d), DenseParams(self.act_dim, name="log_std")(d), jnp)
+        fan_in = [obs.shape[-1], *self.hidden]
+        h = trunk(obs, [DenseParams(n, name=f"hidden_{i}")(fan_in[i]) for i, n in enumerate(self.hidden)],
+                  activation("tanh"), jnp)
+        mean, log_std = (DenseParams(self.act_dim, name=name)(fan_in[-1]) for name in ("mean", "log_std"))
+        return actor_heads(h, mean, log_std, jnp)
 
 
 def actor_heads(h: Any, mean: Layer, log_std: Layer, xp: Any = np) -> tuple[Any, Any]:
@@ -72,7 +69,7 @@ def actor_heads(h: Any, mean: Layer, log_std: Layer, xp: Any = np) -> tuple[Any,
 
 
 class QNet(nn.Module):
-    hidden: Sequence[int]
+    hidden: tuple[int, ...]
 
     @nn.compact
     def __call__(self, obs: jax.Array, act: jax.Array) -> jax.Array:
@@ -85,7 +82,7 @@ class QNet(nn.Module):
 class DoubleCritic(nn.Module):
     """Two independent Q networks evaluated together: output (2, B)."""
 
-    hidden: Sequence[int]
+    hidden: tuple[int, ...]
 
     @nn.compact
     def __call__(self, obs: jax.Array, act: jax.Array) -> jax.Array:
@@ -111,18 +108,15 @@ def create_sac_state(key: jax.Array, obs_dim: int, act_low: np.ndarray, act_high
     act_dim = int(np.prod(np.shape(act_low)))
     k_actor, k_critic, key = jax.random.split(key, 3)
     obs0, act0 = jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim))
-    actor = Actor(act_dim, cfg.hidden)
-    critic = DoubleCritic(cfg.hidden)
+    actor, critic, tx = Actor(act_dim, cfg.hidden), DoubleCritic(cfg.hidden), optax.adam(cfg.lr)
     critic_params = critic.init(k_critic, obs0, act0)["params"]
     low, high = np.asarray(act_low, np.float32), np.asarray(act_high, np.float32)
+    log_alpha = {"log_alpha": jnp.asarray(np.log(cfg.init_alpha), jnp.float32)}
     return SACState(
-        actor=TrainState.create(apply_fn=actor.apply, params=actor.init(k_actor, obs0)["params"],
-                                tx=optax.adam(cfg.actor_lr)),
-        critic=TrainState.create(apply_fn=critic.apply, params=critic_params, tx=optax.adam(cfg.critic_lr)),
+        actor=TrainState.create(apply_fn=actor.apply, params=actor.init(k_actor, obs0)["params"], tx=tx),
+        critic=TrainState.create(apply_fn=critic.apply, params=critic_params, tx=tx),
         target_critic_params=jax.tree.map(jnp.copy, critic_params),  # distinct buffers: the state is donated
-        log_alpha=TrainState.create(apply_fn=None,
-                                    params={"log_alpha": jnp.asarray(np.log(cfg.init_alpha), jnp.float32)},
-                                    tx=optax.adam(cfg.alpha_lr)),
+        log_alpha=TrainState.create(apply_fn=None, params=log_alpha, tx=tx),
         act_scale=jnp.asarray((high - low) / 2), act_bias=jnp.asarray((high + low) / 2),
         key=key, step=jnp.zeros((), jnp.int32),
     )
@@ -139,19 +133,18 @@ def sample_action(actor: TrainState, params: Any, obs: jax.Array, key: jax.Array
     return jnp.tanh(u) * scale + bias, logp
 
 
-def sac_update(state: SACState, batch: dict[str, jax.Array], gamma: float, tau: float,
-               target_entropy: float) -> tuple[SACState, dict[str, jax.Array]]:
+def sac_update(state: SACState, batch: dict[str, jax.Array], cfg: SACConfig) -> tuple[SACState, dict[str, jax.Array]]:
     """One SAC step on a minibatch: twin critics, actor, temperature, Polyak target."""
     key, k_next, k_pi = jax.random.split(state.key, 3)
     alpha = jnp.exp(state.log_alpha.params["log_alpha"])
     obs, act, next_obs = batch["observation"], batch["action"], batch["next_observation"]
+    target_entropy = -act.shape[-1] if cfg.target_entropy is None else cfg.target_entropy
 
     next_a, next_logp = sample_action(state.actor, state.actor.params, next_obs, k_next,
                                       state.act_scale, state.act_bias)
     q_next = state.critic.apply_fn({"params": state.target_critic_params}, next_obs, next_a).min(0)
     # Time-limit truncation is not a terminal state: `done` holds only `terminated`.
-    target = batch["reward"] + gamma * (1.0 - batch["done"]) * (q_next - alpha * next_logp)
-    target = jax.lax.stop_gradient(target)
+    target = jax.lax.stop_gradient(batch["reward"] + cfg.gamma * (1.0 - batch["done"]) * (q_next - alpha * next_logp))
 
     def critic_loss(p: Any) -> tuple[jax.Array, jax.Array]:
         q = state.critic.apply_fn({"params": p}, obs, act)
@@ -172,55 +165,39 @@ def sac_update(state: SACState, batch: dict[str, jax.Array], gamma: float, tau: 
     t_loss, t_grad = jax.value_and_grad(lambda p: -jnp.mean(p["log_alpha"] * entropy_gap))(state.log_alpha.params)
     log_alpha = state.log_alpha.apply_gradients(grads=t_grad)
 
-    target_params = optax.incremental_update(critic.params, state.target_critic_params, tau)
+    target_params = optax.incremental_update(critic.params, state.target_critic_params, cfg.tau)
     new = state.replace(actor=actor, critic=critic, target_critic_params=target_params,
                         log_alpha=log_alpha, key=key, step=state.step + 1)
-    metrics = {"critic_loss": c_loss, "actor_loss": a_loss, "alpha": alpha, "alpha_loss": t_loss,
-               "q_mean": q_mean, "entropy": -jnp.mean(logp)}
-    return new, metrics
+    return new, {"critic_loss": c_loss, "actor_loss": a_loss, "alpha": alpha, "alpha_loss": t_loss,
+                 "q_mean": q_mean, "entropy": -jnp.mean(logp)}
 
 
-def empty_buffer(capacity: int, obs_dim: int, act_dim: int) -> dict[str, jax.Array]:
-    """The on-device replay ring (fixed capacity, FIFO overwrite)."""
-    return {
-        "observation": jnp.zeros((capacity, obs_dim), jnp.float32),
-        "action": jnp.zeros((capacity, act_dim), jnp.float32),
-        "reward": jnp.zeros((capacity,), jnp.float32),
-        "next_observation": jnp.zeros((capacity, obs_dim), jnp.float32),
-        "done": jnp.zeros((capacity,), jnp.float32),
-    }
+def empty_buffer(capacity: int, obs_dim: int, act_dim: int) -> buffer.Buffer:
+    """The on-device replay ring of transitions (fixed capacity, FIFO overwrite)."""
+    shapes = ((obs_dim,), (act_dim,), (), (obs_dim,), ())
+    return buffer.empty(1, capacity, {f: (shape, jnp.float32) for f, shape in zip(FIELDS, shapes)})
 
 
-@partial(jax.jit, static_argnames=("n_updates", "batch_size", "gamma", "tau", "target_entropy"),
-         donate_argnames=("state", "buffer"))
-def train_chunk(state: SACState, buffer: dict[str, jax.Array], rows: dict[str, jax.Array], pos: jax.Array,
-                size: jax.Array, n_updates: int, batch_size: int, gamma: float, tau: float,
-                target_entropy: float) -> tuple[SACState, dict[str, jax.Array], dict[str, jax.Array], Any]:
-    """Write `rows` into the ring at `pos`, then run `n_updates` SAC steps on uniform minibatches
-    of the first `size` rows (size counts the new rows). One dispatch per chunk of env steps.
-    Returns the new state, the new buffer, the mean metrics and a copy of the actor params."""
-    buffer = _insert(buffer, rows, pos)
+@partial(jax.jit, static_argnames=("n_updates", "cfg"), donate_argnames=("state", "replay"))
+def train_chunk(state: SACState, replay: buffer.Buffer, rows: dict[str, jax.Array], count: jax.Array, n_updates: int,
+                cfg: SACConfig) -> tuple[SACState, buffer.Buffer, dict[str, jax.Array], Any]:
+    """Append the first `count` of `rows` (field -> (1, chunk, ...)) to the ring, then run `n_updates` SAC
+    steps on uniform minibatches of its stored rows. One dispatch per chunk of env steps.
+    Returns the new state, the new ring, the mean metrics and a copy of the actor params."""
+    replay = buffer.insert(replay, rows, count)
 
     def body(s: SACState, _: None) -> tuple[SACState, dict[str, jax.Array]]:
         key, k = jax.random.split(s.key)
-        i = jax.random.randint(k, (batch_size,), 0, size)
-        s, m = sac_update(s.replace(key=key), {f: buffer[f][i] for f in BUFFER_FIELDS}, gamma, tau, target_entropy)
-        return s, m
+        i = jax.random.randint(k, (cfg.batch_size,), 0, replay.size[0])
+        return sac_update(s.replace(key=key), {f: v[0, i] for f, v in replay.data.items()}, cfg)
 
     state, metrics = jax.lax.scan(body, state, None, length=n_updates)
     # A separate copy of the actor weights: the caller reads it while the next chunk's
     # call (which donates `state`) is already queued, so acting never waits for the GPU.
-    return state, buffer, jax.tree.map(jnp.mean, metrics), jax.tree.map(jnp.copy, state.actor.params)
+    return state, replay, jax.tree.map(jnp.mean, metrics), jax.tree.map(jnp.copy, state.actor.params)
 
 
-def _insert(buffer: dict[str, jax.Array], rows: dict[str, jax.Array], pos: jax.Array) -> dict[str, jax.Array]:
-    capacity = buffer["reward"].shape[0]
-    idx = (pos + jnp.arange(rows["reward"].shape[0])) % capacity
-    return {k: buffer[k].at[idx].set(rows[k]) for k in BUFFER_FIELDS}
-
-
-insert_rows = jax.jit(_insert, donate_argnames=("buffer",))
-insert_rows.__doc__ = "Write `rows` into the replay ring at `pos` (wrapping); no updates."
+insert_rows = jax.jit(buffer.insert, donate_argnums=(0,))  # train_chunk's insert alone (before learning starts)
 
 
 def host_actor_params(state: SACState, actor_params: Any = None) -> dict[str, Any]:

@@ -14,7 +14,6 @@ of the train state and replay buffer is written for `--resume`.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -25,10 +24,11 @@ from typing import ClassVar
 import gymnasium as gym
 import numpy as np
 
-from bcjax.acting.envs import make_env
-from bcjax.acting.rollout import sample_n_trajectories
+from bcjax.acting.envs import ignore_outdated_task_warnings, make_env
+from bcjax.acting.rollout import episode_stats, sample_n_trajectories
+from bcjax.data.files import append_line
 from bcjax.errors import BcjaxError, run_script
-from bcjax.run.config import DEFAULT_ENV
+from bcjax.run.config import DEFAULT_ENV, check_seed
 from bcjax.run.flags import flag, parse, select_device
 from bcjax.run.logger import RunLogger
 
@@ -69,6 +69,7 @@ class ExpertArgs:
             raise BcjaxError(f"--start_steps ({self.start_steps}) must be at least --batch_size ({self.batch_size})")
         if not 0 < self.tau <= 1 or not 0 <= self.gamma < 1:
             raise BcjaxError("--tau must be in (0, 1] and --gamma in [0, 1)")
+        check_seed(self.seed)
 
 
 class _Run:
@@ -77,7 +78,7 @@ class _Run:
     def __init__(self, ns: ExpertArgs) -> None:
         import jax
 
-        from bcjax.experts.sac import SACConfig, create_sac_state, empty_buffer, host_actor_params
+        from bcjax.experts.sac import FIELDS, SACConfig, create_sac_state, empty_buffer, host_actor_params
         from bcjax.run.checkpoint import checkpoint_steps
 
         self.ns, self.logdir = ns, Path(ns.logdir or f"data/experts/{ns.env_name}_s{ns.seed}")
@@ -91,26 +92,23 @@ class _Run:
         space = self.env.action_space
         if not isinstance(space, gym.spaces.Box):
             raise BcjaxError(f"{ns.env_name} has a {type(space).__name__} action space; SAC here needs Box")
-        obs_dim, act_dim = self.env.observation_space.shape[0], int(np.prod(space.shape))
-        self.cfg = SACConfig(hidden=tuple(ns.hidden), actor_lr=ns.lr, critic_lr=ns.lr, alpha_lr=ns.lr, gamma=ns.gamma,
-                             tau=ns.tau, batch_size=ns.batch_size, target_entropy=-float(act_dim))
+        obs_dim = self.env.observation_space.shape[0]
+        self.cfg = SACConfig(hidden=tuple(ns.hidden), lr=ns.lr, gamma=ns.gamma, tau=ns.tau, batch_size=ns.batch_size)
         self.state = create_sac_state(jax.random.PRNGKey(ns.seed), obs_dim, space.low, space.high, self.cfg)
-        self.buffer = empty_buffer(ns.buffer_size, obs_dim, act_dim)
-        self.step = self.pos = self.size = self.episodes = self.resumes = 0
+        self.buffer = empty_buffer(ns.buffer_size, obs_dim, int(np.prod(space.shape)))
+        self.step = self.episodes = self.resumes = 0
         self.best, self.wall_before, self.learning_starts = -np.inf, 0.0, ns.start_steps
         if ns.resume:
             self.restore()
-        with (self.logdir / "args.jsonl").open("a") as f:
-            f.write(json.dumps({**vars(ns), "resumes": self.resumes, "start_step": self.step}) + "\n")
+        append_line(self.logdir / "args.jsonl", json.dumps({**vars(ns), "resumes": self.resumes, "start_step": self.step}))
         self.logger = RunLogger(self.logdir)
         seed = ns.seed + 7919 * self.resumes
         self.rng = np.random.default_rng(seed)
         space.seed(seed)
         self.obs, _ = self.env.reset(seed=seed)
         self.host, self.pending = host_actor_params(self.state), None  # pending: actor weights of the last queued update
-        self.rows = {k: np.zeros((ns.chunk, *s), np.float32) for k, s in
-                     [("observation", (obs_dim,)), ("action", (act_dim,)), ("reward", ()),
-                      ("next_observation", (obs_dim,)), ("done", ())]}
+        # A chunk's rows on the host, in FIELDS order (the ring's dict is key-sorted once it went through jit).
+        self.rows = {f: np.zeros((ns.chunk, *self.buffer.data[f].shape[2:]), np.float32) for f in FIELDS}
         self.ep_ret, self.recent, self.metrics = 0.0, [], None
         self.t0 = self.t_last = time.time()
         self.step_last = self.step
@@ -118,21 +116,24 @@ class _Run:
     def restore(self) -> None:
         from bcjax.run.checkpoint import restore_checkpoint, restore_meta
 
-        _, meta = restore_meta(self.ckpt_dir)
-        template = {"sac": self.state, "buffer": self.buffer} if meta["has_buffer"] else {"sac": self.state}
-        restored, meta = restore_checkpoint(self.ckpt_dir, template)
+        has_buffer = restore_meta(self.ckpt_dir)[1]["has_buffer"]
+        template = {"sac": self.state, "buffer": self.buffer} if has_buffer else {"sac": self.state}
+        try:
+            restored, meta = restore_checkpoint(self.ckpt_dir, template)
+        except ValueError:  # orbax: the saved tree is not this run's
+            raise BcjaxError(f"cannot resume from {self.ckpt_dir}: its saved state does not fit this run (another "
+                             "--hidden, or a checkpoint from before the replay ring was bcjax.core.buffer's)") from None
         self.state, self.buffer = restored["sac"], restored.get("buffer", self.buffer)
         self.step, self.episodes, self.resumes = meta["step"], meta["episodes"], meta["resumes"] + 1
-        self.pos, self.size = (meta["pos"], meta["size"]) if meta["has_buffer"] else (0, 0)
         self.best, self.wall_before = meta["best_eval"], meta["wall_time"]
-        if not meta["has_buffer"]:
-            # Refill the empty buffer with the trained policy before updating again.
+        if not has_buffer:  # refill the empty buffer with the trained policy before updating again
             self.learning_starts = self.step + self.ns.start_steps
-        print(f"resumed {self.logdir} at env step {self.step} (buffer {'restored' if meta['has_buffer'] else 'refilled'})")
+        print(f"resumed {self.logdir} at env step {self.step} (buffer {'restored' if has_buffer else 'refilled'})")
 
-    def collect(self, n: int) -> dict[str, np.ndarray]:
-        """`n` env steps with the host actor (uniform actions before --start_steps), as rows for the ring."""
-        from bcjax.experts.sac import host_act
+    def advance(self, n: int) -> None:
+        """`n` env steps with the host actor (uniform actions before --start_steps); their rows into the ring,
+        and (once learning started) `n` SAC updates, in one queued call."""
+        from bcjax.experts.sac import host_act, host_actor_params, insert_rows, train_chunk
 
         for j in range(n):
             if self.step + j < self.ns.start_steps:  # uniform exploration only at the very start of training
@@ -140,9 +141,8 @@ class _Run:
             else:
                 act = host_act(self.host, np.asarray(self.obs, np.float32)[None], self.rng)[0]
             next_obs, r, term, trunc, _ = self.env.step(act)
-            rows = self.rows
-            rows["observation"][j], rows["action"][j], rows["reward"][j] = self.obs, act, r
-            rows["next_observation"][j], rows["done"][j] = next_obs, float(term)
+            for rows, value in zip(self.rows.values(), (self.obs, act, r, next_obs, float(term))):
+                rows[j] = value
             self.ep_ret += float(r)
             self.obs = next_obs
             if term or trunc:
@@ -150,23 +150,15 @@ class _Run:
                 self.episodes += 1
                 self.ep_ret = 0.0
                 self.obs, _ = self.env.reset()
-        return {k: v[:n] for k, v in self.rows.items()}
-
-    def update(self, chunk: dict[str, np.ndarray], n: int) -> None:
-        """The chunk into the ring, and (once learning started) `n` SAC updates in one queued call."""
-        from bcjax.experts.sac import host_actor_params, insert_rows, train_chunk
-
-        ns, new_size = self.ns, min(self.size + n, self.ns.buffer_size)
-        if self.step >= self.learning_starts:
-            self.state, self.buffer, self.metrics, actor_copy = train_chunk(
-                self.state, self.buffer, chunk, np.int32(self.pos), np.int32(new_size), n_updates=n,
-                batch_size=ns.batch_size, gamma=ns.gamma, tau=ns.tau, target_entropy=self.cfg.target_entropy)
-            if self.pending is not None:
-                self.host = host_actor_params(self.state, self.pending)  # already computed: the GPU is one chunk ahead
-            self.pending = actor_copy
-        else:
-            self.buffer = insert_rows(self.buffer, chunk, np.int32(self.pos))
-        self.pos, self.size = (self.pos + n) % ns.buffer_size, new_size
+        self.step += n
+        rows, count = {f: v[None] for f, v in self.rows.items()}, np.array([n], np.int32)
+        if self.step < self.learning_starts:
+            self.buffer = insert_rows(self.buffer, rows, count)
+            return
+        self.state, self.buffer, self.metrics, actor_copy = train_chunk(self.state, self.buffer, rows, count, n, self.cfg)
+        if self.pending is not None:
+            self.host = host_actor_params(self.state, self.pending)  # already computed: the GPU is one chunk ahead
+        self.pending = actor_copy
 
     def evaluate_and_export(self) -> None:
         """Evaluate the deterministic policy, log a row and export it (expert_last.pkl; expert_best.pkl if best)."""
@@ -175,20 +167,17 @@ class _Run:
 
         policy = partial(host_act, host_actor_params(self.state), rng=None)  # the deterministic policy
         paths = sample_n_trajectories(self.eval_env, policy, self.ns.eval_episodes, self.eval_env.spec.max_episode_steps)
-        rets = [float(p["reward"].sum()) for p in paths]
         now = time.time()
-        row = {"Eval_AverageReturn": float(np.mean(rets)), "Eval_StdReturn": float(np.std(rets)),
-               "Eval_MaxReturn": float(np.max(rets)), "Eval_MinReturn": float(np.min(rets)),
+        row = {**episode_stats(paths, "Eval"),
                "Train_AverageReturn": float(np.mean(self.recent)) if self.recent else float("nan"),
                "Train_EnvstepsSoFar": self.step, "Train_Episodes": self.episodes,
                "TimeSinceStart": self.wall_before + now - self.t0,
-               "EnvstepsPerSecond": (self.step - self.step_last) / max(now - self.t_last, 1e-9)}
-        if self.metrics is not None:
-            row.update({k: float(v) for k, v in self.metrics.items()})
+               "EnvstepsPerSecond": (self.step - self.step_last) / max(now - self.t_last, 1e-9),
+               **{k: float(v) for k, v in (self.metrics or {}).items()}}
         self.logger.log_iteration(self.step, {k: [v] for k, v in row.items()})
         self.recent, self.t_last, self.step_last = [], now, self.step
-        obs_sample = np.asarray(self.buffer["observation"][: max(self.size, 1)][-10_000:])
-        expert = export_cs285(self.state, obs_sample)
+        stored = self.buffer.data["observation"][0, : max(int(self.buffer.size[0]), 1)]
+        expert = export_cs285(self.state, np.asarray(stored[-10_000:]))
         save_expert(expert, self.logdir / "expert_last.pkl")
         if row["Eval_AverageReturn"] > self.best:
             self.best = row["Eval_AverageReturn"]
@@ -198,56 +187,47 @@ class _Run:
         from bcjax.run.checkpoint import save_checkpoint
 
         ns = self.ns
-        meta = {"step": self.step, "pos": self.pos, "size": self.size, "episodes": self.episodes,
-                "resumes": self.resumes, "best_eval": float(self.best), "wall_time": self.wall_before + time.time() - self.t0,
-                "has_buffer": not ns.no_buffer_in_checkpoint, "env_name": ns.env_name,
-                "sac_config": dataclasses.asdict(self.cfg)}
+        meta = {"step": self.step, "episodes": self.episodes, "resumes": self.resumes, "best_eval": float(self.best),
+                "wall_time": self.wall_before + time.time() - self.t0, "has_buffer": not ns.no_buffer_in_checkpoint}
         tree = {"sac": self.state} if ns.no_buffer_in_checkpoint else {"sac": self.state, "buffer": self.buffer}
         save_checkpoint(self.ckpt_dir, self.step, tree, meta, max_to_keep=2)
 
 
-def train(ns: ExpertArgs) -> dict:
+def _crossed(step: int, n: int, every: int) -> bool:
+    """The last `n` steps, up to `step`, passed a multiple of `every`."""
+    return step // every > (step - n) // every
+
+
+def train(ns: ExpertArgs) -> None:
+    """Train (or with --resume continue) the SAC run `ns` describes, until --total_steps or --time_limit."""
     from bcjax.run.compile_cache import enable_compile_cache
 
     enable_compile_cache()  # SAC's fused updates compile once per machine
-    run = _Run(ns)
-    next_eval = (run.step // ns.eval_every + 1) * ns.eval_every
-    next_ckpt = (run.step // ns.ckpt_every + 1) * ns.ckpt_every
-    stop_reason = "total_steps"
-    while run.step < ns.total_steps:
+    run, out_of_time = _Run(ns), False
+    while run.step < ns.total_steps and not out_of_time:
         n = min(ns.chunk, ns.total_steps - run.step)
-        chunk = run.collect(n)
-        run.step += n
-        run.update(chunk, n)
+        run.advance(n)
         out_of_time = ns.time_limit is not None and time.time() - run.t0 > ns.time_limit
-        if run.step >= next_eval or run.step >= ns.total_steps or out_of_time:
-            next_eval += ns.eval_every
+        last = out_of_time or run.step >= ns.total_steps
+        if last or _crossed(run.step, n, ns.eval_every):
             run.evaluate_and_export()
-        if run.step >= next_ckpt or run.step >= ns.total_steps or out_of_time:
-            next_ckpt += ns.ckpt_every
+        if last or _crossed(run.step, n, ns.ckpt_every):
             run.checkpoint()
-        if out_of_time:
-            stop_reason = "time_limit"
-            break
     run.logger.close()
     final = run.logdir / "expert_last.pkl"
     if final.exists():
         (run.logdir / "expert.pkl").write_bytes(final.read_bytes())
     wall = run.wall_before + time.time() - run.t0
-    print(f"stopped ({stop_reason}) at env step {run.step} after {wall:.0f} s in all; best eval {run.best:.1f}; "
-          f"expert: {run.logdir / 'expert.pkl'}")
-    return {"step": run.step, "wall_time": wall, "best_eval": float(run.best), "stop_reason": stop_reason}
+    print(f"stopped ({'time_limit' if out_of_time else 'total_steps'}) at env step {run.step} after {wall:.0f} s "
+          f"in all; best eval {run.best:.1f}; expert: {run.logdir / 'expert.pkl'}")
 
 
 def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         ns = parse(ExpertArgs, argv)
         select_device(ns.no_gpu)
-        from bcjax.acting.envs import ignore_outdated_task_warnings
-
         ignore_outdated_task_warnings()
         train(ns)
         return 0
 
     return run_script(body, "interrupted: continue with --resume from the last checkpoint")
-

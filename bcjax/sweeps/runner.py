@@ -11,12 +11,15 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bcjax.errors import BcjaxError
 from bcjax.run.config import config_dict, config_from_dict
+from bcjax.run.logger import read_metrics
 from bcjax.sweeps.trials import SweepArgs, Trial
 
 EXTRA = "pip install -e '.[sweep]'"
+REPO = Path(__file__).resolve().parents[2]  # the clone holding this bcjax
 
 
 @dataclass
@@ -30,7 +33,7 @@ class Outcome:
     wall_s: float | None = None
 
 
-def require_ray():
+def require_ray() -> tuple[Any, Any]:
     try:
         import ray
         from ray import tune
@@ -49,8 +52,7 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
         ray.init(address=address, log_to_driver=True)
         return
     # The workers import the same bcjax as this process (also when it runs from a clone without installing).
-    root = str(Path(__file__).resolve().parents[2])
-    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=True,
              runtime_env={"env_vars": {"PYTHONPATH": path}})
 
@@ -88,40 +90,39 @@ def run_sweep(trials: list[Trial], opts: SweepArgs) -> list[Outcome]:
     _, tune = require_ray()
     out = Path(opts.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    state, exp_dir = out / "sweep.json", out / "tune"
+    state, exp_dir = out / "sweep.json", str(out / "tune")
     definition = [{"key": t.key, "setting": t.setting, "config": config_dict(t.config)} for t in trials]
     if state.is_file() and json.loads(state.read_text())["trials"] != definition:
         raise BcjaxError(f"{out} holds a different sweep: pass a new --out (or the same flags as before to resume it)")
     state.write_text(json.dumps({"trials": definition}, indent=1) + "\n")
     start_ray(opts.address, opts.num_cpus)
     trainable = tune.with_resources(run_trial, {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
-    if tune.Tuner.can_restore(str(exp_dir)):
+    if tune.Tuner.can_restore(exp_dir):
         print(f"resuming the sweep in {out}: finished trials are kept, the others run (delete {out} to start over)")
-        tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, restart_errored=True)
+        tuner = tune.Tuner.restore(exp_dir, trainable, resume_unfinished=True, restart_errored=True)
     else:
-        scheduler = None
-        if opts.scheduler == "asha":
-            from ray.tune.schedulers import ASHAScheduler
-
-            scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max(t.config.n_iter for t in trials),
-                                      grace_period=opts.grace_period, reduction_factor=2)
-        def name(t) -> str:
-            return t.config["trial"]["key"]
-
         tuner = tune.Tuner(trainable, param_space={"out": str(out), "trial": tune.grid_search(definition)},
-                           tune_config=tune.TuneConfig(
-                               scheduler=scheduler, metric=opts.metric if scheduler else None,
-                               mode=opts.mode if scheduler else None, max_concurrent_trials=opts.max_concurrent,
-                               trial_name_creator=name, trial_dirname_creator=name),
+                           tune_config=_tune_config(trials, opts),
                            run_config=tune.RunConfig(name="tune", storage_path=str(out), verbose=opts.verbose))
-    grid = tuner.fit()
-    statuses = {t.config["trial"]["key"]: t.status for t in tune.ExperimentAnalysis(str(exp_dir)).trials}
-    by_key = {t.key: t for t in trials}
-    outcomes = {}
-    for result in grid:
-        key = result.config["trial"]["key"]
-        outcomes[key] = _outcome(by_key[key], result, statuses.get(key))
-    return [outcomes.get(t.key, Outcome(t, "unfinished")) for t in trials]
+    results = {r.config["trial"]["key"]: r for r in tuner.fit()}
+    statuses = {t.config["trial"]["key"]: t.status for t in tune.ExperimentAnalysis(exp_dir).trials}
+    return [_outcome(t, results[t.key], statuses.get(t.key)) if t.key in results else Outcome(t, "unfinished")
+            for t in trials]
+
+
+def _tune_config(trials: list[Trial], opts: SweepArgs) -> Any:
+    """Tune's settings of a new sweep: the scheduler, concurrency, and trials named by their keys."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    def name(t: Any) -> str:
+        return t.config["trial"]["key"]
+
+    asha = opts.scheduler == "asha"
+    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max(t.config.n_iter for t in trials),
+                              grace_period=opts.grace_period, reduction_factor=2) if asha else None
+    return tune.TuneConfig(scheduler=scheduler, metric=opts.metric if asha else None, mode=opts.mode if asha else None,
+                           max_concurrent_trials=opts.max_concurrent, trial_name_creator=name, trial_dirname_creator=name)
 
 
 def _one_line(error: BaseException) -> str:
@@ -130,25 +131,18 @@ def _one_line(error: BaseException) -> str:
     return (text[-1] if text else "") if isinstance(cause, BcjaxError) else f"{type(cause).__name__}: {' '.join(text)}"
 
 
-def _outcome(trial: Trial, result, tune_status: str | None) -> Outcome:
-    """The trial's bcjax rows as it reported them (from Tune's result.json) and what became of it."""
-    reported = []
-    result_file = Path(result.path) / "result.json"
-    if result_file.is_file():
-        reported = [json.loads(line) for line in result_file.read_text().splitlines() if line.strip()]
-        # A trial run again (a resumed sweep retries failed and unfinished ones) appends from iteration 0.
-        starts = [i for i, r in enumerate(reported) if i == 0 or r.get("Iteration", 0) <= reported[i - 1].get("Iteration", 0)]
-        reported = reported[starts[-1]:] if starts else reported
-    rows = [{k: v for k, v in r.items() if k in ("Iteration", "per_seed") or k in r.get("per_seed", {})}
-            for r in reported]
-    last = reported[-1] if reported else {}
+def _outcome(trial: Trial, result: Any, tune_status: str | None) -> Outcome:
+    """What became of the trial (`result`: its tune.Result), with the bcjax rows of the run directory its last
+    report names: only the last attempt's (run_trial starts a retried trial's directory afresh)."""
+    last = result.metrics or {}
+    logged = read_metrics(last["run_dir"]) if Path(last.get("run_dir", "-")).is_dir() else []
+    rows = [{k: v for k, v in r.items() if k in ("Iteration", "per_seed") or k in r["per_seed"]} for r in logged]
     cfg = trial.config
-    last_logged = max(i for i in range(cfg.n_iter) if i % cfg.scalar_log_freq == 0)
+    status = "unfinished"
     if result.error is not None or tune_status == "ERROR":
         status = "failed"
     elif tune_status == "TERMINATED":
+        last_logged = (cfg.n_iter - 1) // cfg.scalar_log_freq * cfg.scalar_log_freq
         status = "finished" if rows and rows[-1]["Iteration"] == last_logged else "stopped early"
-    else:
-        status = "unfinished"
     error = _one_line(result.error) if result.error is not None else None
     return Outcome(trial, status, error, rows, last.get("run_dir"), last.get("wall_s"))

@@ -3,7 +3,6 @@ seeds (mean ± std, IQM with a bootstrap interval), as summary.md, .csv, .json, 
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from bcjax.run.config import config_argv, config_dict
-from bcjax.sweeps.runner import Outcome
+from bcjax.sweeps.runner import REPO, Outcome
 
 
 def summarize_groups(outcomes: list[Outcome], metric: str = "Eval_AverageReturn") -> list[dict]:
@@ -24,11 +23,11 @@ def summarize_groups(outcomes: list[Outcome], metric: str = "Eval_AverageReturn"
     summary = []
     for (env, algo, exp), members in groups.items():
         ran = [o for o in members if o.rows]
+        values = [float(v) for o in ran for v in o.rows[-1]["per_seed"][metric]]  # each seed's final value
         entry = {"env_name": env, "algo": algo, "exp_name": exp, "setting": members[0].trial.setting,
                  "trials": len(members), "failed": sum(o.status == "failed" for o in members),
                  "stopped_early": sum(o.status == "stopped early" for o in members),
-                 "wall_s": round(sum(o.wall_s or 0.0 for o in members), 1)}
-        values = [float(v) for o in ran for v in o.rows[-1]["per_seed"][metric]]  # each seed's final value
+                 "wall_s": round(sum(o.wall_s or 0.0 for o in members), 1), "values": values}
         if values:
             expert = ran[0].rows[0].get("Initial_DataCollection_AverageReturn")
             entry.update(summarize(values), iterations=max(o.rows[-1]["Iteration"] for o in ran) + 1, expert=expert)
@@ -42,6 +41,8 @@ def _setting_text(setting: dict[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in setting.items()) or "-"
 
 
+CSV_COLUMNS = ("env_name", "algo", "exp_name", "setting", "n", "expert", "mean", "std", "iqm", "iqm_ci_low",
+               "iqm_ci_high", "pct_expert", "iterations", "wall_s", "trials", "failed", "stopped_early")
 COLUMNS = ("task", "algo", "setting", "seeds", "expert", "mean ± std", "IQM [95% CI]", "% of expert", "iterations",
            "trial time")
 
@@ -68,43 +69,35 @@ def render_summary(summary: list[dict], outcomes: list[Outcome], metric: str) ->
     return "\n".join(lines) + "\n"
 
 
-def make_plots(outcomes: list[Outcome], summary: list[dict], out: Path, metric: str) -> list[Path]:
+def make_plots(outcomes: list[Outcome], summary: list[dict], out: Path, metric: str) -> None:
     """Learning curves, the final metric vs each swept numeric setting, and a performance profile across tasks."""
     from bcjax.run.plots import Run, plot_hparam, plot_learning_curves
 
     runs = [Run(Path(o.run_dir or o.trial.key), config_dict(o.trial.config), o.rows) for o in outcomes if o.rows]
     if not runs:
-        return []
+        return
     plots = out / "plots"
-    paths = [plot_learning_curves(runs, plots / "learning_curves.png", metric)]
+    plot_learning_curves(runs, plots / "learning_curves.png", metric)
     swept = list(dict.fromkeys(k for o in outcomes for k in o.trial.setting))
     for name in swept:
-        numeric = [r for r in runs if isinstance(r.config.get(name), (int, float)) and not isinstance(r.config[name], bool)]
-        if len(numeric) == len(runs):
-            others = [s for s in swept if s != name]
-            paths.append(plot_hparam(runs, name, plots / f"{name}.png", metric, split_by=others or None))
+        if all(isinstance(r.config.get(name), (int, float)) and not isinstance(r.config[name], bool) for r in runs):
+            plot_hparam(runs, name, plots / f"{name}.png", metric, split_by=[s for s in swept if s != name] or None)
     if metric.endswith("AverageReturn"):
-        profile = plot_performance_profile(summary, outcomes, plots / "performance_profile.png", metric)
-        paths += [profile] if profile else []
-    return paths
+        plot_performance_profile(summary, plots / "performance_profile.png", metric)
 
 
-def plot_performance_profile(summary: list[dict], outcomes: list[Outcome], path: Path, metric: str) -> Path | None:
+def plot_performance_profile(summary: list[dict], path: Path, metric: str) -> Path | None:
     """Fraction of runs above each fraction of the expert's return, per algorithm × setting across tasks
     (rliable's score distribution with a stratified-bootstrap band); methods need seeds on every task."""
     from matplotlib.figure import Figure
 
     from bcjax.run.stats import performance_profiles
 
-    experts = {(g["env_name"], g["algo"], g["exp_name"]): g.get("expert") for g in summary}
     methods: dict[str, dict[str, list[float]]] = {}
-    for o in outcomes:
-        expert = experts.get(o.trial.group)
-        if not o.rows or not expert:
-            continue
-        label = f"{'DAgger' if o.trial.config.is_dagger else 'BC'} {_setting_text(o.trial.setting)}".replace(" -", "")
-        methods.setdefault(label, {}).setdefault(o.trial.config.env_name, []).extend(
-            v / expert for v in o.rows[-1]["per_seed"][metric])
+    for g in summary:
+        if g.get("expert"):
+            label = f"{'DAgger' if g['algo'] == 'dagger' else 'BC'} {_setting_text(g['setting'])}".replace(" -", "")
+            methods.setdefault(label, {}).setdefault(g["env_name"], []).extend(v / g["expert"] for v in g["values"])
     tasks = sorted({t for m in methods.values() for t in m})
     scores = {}
     for label, per_task in methods.items():
@@ -113,25 +106,21 @@ def plot_performance_profile(summary: list[dict], outcomes: list[Outcome], path:
             scores[label] = np.array([per_task[t][:n] for t in tasks]).T  # runs × tasks
     if not scores:
         return None
-    top = max(1.2, max(float(s.max()) for s in scores.values()) * 1.05)
-    taus = np.linspace(min(0.0, min(float(s.min()) for s in scores.values())), top, 61)
+    pooled = np.concatenate([s.ravel() for s in scores.values()])
+    taus = np.linspace(min(0.0, pooled.min()), max(1.2, pooled.max() * 1.05), 61)
     profiles, cis = performance_profiles(scores, taus)
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.subplots()
     for label in scores:
         ax.plot(taus, profiles[label], label=label)
         ax.fill_between(taus, cis[label][0], cis[label][1], alpha=0.2)
-    ax.set_xlabel(f"{metric} / expert's (fraction of the expert data's return)")
-    ax.set_ylabel(f"fraction of runs above (across {len(tasks)} task{'s' * (len(tasks) > 1)})")
-    ax.set_title("Performance profile")
+    ax.set(xlabel=f"{metric} / expert's (fraction of the expert data's return)", title="Performance profile",
+           ylabel=f"fraction of runs above (across {len(tasks)} task{'s' * (len(tasks) > 1)})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return path
-
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def repo_relative(token: str) -> str:
@@ -140,24 +129,18 @@ def repo_relative(token: str) -> str:
     return os.path.relpath(token, REPO) if os.path.isabs(token) else token
 
 
-def write_summary(outcomes: list[Outcome], out: Path, metric: str = "Eval_AverageReturn",
-                  summary: list[dict] | None = None) -> list[dict]:
-    """summary.md, summary.csv, summary.json and plots/ in `out` (from `summary` if already computed);
-    returns the per-group summary."""
-    summary = summarize_groups(outcomes, metric) if summary is None else summary
+def write_summary(outcomes: list[Outcome], out: Path, metric: str = "Eval_AverageReturn") -> list[dict]:
+    """summary.md, summary.csv, summary.json and plots/ in `out`; returns the per-group summary."""
+    import pandas as pd  # installed with rliable (bcjax[stats]), which a sweep checks for before it starts
+
+    summary = summarize_groups(outcomes, metric)
     (out / "summary.md").write_text(render_summary(summary, outcomes, metric))
-    with (out / "summary.csv").open("w", newline="") as f:
-        keys = ["env_name", "algo", "exp_name", "setting", "n", "expert", "mean", "std", "iqm", "iqm_ci_low",
-                "iqm_ci_high", "pct_expert", "iterations", "wall_s", "trials", "failed", "stopped_early"]
-        w = csv.DictWriter(f, keys, extrasaction="ignore")
-        w.writeheader()
-        for g in summary:
-            w.writerow({**g, "setting": _setting_text(g["setting"])})
+    rows = [{**g, "setting": _setting_text(g["setting"])} for g in summary]
+    pd.DataFrame(rows, columns=CSV_COLUMNS, dtype=object).to_csv(out / "summary.csv", index=False)
     trials = [{"key": o.trial.key, "env_name": o.trial.config.env_name, "algo": o.trial.config.algo,
-               "setting": o.trial.setting,
-               "seeds": list(o.trial.seeds), "status": o.status, "error": o.error,
-               "run_dir": o.run_dir and repo_relative(o.run_dir),
-               "wall_s": o.wall_s, "train_flags": [repo_relative(t) for t in config_argv(o.trial.config)]} for o in outcomes]
+               "setting": o.trial.setting, "seeds": list(o.trial.seeds), "status": o.status, "error": o.error,
+               "run_dir": o.run_dir and repo_relative(o.run_dir), "wall_s": o.wall_s,
+               "train_flags": [repo_relative(t) for t in config_argv(o.trial.config)]} for o in outcomes]
     (out / "summary.json").write_text(json.dumps({"metric": metric, "groups": summary, "trials": trials}, indent=1) + "\n")
     make_plots(outcomes, summary, out, metric)
     return summary

@@ -26,17 +26,15 @@ def main(argv: list[str] | None = None) -> int:
 
         require_ray()
         _rliable()
-        per_trial, n_seeds = args.seeds_per_trial, len(parse_seeds(args.seeds))
-        state = Path(args.out) / "sweep.json"
-        if per_trial is None and state.is_file():  # resuming: keep the packing the sweep started with
-            per_trial = max(t["config"]["num_seeds"] for t in json.loads(state.read_text())["trials"])
+        out, per_trial, n_seeds = Path(args.out), args.seeds_per_trial, len(parse_seeds(args.seeds))
+        if per_trial is None and (out / "sweep.json").is_file():  # resuming: keep the packing the sweep started with
+            per_trial = max(t["config"]["num_seeds"] for t in json.loads((out / "sweep.json").read_text())["trials"])
         if per_trial is None:
             start_ray(args.address, args.num_cpus)
             per_trial = auto_seeds_per_trial(n_seeds, len(groups), trial_slots(args.cpus_per_trial))
         trials = sweep_trials(args, fixed, per_trial)
         print(f"sweep: {len(trials)} trial(s), {n_seeds} seed(s) per setting, up to {per_trial} per trial")
         outcomes = run_sweep(trials, args)
-        out = Path(args.out)
         write_summary(outcomes, out.resolve(), args.metric)
         print((out / "summary.md").read_text())
         print(f"summary: {out / 'summary.md'} (.csv, .json), plots in {out / 'plots'}")

@@ -7,7 +7,6 @@ import dataclasses
 import itertools
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,7 +17,7 @@ from bcjax.run.config import DEFAULT_ENV, Config
 from bcjax.run.flags import REQUIRED, flag, given, value_of
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class SweepArgs:
     """Run a grid (or random search) of bcjax runs as Ray Tune trials: tasks x algorithms x settings x seeds.
     Every other flag goes to train.py for every trial."""
@@ -63,7 +62,7 @@ class SweepArgs:
 OWNER = {name: f"--{f.name}" for f in dataclasses.fields(SweepArgs) for name in f.metadata.get("sets", ())}
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Trial:
     key: str  # unique and readable: the Tune trial's name and its run root <out>/runs/<key>
     setting: dict[str, str]  # the swept flags' values as given (they name the trial and its group)
@@ -144,8 +143,7 @@ def settings_of(grid: dict[str, list[str]], samples: list[str] = (), num_samples
     if not samples:
         return points
     samplers = [_sampler(s) for s in samples]
-    clash = set(grid) & {n for n, _ in samplers}
-    if clash:
+    if clash := set(grid) & {n for n, _ in samplers}:
         raise BcjaxError(f"--{clash.pop()} is both in --grid and --sample: sweep it one way")
     rng = np.random.default_rng(search_seed)
     return [{**p, **{n: draw(rng) for n, draw in samplers}} for p in points for _ in range(num_samples)]
@@ -153,13 +151,8 @@ def settings_of(grid: dict[str, list[str]], samples: list[str] = (), num_samples
 
 def seed_chunks(seeds: list[int], per_trial: int) -> list[tuple[int, ...]]:
     """Runs of consecutive seeds (one trial trains seeds s..s+K-1 side by side), at most `per_trial` long."""
-    runs: list[list[int]] = []
-    for s in seeds:
-        if runs and s == runs[-1][-1] + 1 and len(runs[-1]) < per_trial:
-            runs[-1].append(s)
-        else:
-            runs.append([s])
-    return [tuple(r) for r in runs]
+    runs = [[s for _, s in run] for _, run in itertools.groupby(enumerate(seeds), lambda i_s: i_s[1] - i_s[0])]
+    return [tuple(run[i:i + per_trial]) for run in runs for i in range(0, len(run), per_trial)]
 
 
 def auto_seeds_per_trial(n_seeds: int, n_groups: int, slots: int) -> int:
@@ -188,27 +181,24 @@ def build_trials(envs: list[str], algos: list[str], settings: list[dict[str, str
 
     `fixed`: train.py fields for every trial; `n_iter` applies to DAgger trials only (BC runs one iteration).
     """
-    trials, seen = [], {}
+    if owned := [k for k in [*(fixed or {}), *(k for s in settings for k in s)] if k in OWNER]:
+        raise BcjaxError(f"--{owned[0]} is set per trial by the sweep: use {OWNER[owned[0]]}")
+    trials: list[Trial] = []
+    seen: dict[str, int] = {}
     for env, algo, setting in itertools.product(envs, algos, settings):
-        where = f" (setting {setting})" if setting else ""
+        exp = f"{exp_name}_{_tag(setting)}" if setting else exp_name
         try:
             fields = {**_fill(fixed or {}, env), **{k: value_of(Config, k, v) for k, v in _fill(setting, env).items()}}
-        except ValueError as e:
-            raise BcjaxError(f"{e}{where}") from None
-        if owned := [k for k in fields if k in OWNER]:
-            raise BcjaxError(f"--{owned[0]} is set per trial by the sweep: use {OWNER[owned[0]]}")
-        exp = f"{exp_name}_{_tag(setting)}" if setting else exp_name
-        for chunk in seed_chunks(seeds, seeds_per_trial or len(seeds)):
-            base = f"{exp}_{env}_{algo}_s{chunk[0]}" + (f"-{chunk[-1]}" if len(chunk) > 1 else "")
-            n = seen[base] = seen.get(base, 0) + 1  # random search may draw one setting twice
-            try:
+            for chunk in seed_chunks(seeds, seeds_per_trial or len(seeds)):
                 cfg = Config(**{**fields, "env_name": env, "algo": algo, "seed": chunk[0], "num_seeds": len(chunk),
                                 "exp_name": exp, "quiet": True, "n_iter": n_iter if algo == "dagger" else None})
-            except BcjaxError as e:
-                raise BcjaxError(f"{e}{where}") from None
-            if cfg.scalar_log_freq == -1:
-                raise BcjaxError("a sweep reports the logged metrics: drop --scalar_log_freq -1")
-            trials.append(Trial(base if n == 1 else f"{base}_{n}", dict(setting), cfg))
+                base = f"{exp}_{env}_{algo}_s{chunk[0]}" + (f"-{chunk[-1]}" if len(chunk) > 1 else "")
+                n = seen[base] = seen.get(base, 0) + 1  # random search may draw one setting twice
+                trials.append(Trial(base if n == 1 else f"{base}_{n}", dict(setting), cfg))
+        except (ValueError, BcjaxError) as e:
+            raise BcjaxError(f"{e} (setting {setting})" if setting else str(e)) from None
+    if any(t.config.scalar_log_freq == -1 for t in trials):
+        raise BcjaxError("a sweep reports the logged metrics: drop --scalar_log_freq -1")
     return trials
 
 

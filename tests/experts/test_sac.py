@@ -23,7 +23,7 @@ from bcjax.experts.sac import (
     sample_action,
     train_chunk,
 )
-from bcjax.run.checkpoint import checkpoint_steps
+from bcjax.run.checkpoint import checkpoint_steps, save_checkpoint
 
 
 def _state(obs_dim=3, low=(-2.0,), high=(2.0,), hidden=(32, 32), seed=0, **kw):
@@ -59,15 +59,17 @@ def test_few_hundred_updates_reduce_critic_loss():
             rows[k].append(v)
         obs = env.reset()[0] if term or trunc else nxt
     rows = {k: np.asarray(v, np.float32) for k, v in rows.items()}
+    cfg = SACConfig(hidden=(64, 64), batch_size=128, target_entropy=-1.0)
     state = _state(hidden=(64, 64))
     buffer = empty_buffer(4096, 3, 1)
+    rows = {k: v[None] for k, v in rows.items()}  # one seed's ring
     losses = []
     for i in range(6):  # the first call also inserts all rows; later ones insert nothing new
-        chunk = rows if i == 0 else {k: v[:0] for k, v in rows.items()}
-        state, buffer, m, _ = train_chunk(state, buffer, chunk, np.int32(0), np.int32(2000), n_updates=50,
-                                          batch_size=128, gamma=0.99, tau=0.005, target_entropy=-1.0)
+        count = np.array([2000 if i == 0 else 0], np.int32)
+        state, buffer, m, _ = train_chunk(state, buffer, rows, count, n_updates=50, cfg=cfg)
         losses.append(float(m["critic_loss"]))
-    assert int(state.step) == 300
+    assert int(state.step) == 300 and int(buffer.size[0]) == 2000
+    np.testing.assert_array_equal(np.asarray(buffer.data["reward"][0, :2000]), rows["reward"][0])
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.5 * losses[0], losses
 
@@ -109,6 +111,15 @@ def test_train_expert_runs_checkpoints_and_resumes(tmp_path, capsys):
     assert "critic_loss" in rows[-1]
     assert checkpoint_steps(logdir / "checkpoints")[-1] == 600
     assert load_expert(logdir / "expert.pkl").act_dim == 1
+    # A checkpoint whose tree is not this run's (the replay ring as a plain dict, as bcjax saved it before):
+    # one line, no orbax traceback.
+    old = tmp_path / "old"
+    state = _state(obs_dim=3, hidden=(16, 16))
+    save_checkpoint(old / "checkpoints", 200, {"sac": state, "buffer": {"reward": np.zeros(5000, np.float32)}},
+                    {"has_buffer": True})
+    old_args = [a if a != str(logdir) else str(old) for a in args]
+    assert mod.main(old_args + ["--total_steps", "800", "--resume"]) == 2
+    assert capsys.readouterr().err.startswith("error: cannot resume from")
 
 
 def test_train_expert_bad_input_is_one_line(tmp_path, capsys):
@@ -118,5 +129,7 @@ def test_train_expert_bad_input_is_one_line(tmp_path, capsys):
     assert err.startswith("error: --resume: no checkpoint") and "\n" not in err
     assert mod.main(["--env_name", "CartPole-v1", "--logdir", str(tmp_path / "y"), "--no_gpu"]) == 2
     assert "needs Box" in capsys.readouterr().err
+    assert mod.main(["--env_name", "Pendulum-v1", "--seed", "-1", "--no_gpu"]) == 2
+    assert "--seed must be between 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         mod.main(["--chunk"])

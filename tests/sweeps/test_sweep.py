@@ -186,23 +186,31 @@ def test_failing_trial_is_reported_and_a_resumed_sweep_skips_finished_ones(tmp_p
     assert "holds a different sweep" in _error_line(capsys)
 
 
-def test_a_retried_trial_keeps_only_its_last_attempt(tmp_path):
-    """Tune appends a re-run trial's reports to its result.json: the outcome is the last attempt's."""
+def test_an_outcome_is_the_run_directory_of_the_last_report(tmp_path):
+    """A trial's rows are the bcjax rows of the run directory its last report names (a retried trial starts
+    its directory afresh, so only the last attempt's), without Tune's bookkeeping or extras."""
     from types import SimpleNamespace
 
     from bcjax.sweeps.runner import _outcome
 
     (trial,) = build_trials(["Hopper-v4"], ["dagger"], [{}], [1], n_iter=3)
-    lines = [{"Iteration": i, "Eval_AverageReturn": float(10 * attempt + i), "per_seed": {"Eval_AverageReturn": [0.0]},
-              "run_dir": f"run{attempt}", "wall_s": 1.0, "training_iteration": 1}
-             for attempt, iters in ((1, [0, 1]), (2, [0, 1, 2])) for i in iters]
-    (tmp_path / "result.json").write_text("".join(json.dumps(r) + "\n" for r in lines))
-    o = _outcome(trial, SimpleNamespace(path=str(tmp_path), error=None), "TERMINATED")
+    run_dir = tmp_path / "q2_run"
+    run_dir.mkdir()
+    rows = [{"Iteration": i, "Eval_AverageReturn": float(20 + i), "per_seed": {"Eval_AverageReturn": [0.0]},
+             "Eval_EpisodeReturns": [1.0, 2.0]} for i in range(3)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    last = {**rows[-1], "run_dir": str(run_dir), "wall_s": 1.5, "training_iteration": 3}
+    o = _outcome(trial, SimpleNamespace(metrics=last, error=None), "TERMINATED")
     assert [r["Iteration"] for r in o.rows] == [0, 1, 2] and o.rows[-1]["Eval_AverageReturn"] == 22.0
-    assert o.status == "finished" and o.run_dir == "run2"
+    assert o.status == "finished" and o.run_dir == str(run_dir) and o.wall_s == 1.5
     assert set(o.rows[0]) == {"Iteration", "Eval_AverageReturn", "per_seed"}  # Tune's bookkeeping dropped
-    o = _outcome(trial, SimpleNamespace(path=str(tmp_path), error=None), "RUNNING")
-    assert o.status == "unfinished"
+    assert _outcome(trial, SimpleNamespace(metrics=last, error=None), "RUNNING").status == "unfinished"
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))
+    assert _outcome(trial, SimpleNamespace(metrics=last, error=None), "TERMINATED").status == "stopped early"
+    # A report from an attempt whose directory a retry removed, and an error: failed, with no rows.
+    gone = {**last, "run_dir": str(tmp_path / "gone")}
+    o = _outcome(trial, SimpleNamespace(metrics=gone, error=RuntimeError("boom\nat line 2")), "ERROR")
+    assert (o.status, o.rows, o.error) == ("failed", [], "RuntimeError: boom at line 2")
 
 
 def test_repo_relative_names_no_machine_path():
