@@ -207,7 +207,7 @@ class _Run:
 
 
 def train(ns: ExpertArgs) -> dict:
-    from bcjax.run.compile_cache import enable_compile_cache
+    from bcjax.run.perf import enable_compile_cache
 
     enable_compile_cache()  # SAC's fused updates compile once per machine
     run = _Run(ns)

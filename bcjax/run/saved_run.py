@@ -1,4 +1,5 @@
-"""A run directory's checkpoints: the policy per iteration, the resume state, and loading them back.
+"""A run directory's checkpoints: the policy per iteration, the resume state, and loading them back
+(and the config a resumed run continues with).
 
     <run_dir>/checkpoints/<itr>/  the K-stacked TrainState + metadata (config, dims): every iteration
                                   with --save_params, else the final one; read by scripts/evaluate.py
@@ -26,8 +27,8 @@ from flax.training.train_state import TrainState
 from bcjax.core.buffer import Buffer
 from bcjax.core.model import MLPPolicy
 from bcjax.errors import BcjaxError
-from bcjax.run.checkpoint import checkpoint_steps, restore_checkpoint, restore_meta, save_checkpoint
-from bcjax.run.config import Config, config_from_dict
+from bcjax.run.checkpoint import checkpoint_steps, restore_checkpoint, restore_meta, save_checkpoint, step_problem
+from bcjax.run.config import RESUME_RUNTIME_FLAGS, Config, config_from_dict
 
 POLICY_DIR = "checkpoints"
 RESUME_DIR = "resume"
@@ -59,12 +60,6 @@ def save_resume(run_dir: str | Path, loop: LoopState, meta: dict) -> None:
                     {**meta, "iteration": loop.iteration, "elapsed": loop.elapsed}, max_to_keep=2)
 
 
-def resume_iteration(run_dir: str | Path) -> int | None:
-    """The last iteration a resume can start after, or None when the run saved no resume state."""
-    steps = checkpoint_steps(Path(run_dir) / RESUME_DIR)
-    return steps[-1] if steps else None
-
-
 def restore_resume(run_dir: str | Path, template: LoopState, step: int | None = None) -> LoopState:
     """The saved loop state (of iteration `step`, default the latest), restored into freshly built
     structures of the same shapes."""
@@ -73,12 +68,7 @@ def restore_resume(run_dir: str | Path, template: LoopState, step: int | None = 
     tree = {**_resume_tree(template), "loop_keys": np.asarray(template.loop_keys),
             "buffer": jax.tree.map(np.asarray, template.buffer)}
     misfit = f"cannot resume from {run_dir}: its saved state does not fit this configuration"
-    try:
-        out, meta = restore_checkpoint(Path(run_dir) / RESUME_DIR, tree, step, step_flag="--resume_step")
-    except BcjaxError:
-        raise
-    except Exception as e:  # noqa: BLE001 - orbax reports structure mismatches in many types
-        raise BcjaxError(f"{misfit} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    out, meta = restore_checkpoint(Path(run_dir) / RESUME_DIR, tree, step, "--resume_step", misfit)
     # orbax restores the saved shapes whatever the template says: check them.
     for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(tree), jax.tree.leaves(out)):
         if np.shape(want) != np.shape(got):
@@ -108,16 +98,44 @@ def read_run_config(run_dir: str | Path) -> Config:
     raise BcjaxError(f"{path} is damaged (not valid JSON) and no checkpoint holds a copy: the run cannot be resumed")
 
 
+def resume_config(run_dir: str | Path, explicit: dict) -> Config:
+    """The saved config of `run_dir`, set to resume after its last saved iteration; `explicit`: the fields
+    the flags gave (only those marked resumable in Config may be)."""
+    run_dir = Path(run_dir)
+    cfg, saves = read_run_config(run_dir), run_dir / RESUME_DIR
+    other = sorted(set(explicit) - set(RESUME_RUNTIME_FLAGS))
+    if other:
+        raise BcjaxError(f"--resume continues {run_dir} with its saved configuration: drop "
+                         + ", ".join(f"--{k}" for k in other))
+    steps = checkpoint_steps(saves)
+    if not steps:
+        if not cfg.save_params:
+            raise BcjaxError(f"{run_dir} has no resume state (it was trained without --save_params); "
+                             "its final policy can still be evaluated with scripts/evaluate.py")
+        raise BcjaxError(f"{run_dir} has no complete resume state: it was stopped before or during its first "
+                         "save (iteration 0); start the run again")
+    last = explicit.get("resume_step", steps[-1])
+    if last not in steps:
+        raise BcjaxError(f"--resume_step {last}: {saves} holds iterations {steps}")
+    problem = step_problem(saves, last)
+    if problem is not None:
+        older = [s for s in steps if s < last and step_problem(saves, s) is None]
+        hint = (f"resume from iteration {older[-1]} with --resume_step {older[-1]}" if older
+                else "no intact resume state is left; start the run again")
+        raise BcjaxError(f"the resume state of iteration {last} in {saves} is corrupt ({problem}): {hint}")
+    if last >= cfg.n_iter - 1:
+        raise BcjaxError(f"{run_dir} already finished all {cfg.n_iter} iterations: nothing to resume")
+    keep = {k: v for k, v in explicit.items() if k not in ("resume", "resume_step")}
+    return cfg.replace(resume=str(run_dir), resume_step=last, **keep)
+
+
 @dataclass
 class SavedPolicy:
     policy: MLPPolicy
     states: TrainState  # K-stacked
     meta: dict
     iteration: int
-
-    @property
-    def config(self) -> Config:
-        return config_from_dict(self.meta["config"])
+    config: Config
 
     def params(self, seed_index: int = 0) -> Any:
         return jax.tree.map(lambda x: x[seed_index], self.states.params)
@@ -143,11 +161,6 @@ def load_policy(run_dir: str | Path, step: int | None = None) -> SavedPolicy:
     shapes = jax.eval_shape(lambda k: create_train_states(policy, k, int(meta["obs_dim"]), cfg.learning_rate), keys)
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shapes)
-    try:
-        out, meta = restore_checkpoint(ckpt, {"train_state": template}, step)
-    except BcjaxError:
-        raise
-    except Exception as e:  # noqa: BLE001 - orbax reports a misfit in many types
-        raise BcjaxError(f"checkpoint step {step} in {ckpt} does not hold the policy its metadata describes "
-                         f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
-    return SavedPolicy(policy=policy, states=out["train_state"], meta=meta, iteration=step)
+    out, meta = restore_checkpoint(ckpt, {"train_state": template}, step, misfit=f"checkpoint step {step} in {ckpt} "
+                                   "does not hold the policy its metadata describes")
+    return SavedPolicy(policy, out["train_state"], meta, step, cfg)
