@@ -43,7 +43,7 @@ from bcjax.core.update import Fit, compile_fit, create_train_states, with_obs_st
 from bcjax.errors import BcjaxError
 from bcjax.run.config import Config, config_dict
 from bcjax.run.logger import BETA_METRICS, METRICS, RunLogger, run_directory, summary_line
-from bcjax.run.perf import compile_totals, peak_rss_mib
+from bcjax.run.perf import compile_seconds, peak_rss_mib
 from bcjax.run.saved_run import LoopState, restore_resume, save_policy, save_resume
 from bcjax.run.signals import Stopped, check_stop
 
@@ -71,28 +71,21 @@ def task_info(env_name: str) -> EnvInfo:
 
 def check_expert_data(paths: list[Trajectory], info: EnvInfo) -> None:
     """The expert data must fit the task: a real mismatch is a clear error."""
-    obs_dim = paths[0]["observation"].shape[1]
+    obs_dim, act = paths[0]["observation"].shape[1], paths[0]["action"]
     if obs_dim != info.obs_dim:
-        raise BcjaxError(
-            f"expert data has {obs_dim}-dim observations but {info.env_name} gives {info.obs_dim}: "
-            "use expert data recorded on this task (--expert_data) or the matching --env_name"
-        )
-    act = paths[0]["action"]
+        raise BcjaxError(f"expert data has {obs_dim}-dim observations but {info.env_name} gives {info.obs_dim}: "
+                         "use expert data recorded on this task (--expert_data) or the matching --env_name")
     if not info.discrete and (act.ndim != 2 or act.shape[1] != info.act_dim):
-        raise BcjaxError(
-            f"expert data has actions of shape {act.shape[1:]} but {info.env_name} takes {info.act_dim}: "
-            "use expert data recorded on this task"
-        )
+        raise BcjaxError(f"expert data has actions of shape {act.shape[1:]} but {info.env_name} takes {info.act_dim}: "
+                         "use expert data recorded on this task")
 
 
 def check_expert(expert: Expert, info: EnvInfo, obs: np.ndarray) -> None:
     out = np.asarray(expert(obs[:1]))
     want = (1,) if info.discrete else (1, info.act_dim)
     if out.shape != want:
-        raise BcjaxError(
-            f"the expert gives actions of shape {out.shape[1:]} but {info.env_name} takes {want[1:]}: "
-            "use the expert policy made for this task (--expert_policy_file)"
-        )
+        raise BcjaxError(f"the expert gives actions of shape {out.shape[1:]} but {info.env_name} takes {want[1:]}: "
+                         "use the expert policy made for this task (--expert_policy_file)")
 
 
 def check_expert_return(expert: Expert, cfg: Config, paths: list[Trajectory]) -> None:
@@ -230,7 +223,7 @@ def open_run(cfg: Config, expert: Expert | None, paths: list[Trajectory], pool: 
     expert and its data (with `check_return`, also one episode of the expert), the memory check, the rollout pool
     (`pool`, else one opened for the run), with `logged` the run directory (new, or cfg.resume's), its lock and its
     logger, then the learner and the subscribers. Everything is closed again when the block ends."""
-    start, compile_start = time.time(), compile_totals()[0]
+    start, compile_start = time.time(), compile_seconds()
     info = task_info(cfg.env_name) if info is None else info
     check_expert_data(paths, info)
     if expert is not None:
@@ -262,9 +255,8 @@ def _learner(cfg: Config, info: EnvInfo, expert: Expert | None, paths: list[Traj
     init_keys, loop_keys = jnp.moveaxis(jax.vmap(jax.random.split)(seed_index_keys(cfg.seed, k)), 1, 0)
     states = create_train_states(policy, init_keys, info.obs_dim, cfg.learning_rate)
     capacity = buffer_capacity(cfg, sum(len(p["observation"]) for p in paths), ep_len)
-    act_shape = () if info.discrete else (info.act_dim,)
-    buffer = empty(k, capacity, {"observation": ((info.obs_dim,), np.float32),
-                                 "action": (act_shape, np.int32 if info.discrete else np.float32)})
+    act = ((), np.int32) if info.discrete else ((info.act_dim,), np.float32)
+    buffer = empty(k, capacity, {"observation": ((info.obs_dim,), np.float32), "action": act})
     first = LoopState(-1, states, loop_keys, buffer, np.zeros(k, np.int64), 0.0)
     if cfg.resume:
         first = restore_resume(cfg.resume, first, cfg.resume_step)
@@ -323,10 +315,7 @@ def iterate(run: Run) -> RunResult:
             run.evals.flush(wait=True)  # what finished still gets logged when the run stops
         raise
     run.evals.flush(wait=True)
-    timings = dict(run.clock)
-    timings["evaluation"] = timings.get("evaluation", 0.0) + run.evals.waited  # the loop's waits for evaluations
-    timings["compile"] = compile_totals()[0] - run.compile_start
-    timings["total"] = time.time() - run.start
+    timings = {**run.clock, "compile": compile_seconds() - run.compile_start, "total": time.time() - run.start}
     return RunResult(run.policy, loop.states, loop.buffer, run.evals.rows, losses, timings, peak_rss_mib())
 
 
@@ -465,7 +454,6 @@ class EvalLog:
         self.run, self.logger = run, logger
         self.pending: deque[Iteration] = deque()  # those with an evaluation in flight
         self.rows: list[dict[str, list[float]]] = []
-        self.waited = 0.0  # seconds the loop stood waiting for evaluations
 
     def __call__(self, it: Iteration) -> None:
         if it.evaluation is not None:
@@ -477,10 +465,9 @@ class EvalLog:
         cfg = self.run.cfg
         while self.pending and (wait or all(f.done() for f in self.pending[0].evaluation)):
             it = self.pending.popleft()
-            t = time.time()
-            with progress(f"itr {it.itr} eval", cfg.eval_batch_size * cfg.num_seeds, cfg.quiet) as tick:
+            with self.run.timed("evaluation"), progress(f"itr {it.itr} eval", cfg.eval_batch_size * cfg.num_seeds,
+                                                        cfg.quiet) as tick:  # the loop's waits count as evaluation
                 eval_paths = [r.paths for r in wait_all(it.evaluation, tick, cfg.eval_batch_size)]
-            self.waited += time.time() - t
             row = metrics_row(self.run, it, eval_paths)
             self.rows.append(row)
             if self.logger is not None:

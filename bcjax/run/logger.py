@@ -191,9 +191,9 @@ class RunLogger:
         # purge_step (a resumed run): TensorBoard hides the earlier events from that step on.
         self.writer = _summary_writer_class()(str(self.run_dir), flush_secs=10, purge_step=purge_step)
 
-    def log_iteration(self, itr: int, per_seed: dict[str, list[float]], extra: dict | None = None) -> dict:
-        """Log one iteration; returns the JSONL row (means across seeds plus per-seed lists, and `extra`,
-        e.g. every evaluation episode's return, as given)."""
+    def log_iteration(self, itr: int, per_seed: dict[str, list[float]], extra: dict | None = None) -> None:
+        """Log one iteration: the JSONL row holds the means across seeds, the per-seed lists, and `extra`
+        (e.g. every evaluation episode's return) as given."""
         row = {"Iteration": itr, **{k: _json_number(float(np.mean(v))) for k, v in per_seed.items()},
                "per_seed": {k: [_json_number(float(x)) for x in v] for k, v in per_seed.items()}, **(extra or {})}
         append_line(self.run_dir / "metrics.jsonl", json.dumps(row, allow_nan=False))
@@ -213,7 +213,6 @@ class RunLogger:
         self.print(format_table(itr, per_seed))
         if self.on_row is not None:
             self.on_row(row, self.run_dir)
-        return row
 
     def close(self) -> None:
         self.writer.close()

@@ -27,13 +27,12 @@ _COMPILE_EVENTS = frozenset({
     "/jax/core/compile/jaxpr_to_mlir_module_duration",
     "/jax/core/compile/backend_compile_duration",
 })
-_totals = {"seconds": 0.0, "programs": 0, "cache_hits": 0}
+_totals = {"compile_s": 0.0, "cache_hits": 0}
 
 
 def _on_duration(event: str, duration: float, **_: object) -> None:
     if event in _COMPILE_EVENTS:
-        _totals["seconds"] += duration
-        _totals["programs"] += event.endswith("backend_compile_duration")
+        _totals["compile_s"] += duration
 
 
 def _on_event(event: str, **_: object) -> None:
@@ -48,10 +47,10 @@ def _listen() -> None:
     jax.monitoring.register_event_listener(_on_event)
 
 
-def compile_totals() -> tuple[float, int]:
-    """Seconds spent tracing, lowering and compiling, and XLA programs compiled, since the first call."""
+def compile_seconds() -> float:
+    """Seconds spent tracing, lowering and compiling since the first call."""
     _listen()
-    return _totals["seconds"], int(_totals["programs"])
+    return _totals["compile_s"]
 
 
 def cache_hits() -> int:
