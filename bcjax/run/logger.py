@@ -87,18 +87,13 @@ def read_jsonl_lines(path: Path) -> list[tuple[str, dict]]:
     lines = path.read_text(errors="replace").splitlines(keepends=True)
     out = []
     for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            complete = line.endswith("\n") and isinstance(row, dict) and isinstance(row.get("Iteration"), int)
-        except ValueError:
-            complete = False
-        if not complete:
-            if i == len(lines) - 1:
-                break  # torn by a kill or a full disk during the append
+        with contextlib.suppress(ValueError):
+            row = json.loads(line) if line.endswith("\n") else None
+            if isinstance(row, dict) and isinstance(row.get("Iteration"), int):
+                out.append((line, row))
+                continue
+        if line.strip() and i < len(lines) - 1:  # (the last one: torn by a kill or a full disk during the append)
             raise BcjaxError(f"{path} line {i + 1} is damaged (not a metrics row): remove it or restore the file")
-        out.append((line, row))
     return out
 
 
@@ -148,10 +143,8 @@ def run_directory(cfg: Config, on_row: Callable[[dict, Path], None] | None = Non
                 logger = RunLogger(run_dir, print_fn, cfg.resume_step + 1 if cfg.resume else None, on_row)
             except OSError as e:
                 raise write_failure(run_dir, e) from None
-            try:
+            with contextlib.closing(logger):
                 yield logger
-            finally:
-                logger.close()
         except BcjaxError:
             if not cfg.resume and not (run_dir / "metrics.jsonl").exists():
                 shutil.rmtree(run_dir, ignore_errors=True)  # nothing was logged: leave no empty run directory

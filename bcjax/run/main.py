@@ -26,14 +26,11 @@ def _select_device(cfg: Config, given: dict) -> None:
 
 def _start_jax(cfg: Config, limit_threads: bool) -> None:
     """The process's JAX settings, before anything compiles."""
-    import jax
-
+    select_device(cfg.no_gpu)  # again for a library caller, whose JAX may be imported already
     from bcjax.run.perf import enable_compile_cache, limit_cpu_threads
 
-    if cfg.no_gpu:
-        jax.config.update("jax_platforms", "cpu")
     enable_compile_cache(not cfg.no_compile_cache)
-    if limit_threads and cfg.cpu_threads:
+    if limit_threads:
         limit_cpu_threads(cfg.cpu_threads)  # before the first JAX computation sizes the CPU pool
 
 

@@ -95,7 +95,7 @@ def peak_rss_mib() -> float:
 
 
 def limit_cpu_threads(n: int) -> None:
-    """Size JAX's CPU thread pool for `n` cores; call it before the first JAX computation.
+    """Size JAX's CPU thread pool for `n` cores (0: all); call it before the first JAX computation.
 
     XLA sizes the pool from the CPU affinity mask when its CPU backend starts
     (the way JAX's maintainers point to for limiting its threads), so the mask is
@@ -103,12 +103,10 @@ def limit_cpu_threads(n: int) -> None:
     small shared CPU one thread runs BC's small updates faster than two, because
     a split op waits for its slower half (see README, Speed).
     """
-    if n <= 0:
-        raise BcjaxError(f"--cpu_threads must be positive, got {n}")
     if not hasattr(os, "sched_setaffinity"):  # not Linux: JAX keeps its own pool size
         return
     cores = os.sched_getaffinity(0)
-    if n >= len(cores):
+    if not 0 < n < len(cores):  # 0 (or more than there are): all cores
         return
     os.sched_setaffinity(0, set(sorted(cores)[:n]))
     try:
