@@ -42,12 +42,10 @@ class Config:
                             alias=("--do_dagger", "dagger", "same as --algo dagger"))
     expert_policy_file: str | None = flag(None, "CS285 expert .pkl; unset: the bundled expert for the task", "-epf",
                                            resumable=True)  # the files it used, maybe moved (checked on load)
-    expert_data: str | None = flag(
-        None, "CS285 expert data .pkl, a Minari dataset directory or minari:DATASET_ID; unset: collected from the expert",
-        "-ed", resumable=True)
-    expert_data_trajectories: int | None = flag(
-        None, "use the first N trajectories of the expert data; unset: all (without --expert_data, 2 are collected)",
-        metavar="N")
+    expert_data: str | None = flag(None, "CS285 expert data .pkl, a Minari dataset directory or minari:DATASET_ID; "
+                                         "unset: collected from the expert", "-ed", resumable=True)
+    expert_data_trajectories: int | None = flag(None, "use the first N trajectories of the expert data; unset: all "
+                                                      "(without --expert_data, 2 are collected)", metavar="N")
     env_name: str = flag(DEFAULT_ENV, "gymnasium task id", "-env")
     exp_name: str = flag("run", "name in the run directory", "-exp")
     ep_len: int | None = flag(None, "max episode length; unset: the task's max_episode_steps")
@@ -77,28 +75,23 @@ class Config:
     num_envs: int = flag(1, "vector environments for collection and evaluation")
     vector_mode: str = flag("auto", "sync: one process; async: a process per env; auto: async only with a core per "
                                      "env to spare", choices=("auto", "sync", "async"))
-    rollout_workers: int | None = flag(
-        None, "worker processes that run collection and evaluation (default: one per core, at most 8; 0: in this "
-              "process)", metavar="N")
+    rollout_workers: int | None = flag(None, "worker processes that run collection and evaluation (default: one per "
+                                             "core, at most 8; 0: in this process)", metavar="N")
     cpu_threads: int = flag(1, "threads of JAX's CPU pool, set by scripts/train.py (1 is faster for small nets on a "
                                 "small shared CPU; 0: all cores)", resumable=True)
     deterministic_eval: bool = flag(False, "evaluate the mean action instead of sampling")
     quiet: bool = flag(False, "no progress bars", resumable=True)
-    allow_weak_expert: bool = flag(False, "train even when the expert's check episode returns under half of its "
-                                           "data's return")
+    allow_weak_expert: bool = flag(False, "train even when the expert's check episode returns under half of its data's return")
     resume: str | None = flag(None, "continue an interrupted run", metavar="RUN_DIR", resumable=True)
-    resume_step: int | None = flag(
-        None, "with --resume: continue after iteration N (default: the latest saved; the one before is kept too)",
-        metavar="N", resumable=True)
-    beta_schedule: str = flag(
-        "none", "DAgger: the expert drives each collection step with probability beta_i (linear: max(0, 1 - "
-                "i/beta_iters); exponential: beta0 * beta_decay^i); none: the policy always drives (the homework)",
-        choices=("none", "linear", "exponential"))
+    resume_step: int | None = flag(None, "with --resume: continue after iteration N (default: the latest saved; the "
+                                         "one before is kept too)", metavar="N", resumable=True)
+    beta_schedule: str = flag("none", "DAgger: the expert drives each collection step with probability beta_i (linear: "
+                                      "max(0, 1 - i/beta_iters); exponential: beta0 * beta_decay^i); none: the policy "
+                                      "always drives (the homework)", choices=("none", "linear", "exponential"))
     beta0: float | None = flag(None, "exponential schedule's beta at iteration 0, in [0, 1]; unset: 1")
     beta_decay: float | None = flag(None, "exponential schedule's factor per iteration, in (0, 1]")
     beta_iters: int | None = flag(None, "linear schedule: iterations until beta reaches 0")
-    normalize_obs: bool = flag(False, "standardise the policy's input with the mean and std of the buffer's "
-                                       "observations")
+    normalize_obs: bool = flag(False, "standardise the policy's input with the mean and std of the buffer's observations")
 
     def __post_init__(self) -> None:
         algo, n_iter = _resolve_iterations(self.algo, self.n_iter)

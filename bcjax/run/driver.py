@@ -98,10 +98,9 @@ def check_expert_return(expert: Expert, cfg: Config, paths: list[Trajectory]) ->
     got = float(ep["reward"].sum())
     print(f"expert check: one episode returns {got:.1f} in {len(ep['reward'])} steps (expert data: {data_return:.1f})")
     if got < data_return - 0.5 * abs(data_return) and not cfg.allow_weak_expert:
-        raise BcjaxError(
-            f"the expert returns {got:.1f} on {cfg.env_name}, under half of its data's {data_return:.1f}: it does not "
-            "fit this task (another task version or observation layout?); use the matching --env_name or expert, "
-            "or pass --allow_weak_expert to train anyway")
+        raise BcjaxError(f"the expert returns {got:.1f} on {cfg.env_name}, under half of its data's {data_return:.1f}: "
+                         "it does not fit this task (another task version or observation layout?); use the matching "
+                         "--env_name or expert, or pass --allow_weak_expert to train anyway")
 
 
 # Copies of the parameters a run holds: the params, Adam's two moments, the gradients, and
@@ -249,9 +248,8 @@ def _learner(cfg: Config, info: EnvInfo, expert: Expert | None, paths: list[Traj
              start: float, compile_start: float) -> Run:
     """The K policies, their device buffer and the loop's start (resumed with `cfg.resume`), compiled for."""
     k, ep_len = cfg.num_seeds, cfg.ep_len or info.max_episode_steps
-    policy = MLPPolicy(act_dim=info.act_dim, n_layers=cfg.n_layers, size=cfg.size,
-                       activation=cfg.activation, discrete=info.discrete, init_scheme=cfg.init,
-                       normalize_obs=cfg.normalize_obs)
+    policy = MLPPolicy(act_dim=info.act_dim, n_layers=cfg.n_layers, size=cfg.size, activation=cfg.activation,
+                       discrete=info.discrete, init_scheme=cfg.init, normalize_obs=cfg.normalize_obs)
     init_keys, loop_keys = jnp.moveaxis(jax.vmap(jax.random.split)(seed_index_keys(cfg.seed, k)), 1, 0)
     states = create_train_states(policy, init_keys, info.obs_dim, cfg.learning_rate)
     capacity = buffer_capacity(cfg, sum(len(p["observation"]) for p in paths), ep_len)
@@ -270,8 +268,7 @@ def _learner(cfg: Config, info: EnvInfo, expert: Expert | None, paths: list[Traj
     insert_fn = compile_insert(buffer, seeds_on)
     if expert is not None:
         expert(paths[0]["observation"][:2].astype(np.float32))
-    return Run(cfg, info, ep_len, policy, pool, expert, paths, fit_fn, insert_fn, seeds_on, first, start,
-               compile_start)
+    return Run(cfg, info, ep_len, policy, pool, expert, paths, fit_fn, insert_fn, seeds_on, first, start, compile_start)
 
 
 # ---------------------------------------------------------------- the loop
@@ -379,8 +376,7 @@ def relabel(expert: Expert, paths_per_seed: list[list[Trajectory]], act_dtype: A
 def fit(run: Run, states: TrainState, buffer: Buffer, paths_per_seed: list[list[Trajectory]], train_keys: jax.Array,
         itr: int) -> tuple[TrainState, Buffer, dict]:
     """The rows into each seed's device buffer, then all of the iteration's updates for all seeds in one call."""
-    rows = [{name: np.concatenate([p[name] for p in paths]) for name in ("observation", "action")}
-            for paths in paths_per_seed]
+    rows = [{name: np.concatenate([p[name] for p in paths]) for name in ("observation", "action")} for paths in paths_per_seed]
     buffer = add(run.insert, buffer, rows, partial(shard_seeds, sharding=run.seeds_on))
     if run.cfg.normalize_obs:  # numpy's float64 statistics of the stored rows, as the host buffer gave them
         states = with_obs_stats(states, host_rows(buffer, "observation"))
@@ -419,16 +415,6 @@ def wait_all(futures: list[Future], tick: Callable[[int], None], steps_each: int
 
 # ---------------------------------------------------------------- what an iteration produced: the subscribers
 
-def fit_stats(params_host: Any, fit_metrics: dict[str, np.ndarray], discrete: bool) -> dict[str, np.ndarray]:
-    """Per seed: the policy's sigma (mean, min, max over action dims) and the last minibatch's mean-action MSE,
-    so a collapsing sigma behind a falling (negative) NLL is visible."""
-    if discrete:
-        return {}
-    std = np.exp(np.asarray(params_host["params"]["log_std"], np.float64))  # (K, act_dim)
-    return {"Training MSE": np.asarray(fit_metrics["mse"])[:, -1], "Policy_StdMean": std.mean(axis=1),
-            "Policy_StdMin": std.min(axis=1), "Policy_StdMax": std.max(axis=1)}
-
-
 def _per_seed(stats: list[dict[str, float]]) -> dict[str, list[float]]:
     return {name: [s[name] for s in stats] for name in stats[0]}
 
@@ -436,14 +422,17 @@ def _per_seed(stats: list[dict[str, float]]) -> dict[str, list[float]]:
 def metrics_row(run: Run, it: Iteration, eval_paths: list[list[Trajectory]]) -> dict[str, list[float]]:
     """An iteration's metrics, per seed, in the CS285 order: the one place a row is made."""
     k = len(eval_paths)
-    fit = fit_stats(it.params, it.fit_metrics, run.info.discrete)
     found = {**_per_seed([episode_stats(paths, "Eval") for paths in eval_paths]),
              **_per_seed([episode_stats(paths, "Train") for paths in it.got.paths]),
              "Train_EnvstepsSoFar": [float(n) for n in it.loop.envsteps],
              "Training Loss": [float(x) for x in np.asarray(it.fit_metrics["loss"])[:, -1]],
              "Initial_DataCollection_AverageReturn": [float(np.mean([p["reward"].sum() for p in run.expert_paths]))] * k,
-             **{name: [float(x) for x in v] for name, v in fit.items()}, **it.got.stats,
-             "TimeSinceStart": [time.time() - run.start] * k}
+             **it.got.stats, "TimeSinceStart": [time.time() - run.start] * k}
+    if not run.info.discrete:  # sigma and the last minibatch's mean-action MSE: a collapsing sigma behind a
+        std = np.exp(np.asarray(it.params["params"]["log_std"], np.float64))  # falling (negative) NLL shows
+        for name, v in (("Training MSE", np.asarray(it.fit_metrics["mse"])[:, -1]), ("Policy_StdMean", std.mean(1)),
+                        ("Policy_StdMin", std.min(1)), ("Policy_StdMax", std.max(1))):  # (std: K x act_dim)
+            found[name] = [float(x) for x in v]
     return {name: found[name] for name in (*METRICS, *BETA_METRICS) if name in found}
 
 

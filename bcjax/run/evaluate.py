@@ -61,8 +61,7 @@ def evaluate_run(run_dir: str | Path, step: int | None = None, episodes: int = 1
             returns.append([float(p["reward"].sum()) for p in paths])
             lengths.append([len(p["reward"]) for p in paths])
     video_path = None if video is None else _video(env_name, actor_for(indices[0]), ep_len, seed, video)
-    return EvalResult(saved.iteration, env_name, np.asarray(returns, np.float64), np.asarray(lengths, np.float64),
-                      sample, video_path)
+    return EvalResult(saved.iteration, env_name, np.asarray(returns, float), np.asarray(lengths, float), sample, video_path)
 
 
 def _video(env_name: str, actor: Callable[[np.ndarray], np.ndarray], ep_len: int, seed: int,

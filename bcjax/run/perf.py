@@ -22,11 +22,7 @@ from bcjax.data.files import check_writable_dir
 from bcjax.errors import BcjaxError
 
 CACHE_ENV = "BCJAX_CACHE_DIR"
-_COMPILE_EVENTS = frozenset({
-    "/jax/core/compile/jaxpr_trace_duration",
-    "/jax/core/compile/jaxpr_to_mlir_module_duration",
-    "/jax/core/compile/backend_compile_duration",
-})
+_COMPILE_EVENTS = {f"/jax/core/compile/{name}_duration" for name in ("jaxpr_trace", "jaxpr_to_mlir_module", "backend_compile")}
 _totals = {"compile_s": 0.0, "cache_hits": 0}
 
 

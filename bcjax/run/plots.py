@@ -248,8 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parse(PlotArgs, argv)
         runs = find_runs(list(args.run_dirs))
         if args.hparam:
-            out = plot_hparam(runs, args.hparam, args.out or f"{args.hparam}.png", args.metric, args.title,
-                              args.split_by)
+            out = plot_hparam(runs, args.hparam, args.out or f"{args.hparam}.png", args.metric, args.title, args.split_by)
         else:
             out = plot_learning_curves(runs, args.out or "returns.png", args.metric, args.title)
         print(f"wrote {out} ({len(runs)} run(s))")

@@ -74,9 +74,8 @@ def restore_resume(run_dir: str | Path, template: LoopState, step: int | None = 
         if np.shape(want) != np.shape(got):
             raise BcjaxError(f"{misfit} ({jax.tree_util.keystr(path)}: saved {np.shape(got)}, "
                              f"expected {np.shape(want)})")
-    return LoopState(iteration=int(meta["iteration"]), states=out["train_state"],
-                     loop_keys=jnp.asarray(out["loop_keys"]), buffer=jax.tree.map(jnp.asarray, out["buffer"]),
-                     envsteps=np.asarray(out["envsteps"], np.int64), elapsed=float(meta["elapsed"]))
+    return LoopState(int(meta["iteration"]), out["train_state"], jnp.asarray(out["loop_keys"]),
+                     jax.tree.map(jnp.asarray, out["buffer"]), np.asarray(out["envsteps"], np.int64), float(meta["elapsed"]))
 
 
 def read_run_config(run_dir: str | Path) -> Config:
@@ -125,8 +124,7 @@ def resume_config(run_dir: str | Path, explicit: dict) -> Config:
         raise BcjaxError(f"the resume state of iteration {last} in {saves} is corrupt ({problem}): {hint}")
     if last >= cfg.n_iter - 1:
         raise BcjaxError(f"{run_dir} already finished all {cfg.n_iter} iterations: nothing to resume")
-    keep = {k: v for k, v in explicit.items() if k not in ("resume", "resume_step")}
-    return cfg.replace(resume=str(run_dir), resume_step=last, **keep)
+    return cfg.replace(**{**explicit, "resume": str(run_dir), "resume_step": last})
 
 
 @dataclass

@@ -40,9 +40,8 @@ def iqm_ci(scores: np.ndarray, reps: int = BOOTSTRAP_REPS, seed: int = 0) -> tup
     scores = scores.reshape(-1, 1) if scores.ndim == 1 else scores
     with warnings.catch_warnings():  # arch's RandomState deprecation notice
         warnings.simplefilter("ignore")
-        _, ci = _rliable().get_interval_estimates({"x": scores}, lambda s: np.array([iqm(s)]),
-                                               reps=reps, confidence_interval_size=CONFIDENCE,
-                                               random_state=np.random.RandomState(seed))
+        _, ci = _rliable().get_interval_estimates({"x": scores}, lambda s: np.array([iqm(s)]), reps=reps,
+                                                  confidence_interval_size=CONFIDENCE, random_state=np.random.RandomState(seed))
     lo, hi = ci["x"][:, 0]
     return float(lo), float(hi)
 
@@ -64,5 +63,4 @@ def performance_profiles(scores: dict[str, np.ndarray], taus: np.ndarray, reps: 
         warnings.simplefilter("ignore")
         # create_performance_profile cannot be seeded; this is its computation with a seeded bootstrap.
         return library.get_interval_estimates(scores, lambda s: library.score_distributions(s, taus), reps=reps,
-                                              confidence_interval_size=CONFIDENCE,
-                                              random_state=np.random.RandomState(seed))
+                                              confidence_interval_size=CONFIDENCE, random_state=np.random.RandomState(seed))
