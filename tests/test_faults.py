@@ -27,10 +27,18 @@ from bcjax.data.expert_data import load_expert_data
 from bcjax.data.files import append_line, check_writable_dir, write_atomic
 from bcjax.data.safe_pickle import memory_budget
 from bcjax.errors import BcjaxError
-from bcjax.run.checkpoint import CHECKSUM_FILE, checkpoint_steps, restore_checkpoint, save_checkpoint, step_problem
+from bcjax.run.checkpoint import (
+    CHECKSUM_FILE,
+    RESUME_DIR,
+    checkpoint_steps,
+    read_run_config,
+    restore_checkpoint,
+    resume_config,
+    save_checkpoint,
+    step_problem,
+)
 from bcjax.run.config import Config, config_dict
 from bcjax.run.logger import RunLogger, read_metrics, run_lock, truncate_metrics
-from bcjax.run.saved_run import RESUME_DIR, read_run_config, resume_config
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -414,7 +422,6 @@ def test_sigterm_finishes_the_iteration_saves_and_stops(tmp_path, monkeypatch):
     from tiny_runs import cartpole_cfg, cartpole_expert, expert_data, run_logged
 
     import bcjax.run.driver
-    from bcjax.run.checkpoint import checkpoint_steps
     from bcjax.run.signals import Stopped, stop_on_signals
 
     real = bcjax.run.driver.save_policy

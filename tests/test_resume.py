@@ -16,10 +16,9 @@ from tiny_runs import cartpole_cfg, cartpole_expert, expert_data, metrics_withou
 
 import bcjax.run.driver
 from bcjax.errors import BcjaxError
-from bcjax.run.checkpoint import checkpoint_steps
+from bcjax.run.checkpoint import RESUME_DIR, checkpoint_steps, resume_config
 from bcjax.run.config import given_flags
 from bcjax.run.logger import read_metrics
-from bcjax.run.saved_run import RESUME_DIR, resume_config
 
 REPO = Path(__file__).resolve().parents[1]
 

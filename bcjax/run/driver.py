@@ -41,10 +41,10 @@ from bcjax.core.devices import seed_sharding, shard_seeds
 from bcjax.core.model import MLPPolicy, host_actor
 from bcjax.core.update import Fit, compile_fit, create_train_states, with_obs_stats
 from bcjax.errors import BcjaxError
+from bcjax.run.checkpoint import LoopState, restore_resume, save_policy, save_resume
 from bcjax.run.config import Config, config_dict
 from bcjax.run.logger import BETA_METRICS, METRICS, RunLogger, run_directory, summary_line
 from bcjax.run.perf import compile_seconds, peak_rss_mib
-from bcjax.run.saved_run import LoopState, restore_resume, save_policy, save_resume
 from bcjax.run.signals import Stopped, check_stop
 
 Expert = Callable[[np.ndarray], np.ndarray]

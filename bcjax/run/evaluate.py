@@ -39,7 +39,7 @@ def evaluate_run(run_dir: str | Path, step: int | None = None, episodes: int = 1
     from bcjax.acting.gl import check_mujoco_gl_setting
     from bcjax.acting.rollout import sample_n_trajectories
     from bcjax.core.model import host_actor
-    from bcjax.run.saved_run import load_policy
+    from bcjax.run.checkpoint import load_policy
 
     check_mujoco_gl_setting()
     saved = load_policy(run_dir, step)

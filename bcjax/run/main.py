@@ -109,7 +109,7 @@ def resolve_config(given: dict) -> Config:
     runtime flags given; checked as flags are)."""
     if not given.get("resume"):
         return Config(**given)
-    from bcjax.run.saved_run import resume_config
+    from bcjax.run.checkpoint import resume_config
 
     return resume_config(given["resume"], given)
 
