@@ -27,28 +27,25 @@ from bcjax.errors import BcjaxError
 from bcjax.run.config import Config, config_dict
 
 # The CS285 names, in the homework's print order.
-METRICS = (
-    "Eval_AverageReturn", "Eval_StdReturn", "Eval_MaxReturn", "Eval_MinReturn", "Eval_AverageEpLen",
-    "Train_AverageReturn", "Train_StdReturn", "Train_MaxReturn", "Train_MinReturn", "Train_AverageEpLen",
-    "Train_EnvstepsSoFar", "TimeSinceStart", "Training Loss", "Initial_DataCollection_AverageReturn",
-    # bcjax's own, beside the NLL (continuous actions only): the mean-action MSE on the last minibatch and sigma.
-    "Training MSE", "Policy_StdMean", "Policy_StdMin", "Policy_StdMax",
-)
+METRICS = ("Eval_AverageReturn", "Eval_StdReturn", "Eval_MaxReturn", "Eval_MinReturn", "Eval_AverageEpLen",
+           "Train_AverageReturn", "Train_StdReturn", "Train_MaxReturn", "Train_MinReturn", "Train_AverageEpLen",
+           "Train_EnvstepsSoFar", "TimeSinceStart", "Training Loss", "Initial_DataCollection_AverageReturn",
+           # bcjax's own, beside the NLL (continuous actions only): the mean-action MSE on the last minibatch and sigma.
+           "Training MSE", "Policy_StdMean", "Policy_StdMin", "Policy_StdMax")
 # Logged with --beta_schedule only: the expert's mixing probability and the share of collection steps it drove.
 BETA_METRICS = ("Train_Beta", "Train_ExpertStepFraction")
 
 
 def make_run_dir(cfg: Config) -> Path:
     """data/q1_<exp>_<env>_<dd-mm-YYYY_HH-MM-SS> (q2_ for DAgger), made unique if taken."""
-    prefix = "q2" if cfg.is_dagger else "q1"
-    name = f"{prefix}_{cfg.exp_name}_{cfg.env_name}_{time.strftime('%d-%m-%Y_%H-%M-%S')}".replace("/", "-")
-    path = base = Path(cfg.logdir) / name  # ("/": namespaced gymnasium ids, ALE/Pong-v5)
+    name = f"{'q2' if cfg.is_dagger else 'q1'}_{cfg.exp_name}_{cfg.env_name}_{time.strftime('%d-%m-%Y_%H-%M-%S')}"
+    path = base = Path(cfg.logdir) / name.replace("/", "-")  # ("/": namespaced gymnasium ids, ALE/Pong-v5)
     for n in itertools.count(1):
         try:
             path.mkdir(parents=True)
             return path
         except FileExistsError:  # taken, maybe by a run started the same second
-            path = base.with_name(f"{name}_{n}")
+            path = base.with_name(f"{base.name}_{n}")
         except OSError as e:
             raise write_failure(path, e) from None
     raise AssertionError("unreachable")

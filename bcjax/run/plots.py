@@ -14,7 +14,7 @@ across its evaluation episodes (`Eval_StdReturn`) instead.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -103,10 +103,7 @@ def final_value(runs: list[Run], metric: str) -> tuple[float, float]:
 def shared_seeds(runs: list[Run]) -> list[tuple[int, int]]:
     """The (seed, seed index) pairs that more than one of the pooled runs trained: the same random stream
     twice, which would draw error bars too tight (seed index k of --seed S is fold_in(PRNGKey(S), k))."""
-    seen: dict[tuple[int, int], int] = defaultdict(int)
-    for r in runs:
-        for k in range(int(r.config.get("num_seeds", 1))):
-            seen[int(r.config.get("seed", 1)), k] += 1
+    seen = Counter((int(r.config.get("seed", 1)), k) for r in runs for k in range(int(r.config.get("num_seeds", 1))))
     return sorted(pair for pair, n in seen.items() if n > 1)
 
 
