@@ -20,6 +20,7 @@ A run directory's checkpoints (and the config a resumed run continues with):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -231,16 +232,12 @@ def read_run_config(run_dir: str | Path) -> Config:
     """The config a run was started with: its config.json, else (a torn or lost one) the copy in its
     latest readable checkpoint."""
     path = Path(run_dir) / "config.json"
-    try:
+    with contextlib.suppress(OSError, ValueError, TypeError):
         return config_from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError):
-        pass
     for sub in (RESUME_DIR, POLICY_DIR):
         for step in reversed(checkpoint_steps(Path(run_dir) / sub)):
-            try:
+            with contextlib.suppress(BcjaxError, KeyError, TypeError):
                 return config_from_dict(restore_meta(Path(run_dir) / sub, step)[1]["config"])
-            except (BcjaxError, KeyError, TypeError):
-                continue
     if not path.is_file():
         raise BcjaxError(f"{run_dir} is not a bcjax run directory (no config.json)")
     raise BcjaxError(f"{path} is damaged (not valid JSON) and no checkpoint holds a copy: the run cannot be resumed")

@@ -144,11 +144,10 @@ def given_flags(argv: list[str] | None) -> dict:
 
 def _resolve_iterations(algo: str | None, n_iter: int | None) -> tuple[str, int]:
     """Unset algo: bc; unset n_iter: 1 for BC (which runs exactly one), DEFAULT_DAGGER_ITERS for DAgger."""
-    algo = algo or "bc"
-    if algo == "bc":
-        if n_iter is not None and n_iter != 1:
+    if (algo or "bc") == "bc":
+        if n_iter not in (None, 1):
             raise BcjaxError(f"BC runs exactly one iteration, got --n_iter {n_iter}: drop --n_iter or use --algo dagger")
-        return algo, 1
+        return "bc", 1
     n_iter = DEFAULT_DAGGER_ITERS if n_iter is None else n_iter
     if n_iter < 2:
         raise BcjaxError(f"DAgger needs more than one iteration, got --n_iter {n_iter}: use --n_iter 2 or more, or --algo bc")

@@ -10,6 +10,7 @@ cannot be made or written costs one warning line, never the run.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import resource
@@ -109,7 +110,5 @@ def limit_cpu_threads(n: int) -> None:
         jax.devices()  # starts the backends; the CPU one sizes its pool now
     finally:
         for tid in os.listdir("/proc/self/task"):  # threads started meanwhile inherited the narrow mask
-            try:
+            with contextlib.suppress(OSError):  # (a thread that has exited since)
                 os.sched_setaffinity(int(tid), cores)
-            except OSError:  # a thread that has exited since
-                pass

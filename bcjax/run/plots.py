@@ -212,8 +212,7 @@ def hparam_figure(runs: list[Run], hparam: str, metric: str = "Eval_AverageRetur
     for r in runs:
         split = "".join(f" {s}={r.config.get(s)}" for s in splits)
         lines[(*r.group[:2], split)][_numeric(r.config[hparam])].append(r)
-    fig = Figure(figsize=(6.4, 4.4))
-    ax = fig.subplots()
+    ax = Figure(figsize=(6.4, 4.4)).subplots()
     for (env, algo, split), points in sorted(lines.items()):
         stats = np.array([final_value(points[x], metric) for x in sorted(points)])
         ax.errorbar(sorted(points), stats[:, 0], yerr=stats[:, 1], marker="o", capsize=3,
@@ -224,7 +223,7 @@ def hparam_figure(runs: list[Run], hparam: str, metric: str = "Eval_AverageRetur
     if min(xs) > 0 and max(xs) / min(xs) >= 30:
         ax.set_xscale("log")
     _finish(ax, xlabel=hparam, ylabel=f"{metric} (final iteration)", title=title or f"{metric} vs {hparam}")
-    return fig
+    return ax.figure
 
 
 @dataclass(frozen=True)
