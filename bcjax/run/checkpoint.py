@@ -222,8 +222,7 @@ def restore_resume(run_dir: str | Path, template: LoopState, step: int | None = 
     # orbax restores the saved shapes whatever the template says: check them.
     for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(tree), jax.tree.leaves(out)):
         if np.shape(want) != np.shape(got):
-            raise BcjaxError(f"{misfit} ({jax.tree_util.keystr(path)}: saved {np.shape(got)}, "
-                             f"expected {np.shape(want)})")
+            raise BcjaxError(f"{misfit} ({jax.tree_util.keystr(path)}: saved {np.shape(got)}, expected {np.shape(want)})")
     return LoopState(int(meta["iteration"]), out["train_state"], jnp.asarray(out["loop_keys"]),
                      jax.tree.map(jnp.asarray, out["buffer"]), np.asarray(out["envsteps"], np.int64), float(meta["elapsed"]))
 
@@ -250,8 +249,7 @@ def resume_config(run_dir: str | Path, explicit: dict) -> Config:
     cfg, saves = read_run_config(run_dir), run_dir / RESUME_DIR
     other = sorted(set(explicit) - set(RESUME_RUNTIME_FLAGS))
     if other:
-        raise BcjaxError(f"--resume continues {run_dir} with its saved configuration: drop "
-                         + ", ".join(f"--{k}" for k in other))
+        raise BcjaxError(f"--resume continues {run_dir} with its saved configuration: drop {', '.join('--' + k for k in other)}")
     steps = checkpoint_steps(saves)
     if not steps:
         if not cfg.save_params:

@@ -98,9 +98,8 @@ def load_inputs(cfg: Config, info: EnvInfo) -> tuple[Config, object, list[dict]]
             print(f"expert input: {note}")
     if cfg.expert_data is None:  # roll the expert out once; cached under the logdir
         check_expert(expert, info, np.zeros((1, info.obs_dim), np.float32))  # before it acts
-        cfg = cfg.replace(expert_data=str(cached_expert_data(
-            expert, cfg.expert_policy_file, cfg.env_name, cfg.logdir, cfg.seed, cfg.ep_len,
-            n_traj=cfg.expert_data_trajectories or DEFAULT_EXPERT_TRAJECTORIES)))
+        cfg = cfg.replace(expert_data=str(cached_expert_data(expert, cfg.expert_policy_file, cfg.env_name, cfg.logdir, cfg.seed,
+                                                             cfg.ep_len, cfg.expert_data_trajectories or DEFAULT_EXPERT_TRAJECTORIES)))
     return cfg, expert, load_expert_data(cfg.expert_data, n_traj=cfg.expert_data_trajectories, info=info)
 
 

@@ -205,8 +205,7 @@ def hparam_figure(runs: list[Run], hparam: str, metric: str = "Eval_AverageRetur
     missing = [str(r.path) for r in runs if _numeric(r.config.get(hparam)) is None]
     if missing:
         numeric = sorted(k for k, v in runs[0].config.items() if _numeric(v) is not None)
-        raise BcjaxError(f"--hparam {hparam!r} is not a numeric config value of {missing[0]}; "
-                         f"numeric ones: {', '.join(numeric)}")
+        raise BcjaxError(f"--hparam {hparam!r} is not a numeric config value of {missing[0]}; numeric ones: {', '.join(numeric)}")
     splits = [split_by] if isinstance(split_by, str) else split_by or []
     lines: dict[tuple[str, str, str], dict[float, list[Run]]] = defaultdict(lambda: defaultdict(list))
     for r in runs:

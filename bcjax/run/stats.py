@@ -50,8 +50,7 @@ def summarize(x: np.ndarray, reps: int = BOOTSTRAP_REPS) -> dict[str, float]:
     """Mean, std, IQM and its 95% bootstrap interval of per-seed values."""
     x = np.asarray(x, np.float64).ravel()
     lo, hi = iqm_ci(x, reps)
-    return {"n": int(len(x)), "mean": float(x.mean()), "std": float(x.std()), "iqm": iqm(x),
-            "iqm_ci_low": lo, "iqm_ci_high": hi}
+    return {"n": int(len(x)), "mean": float(x.mean()), "std": float(x.std()), "iqm": iqm(x), "iqm_ci_low": lo, "iqm_ci_high": hi}
 
 
 def performance_profiles(scores: dict[str, np.ndarray], taus: np.ndarray, reps: int = 2000,
