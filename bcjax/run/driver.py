@@ -319,8 +319,7 @@ def iterate(run: Run) -> RunResult:
 def iteration(run: Run, loop: LoopState, collect_params: Any, itr: int) -> Iteration:
     """One iteration: collect, relabel, fit, evaluate, record."""
     before = dict(run.clock)
-    keys = jax.vmap(lambda k: jax.random.split(k, 3))(loop.loop_keys)
-    loop_keys, train_keys, roll_keys = keys[:, 0], keys[:, 1], keys[:, 2]
+    loop_keys, train_keys, roll_keys = jnp.moveaxis(jax.vmap(lambda k: jax.random.split(k, 3))(loop.loop_keys), 1, 0)
     with run.timed("collection"):
         got = collect(run, itr, collect_params, roll_keys)
     if itr > 0:
