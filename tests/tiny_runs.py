@@ -43,6 +43,12 @@ def hopper_cfg(logdir: Path, **kw) -> Config:
                   quiet=True, rollout_workers=0).replace(**kw)
 
 
+def train(cfg: Config, expert, paths: list[dict], pool=None) -> RunResult:
+    """A run without a run directory: `open_run`, then `iterate`."""
+    with open_run(cfg, expert, paths, pool) as run:
+        return iterate(run)
+
+
 def run_logged(cfg: Config, expert, paths: list[dict]) -> tuple[Path, RunResult]:
     """A run with a run directory (cfg.resume's for a resume) and a silent logger, as scripts/train.py runs it."""
     with open_run(cfg, expert, paths, logged=True, print_fn=lambda s: None) as run:

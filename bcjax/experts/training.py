@@ -200,7 +200,7 @@ def _crossed(step: int, n: int, every: int) -> bool:
 
 def train(ns: ExpertArgs) -> None:
     """Train (or with --resume continue) the SAC run `ns` describes, until --total_steps or --time_limit."""
-    from bcjax.run.compile_cache import enable_compile_cache
+    from bcjax.run.perf import enable_compile_cache
 
     enable_compile_cache()  # SAC's fused updates compile once per machine
     run, out_of_time = _Run(ns), False

@@ -24,11 +24,10 @@ from bcjax.run.flags import check_choices, flag, given, to_argv
 DEFAULT_ENV = "Ant-v4"
 DEFAULT_DAGGER_ITERS = 10
 
-# The choices of flags whose values other modules interpret (bcjax.core.model, bcjax.acting.envs, bcjax.acting.rollout).
+# The activations bcjax.core.model knows (its test checks the two agree).
 ACTIVATION_NAMES = ("identity", "leaky_relu", "relu", "selu", "sigmoid", "softplus", "tanh")
-INITS = ("torch", "flax")
-VECTOR_MODES = ("auto", "sync", "async")
-BETA_SCHEDULES = ("none", "linear", "exponential")
+# JAX keys take 32-bit seeds (PRNGKey(2**32) == PRNGKey(0)): refuse the seeds that would alias.
+SEED_MAX = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -43,12 +42,10 @@ class Config:
                             alias=("--do_dagger", "dagger", "same as --algo dagger"))
     expert_policy_file: str | None = flag(None, "CS285 expert .pkl; unset: the bundled expert for the task", "-epf",
                                            resumable=True)  # the files it used, maybe moved (checked on load)
-    expert_data: str | None = flag(
-        None, "CS285 expert data .pkl, a Minari dataset directory or minari:DATASET_ID; unset: collected from the expert",
-        "-ed", resumable=True)
-    expert_data_trajectories: int | None = flag(
-        None, "use the first N trajectories of the expert data; unset: all (without --expert_data, 2 are collected)",
-        metavar="N")
+    expert_data: str | None = flag(None, "CS285 expert data .pkl, a Minari dataset directory or minari:DATASET_ID; "
+                                         "unset: collected from the expert", "-ed", resumable=True)
+    expert_data_trajectories: int | None = flag(None, "use the first N trajectories of the expert data; unset: all "
+                                                      "(without --expert_data, 2 are collected)", metavar="N")
     env_name: str = flag(DEFAULT_ENV, "gymnasium task id", "-env")
     exp_name: str = flag("run", "name in the run directory", "-exp")
     ep_len: int | None = flag(None, "max episode length; unset: the task's max_episode_steps")
@@ -61,7 +58,7 @@ class Config:
     size: int = flag(64, "units per hidden layer")
     activation: str = flag("tanh", "hidden-layer activation", choices=ACTIVATION_NAMES)
     init: str = flag("torch", "layer initialisation: torch (the homework's nn.Linear: uniform in ±1/sqrt(fan_in)) "
-                               "or flax (lecun-normal, zero bias)", choices=INITS)
+                               "or flax (lecun-normal, zero bias)", choices=("torch", "flax"))
     learning_rate: float = flag(5e-3, "Adam step size", "-lr")
     video_log_freq: int = flag(5, "iterations between videos; -1 disables", resumable=True)
     scalar_log_freq: int = flag(1, "iterations between evaluations/logs; -1 disables")
@@ -77,29 +74,24 @@ class Config:
     num_seeds: int = flag(1, "independent policies trained side by side (vmapped)")
     num_envs: int = flag(1, "vector environments for collection and evaluation")
     vector_mode: str = flag("auto", "sync: one process; async: a process per env; auto: async only with a core per "
-                                     "env to spare", choices=VECTOR_MODES)
-    rollout_workers: int | None = flag(
-        None, "worker processes that run collection and evaluation (default: one per core, at most 8; 0: in this "
-              "process)", metavar="N")
+                                     "env to spare", choices=("auto", "sync", "async"))
+    rollout_workers: int | None = flag(None, "worker processes that run collection and evaluation (default: one per "
+                                             "core, at most 8; 0: in this process)", metavar="N")
     cpu_threads: int = flag(1, "threads of JAX's CPU pool, set by scripts/train.py (1 is faster for small nets on a "
                                 "small shared CPU; 0: all cores)", resumable=True)
     deterministic_eval: bool = flag(False, "evaluate the mean action instead of sampling")
     quiet: bool = flag(False, "no progress bars", resumable=True)
-    allow_weak_expert: bool = flag(False, "train even when the expert's check episode returns under half of its "
-                                           "data's return")
+    allow_weak_expert: bool = flag(False, "train even when the expert's check episode returns under half of its data's return")
     resume: str | None = flag(None, "continue an interrupted run", metavar="RUN_DIR", resumable=True)
-    resume_step: int | None = flag(
-        None, "with --resume: continue after iteration N (default: the latest saved; the one before is kept too)",
-        metavar="N", resumable=True)
-    beta_schedule: str = flag(
-        "none", "DAgger: the expert drives each collection step with probability beta_i (linear: max(0, 1 - "
-                "i/beta_iters); exponential: beta0 * beta_decay^i); none: the policy always drives (the homework)",
-        choices=BETA_SCHEDULES)
+    resume_step: int | None = flag(None, "with --resume: continue after iteration N (default: the latest saved; the "
+                                         "one before is kept too)", metavar="N", resumable=True)
+    beta_schedule: str = flag("none", "DAgger: the expert drives each collection step with probability beta_i (linear: "
+                                      "max(0, 1 - i/beta_iters); exponential: beta0 * beta_decay^i); none: the policy "
+                                      "always drives (the homework)", choices=("none", "linear", "exponential"))
     beta0: float | None = flag(None, "exponential schedule's beta at iteration 0, in [0, 1]; unset: 1")
     beta_decay: float | None = flag(None, "exponential schedule's factor per iteration, in (0, 1]")
     beta_iters: int | None = flag(None, "linear schedule: iterations until beta reaches 0")
-    normalize_obs: bool = flag(False, "standardise the policy's input with the mean and std of the buffer's "
-                                       "observations")
+    normalize_obs: bool = flag(False, "standardise the policy's input with the mean and std of the buffer's observations")
 
     def __post_init__(self) -> None:
         algo, n_iter = _resolve_iterations(self.algo, self.n_iter)
@@ -152,15 +144,20 @@ def given_flags(argv: list[str] | None) -> dict:
 
 def _resolve_iterations(algo: str | None, n_iter: int | None) -> tuple[str, int]:
     """Unset algo: bc; unset n_iter: 1 for BC (which runs exactly one), DEFAULT_DAGGER_ITERS for DAgger."""
-    algo = algo or "bc"
-    if algo == "bc":
-        if n_iter is not None and n_iter != 1:
+    if (algo or "bc") == "bc":
+        if n_iter not in (None, 1):
             raise BcjaxError(f"BC runs exactly one iteration, got --n_iter {n_iter}: drop --n_iter or use --algo dagger")
-        return algo, 1
+        return "bc", 1
     n_iter = DEFAULT_DAGGER_ITERS if n_iter is None else n_iter
     if n_iter < 2:
         raise BcjaxError(f"DAgger needs more than one iteration, got --n_iter {n_iter}: use --n_iter 2 or more, or --algo bc")
     return algo, n_iter
+
+
+def check_seed(seed: int) -> int:
+    if not 0 <= seed <= SEED_MAX:
+        raise BcjaxError(f"--seed must be between 0 and {SEED_MAX} (JAX keys are 32-bit), got {seed}")
+    return seed
 
 
 def _check_beta(cfg: Config) -> None:
@@ -175,57 +172,32 @@ def _check_beta(cfg: Config) -> None:
         raise BcjaxError("--beta_schedule linear needs --beta_iters N")
     if sched == "exponential" and cfg.beta_decay is None:
         raise BcjaxError("--beta_schedule exponential needs --beta_decay")
-    _positive("beta_iters", cfg.beta_iters, allow_none=True)
     if cfg.beta0 is not None and not 0 <= cfg.beta0 <= 1:  # NaN fails too
         raise BcjaxError(f"--beta0 must be in [0, 1], got {cfg.beta0}")
     if cfg.beta_decay is not None and not 0 < cfg.beta_decay <= 1:
         raise BcjaxError(f"--beta_decay must be in (0, 1], got {cfg.beta_decay}")
 
 
-def _positive(name: str, value: int | float | None, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if value is None or not math.isfinite(value) or value <= 0:  # NaN compares false with everything
-        raise BcjaxError(f"--{name} must be positive, got {value}")
-
-
-# JAX keys take 32-bit seeds (PRNGKey(2**32) == PRNGKey(0)): refuse the seeds that would alias.
-SEED_MAX = 2**32 - 1
-
-
-def check_seed(seed: int, flag: str = "--seed") -> int:
-    if not 0 <= seed <= SEED_MAX:
-        raise BcjaxError(f"{flag} must be between 0 and {SEED_MAX} (JAX keys are 32-bit), got {seed}")
-    return seed
-
-
-def check_exp_name(name: str) -> str:
-    """The run directory is named after --exp_name: it must stay one path component under --logdir."""
-    if not name or any(c in name for c in "/\\\0") or name.startswith("."):
-        raise BcjaxError(f"--exp_name {name!r} must be a plain name (no '/', '\\' or leading '.'): "
-                         "it names a directory under --logdir")
-    return name
-
-
 def _check(cfg: Config) -> None:
     """The checks of single flags and of combinations; each failure names the flag and the fix."""
-    for name in ("num_agent_train_steps_per_iter", "batch_size", "eval_batch_size", "train_batch_size",
-                 "size", "learning_rate", "max_replay_buffer_size", "num_seeds", "num_envs"):
-        _positive(name, getattr(cfg, name))
-    _positive("ep_len", cfg.ep_len, allow_none=True)
-    _positive("expert_data_trajectories", cfg.expert_data_trajectories, allow_none=True)
-    if cfg.rollout_workers is not None and cfg.rollout_workers < 0:
-        raise BcjaxError(f"--rollout_workers must be 0 (rollouts in this process) or more, got {cfg.rollout_workers}")
-    if cfg.cpu_threads < 0:
-        raise BcjaxError(f"--cpu_threads must be 0 (all cores) or more, got {cfg.cpu_threads}")
-    if cfg.n_layers < 0:
-        raise BcjaxError(f"--n_layers must be 0 or more, got {cfg.n_layers}")
+    for name in ("num_agent_train_steps_per_iter", "batch_size", "eval_batch_size", "train_batch_size", "size",
+                 "learning_rate", "max_replay_buffer_size", "num_seeds", "num_envs", "ep_len",
+                 "expert_data_trajectories", "beta_iters"):  # (None: unset)
+        value = getattr(cfg, name)
+        if value is not None and not (math.isfinite(value) and value > 0):  # NaN compares false with everything
+            raise BcjaxError(f"--{name} must be positive, got {value}")
+    for name, zero in (("rollout_workers", " (rollouts in this process)"), ("cpu_threads", " (all cores)"),
+                       ("n_layers", "")):
+        if (getattr(cfg, name) or 0) < 0:
+            raise BcjaxError(f"--{name} must be 0{zero} or more, got {getattr(cfg, name)}")
     for name in ("video_log_freq", "scalar_log_freq"):
-        v = getattr(cfg, name)
-        if v == 0 or v < -1:
-            raise BcjaxError(f"--{name} must be positive or -1 (off), got {v}")
+        if getattr(cfg, name) == 0 or getattr(cfg, name) < -1:
+            raise BcjaxError(f"--{name} must be positive or -1 (off), got {getattr(cfg, name)}")
     check_seed(cfg.seed)
     _check_beta(cfg)
     if cfg.resume_step is not None and not cfg.resume:
         raise BcjaxError("--resume_step needs --resume RUN_DIR")
-    check_exp_name(cfg.exp_name)
+    # The run directory is named after --exp_name: it must stay one path component under --logdir.
+    if not cfg.exp_name or any(c in cfg.exp_name for c in "/\\\0") or cfg.exp_name.startswith("."):
+        raise BcjaxError(f"--exp_name {cfg.exp_name!r} must be a plain name (no '/', '\\' or leading '.'): "
+                         "it names a directory under --logdir")

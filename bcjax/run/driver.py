@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import sys
 import time
 from collections import defaultdict, deque
 from collections.abc import Iterator
@@ -29,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax.training.train_state import TrainState
+from tqdm import tqdm
 
 from bcjax.acting.envs import EnvInfo, env_info, make_env
 from bcjax.acting.pool import Mixing, RolloutPool, RolloutResult, RolloutTask, WorkerDied, default_workers
@@ -38,12 +41,10 @@ from bcjax.core.devices import seed_sharding, shard_seeds
 from bcjax.core.model import MLPPolicy, host_actor
 from bcjax.core.update import Fit, compile_fit, create_train_states, with_obs_stats
 from bcjax.errors import BcjaxError
+from bcjax.run.checkpoint import LoopState, restore_resume, save_policy, save_resume
 from bcjax.run.config import Config, config_dict
-from bcjax.run.logger import BETA_METRICS, METRICS, RunLogger, run_directory
-from bcjax.run.memory import buffer_capacity, check_run_fits_memory
-from bcjax.run.perf import compile_totals, peak_rss_mib
-from bcjax.run.progress import Progress, bars_wanted, summary_line
-from bcjax.run.saved_run import LoopState, restore_resume, save_policy, save_resume
+from bcjax.run.logger import BETA_METRICS, METRICS, RunLogger, run_directory, summary_line
+from bcjax.run.perf import compile_seconds, peak_rss_mib
 from bcjax.run.signals import Stopped, check_stop
 
 Expert = Callable[[np.ndarray], np.ndarray]
@@ -64,37 +65,27 @@ class RunResult:
 # ---------------------------------------------------------------- checks of the inputs
 
 def task_info(env_name: str) -> EnvInfo:
-    env = make_env(env_name)
-    try:
+    with contextlib.closing(make_env(env_name)) as env:
         return env_info(env)
-    finally:
-        env.close()
 
 
 def check_expert_data(paths: list[Trajectory], info: EnvInfo) -> None:
     """The expert data must fit the task: a real mismatch is a clear error."""
-    obs_dim = paths[0]["observation"].shape[1]
+    obs_dim, act = paths[0]["observation"].shape[1], paths[0]["action"]
     if obs_dim != info.obs_dim:
-        raise BcjaxError(
-            f"expert data has {obs_dim}-dim observations but {info.env_name} gives {info.obs_dim}: "
-            "use expert data recorded on this task (--expert_data) or the matching --env_name"
-        )
-    act = paths[0]["action"]
+        raise BcjaxError(f"expert data has {obs_dim}-dim observations but {info.env_name} gives {info.obs_dim}: "
+                         "use expert data recorded on this task (--expert_data) or the matching --env_name")
     if not info.discrete and (act.ndim != 2 or act.shape[1] != info.act_dim):
-        raise BcjaxError(
-            f"expert data has actions of shape {act.shape[1:]} but {info.env_name} takes {info.act_dim}: "
-            "use expert data recorded on this task"
-        )
+        raise BcjaxError(f"expert data has actions of shape {act.shape[1:]} but {info.env_name} takes {info.act_dim}: "
+                         "use expert data recorded on this task")
 
 
 def check_expert(expert: Expert, info: EnvInfo, obs: np.ndarray) -> None:
     out = np.asarray(expert(obs[:1]))
     want = (1,) if info.discrete else (1, info.act_dim)
     if out.shape != want:
-        raise BcjaxError(
-            f"the expert gives actions of shape {out.shape[1:]} but {info.env_name} takes {want[1:]}: "
-            "use the expert policy made for this task (--expert_policy_file)"
-        )
+        raise BcjaxError(f"the expert gives actions of shape {out.shape[1:]} but {info.env_name} takes {want[1:]}: "
+                         "use the expert policy made for this task (--expert_policy_file)")
 
 
 def check_expert_return(expert: Expert, cfg: Config, paths: list[Trajectory]) -> None:
@@ -107,10 +98,41 @@ def check_expert_return(expert: Expert, cfg: Config, paths: list[Trajectory]) ->
     got = float(ep["reward"].sum())
     print(f"expert check: one episode returns {got:.1f} in {len(ep['reward'])} steps (expert data: {data_return:.1f})")
     if got < data_return - 0.5 * abs(data_return) and not cfg.allow_weak_expert:
-        raise BcjaxError(
-            f"the expert returns {got:.1f} on {cfg.env_name}, under half of its data's {data_return:.1f}: it does not "
-            "fit this task (another task version or observation layout?); use the matching --env_name or expert, "
-            "or pass --allow_weak_expert to train anyway")
+        raise BcjaxError(f"the expert returns {got:.1f} on {cfg.env_name}, under half of its data's {data_return:.1f}: "
+                         "it does not fit this task (another task version or observation layout?); use the matching "
+                         "--env_name or expert, or pass --allow_weak_expert to train anyway")
+
+
+# Copies of the parameters a run holds: the params, Adam's two moments, the gradients, and
+# the host copies the rollouts use.
+_PARAM_COPIES = 6
+
+
+def buffer_capacity(cfg: Config, n_expert_rows: int, ep_len: int) -> int:
+    """No more rows than the run can ever insert: a DAgger iteration adds < batch_size + ep_len."""
+    most = n_expert_rows + (cfg.n_iter - 1) * (cfg.batch_size + ep_len - 1)
+    return max(1, min(cfg.max_replay_buffer_size, most))
+
+
+def run_memory_bytes(cfg: Config, info: EnvInfo, n_expert_rows: int) -> int:
+    """A lower bound of the memory a run needs, for all of its seeds: the parameters (weights, biases and
+    log_std of the MLP), and the replay buffer (one copy, on the device: observations and actions; with
+    --normalize_obs its observations are also copied to the host for their statistics)."""
+    sizes = [info.obs_dim] + [cfg.size] * cfg.n_layers + [info.act_dim]
+    params = (sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:])) + info.act_dim) * 4 * _PARAM_COPIES
+    capacity = buffer_capacity(cfg, n_expert_rows, cfg.ep_len or info.max_episode_steps)
+    row = 4 * ((2 if cfg.normalize_obs else 1) * info.obs_dim + (1 if info.discrete else info.act_dim))
+    return cfg.num_seeds * (params + capacity * row)
+
+
+def check_run_fits_memory(cfg: Config, info: EnvInfo, n_expert_rows: int) -> None:
+    """Refuse a run that cannot fit in memory before it starts (a huge --size would allocate lazily and stall
+    the process in swap or in a device transfer instead), saying how much it would need."""
+    need, have = run_memory_bytes(cfg, info, n_expert_rows), os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if need > have:
+        raise BcjaxError(f"this run needs at least {need / 2**30:.1f} GiB of memory (--size {cfg.size}, --n_layers "
+                         f"{cfg.n_layers}, --num_seeds {cfg.num_seeds}, replay buffer), more than this machine's "
+                         f"{have / 2**30:.1f} GiB: use a smaller --size, --n_layers, --num_seeds or --max_replay_buffer_size")
 
 
 # ---------------------------------------------------------------- keys and host copies
@@ -144,19 +166,13 @@ def _seed_params(params_host: object, k: int) -> object:
 
 # ---------------------------------------------------------------- a run
 
-class Clock:
-    """Seconds per phase, summed over the run."""
-
-    def __init__(self) -> None:
-        self.total: dict[str, float] = defaultdict(float)
-
-    @contextlib.contextmanager
-    def __call__(self, phase: str) -> Iterator[None]:
-        t = time.time()
-        try:
-            yield
-        finally:
-            self.total[phase] += time.time() - t
+@contextlib.contextmanager
+def progress(desc: str, total: int, quiet: bool) -> Iterator[Callable[[int], None]]:
+    """A bar for one phase, only on an interactive terminal and without --quiet (tqdm's disable=None: off
+    where stdout is not a terminal); `tick(n)` advances it."""
+    with tqdm(total=total, desc=desc, unit="step", leave=False, file=sys.stdout, dynamic_ncols=True,
+              disable=True if quiet else None) as bar:
+        yield bar.update
 
 
 @dataclass
@@ -178,14 +194,17 @@ class Run:
     start: float  # the run's clock (a resumed run's starts in the past)
     compile_start: float
     run_dir: Path | None = None
-    progress: Progress = field(default_factory=lambda: Progress(False))
-    clock: Clock = field(default_factory=Clock)
+    clock: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # seconds per phase, summed
     evals: EvalLog | None = None  # the metrics log: the first subscriber
     subscribers: list[Any] = field(default_factory=list)  # each called with every Iteration, in order
 
-    @property
-    def act_dtype(self) -> Any:
-        return np.int32 if self.info.discrete else np.float32
+    @contextlib.contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        t = time.time()
+        try:
+            yield
+        finally:
+            self.clock[phase] += time.time() - t
 
     def task(self, kind: str, k: int, params_np: Any, env_seed: int, rng_state: dict | None, steps: int,
              mix: Mixing | None = None) -> RolloutTask:
@@ -203,7 +222,7 @@ def open_run(cfg: Config, expert: Expert | None, paths: list[Trajectory], pool: 
     expert and its data (with `check_return`, also one episode of the expert), the memory check, the rollout pool
     (`pool`, else one opened for the run), with `logged` the run directory (new, or cfg.resume's), its lock and its
     logger, then the learner and the subscribers. Everything is closed again when the block ends."""
-    start, compile_start = time.time(), compile_totals()[0]
+    start, compile_start = time.time(), compile_seconds()
     info = task_info(cfg.env_name) if info is None else info
     check_expert_data(paths, info)
     if expert is not None:
@@ -217,9 +236,11 @@ def open_run(cfg: Config, expert: Expert | None, paths: list[Trajectory], pool: 
                                                    else cfg.rollout_workers))
         logger = stack.enter_context(run_directory(cfg, on_row, print_fn)) if logged else None
         run = _learner(cfg, info, expert, paths, pool, start, compile_start)
-        run.run_dir, run.progress = logger and logger.run_dir, Progress(bars_wanted(cfg.quiet))
-        run.evals = EvalLog(run, logger)
-        run.subscribers = [run.evals, *_file_subscribers(run, logger)]
+        run.run_dir, run.evals = logger and logger.run_dir, EvalLog(run, logger)
+        run.subscribers = [run.evals]  # with a run directory also video (unless --video_log_freq -1), checkpoints
+        if logger is not None:
+            run.subscribers += [_video(run, logger)] if cfg.video_log_freq != -1 else []
+            run.subscribers.append(_checkpoints(run, logger.run_dir))
         yield run
 
 
@@ -227,15 +248,13 @@ def _learner(cfg: Config, info: EnvInfo, expert: Expert | None, paths: list[Traj
              start: float, compile_start: float) -> Run:
     """The K policies, their device buffer and the loop's start (resumed with `cfg.resume`), compiled for."""
     k, ep_len = cfg.num_seeds, cfg.ep_len or info.max_episode_steps
-    policy = MLPPolicy(act_dim=info.act_dim, n_layers=cfg.n_layers, size=cfg.size,
-                       activation=cfg.activation, discrete=info.discrete, init_scheme=cfg.init,
-                       normalize_obs=cfg.normalize_obs)
+    policy = MLPPolicy(act_dim=info.act_dim, n_layers=cfg.n_layers, size=cfg.size, activation=cfg.activation,
+                       discrete=info.discrete, init_scheme=cfg.init, normalize_obs=cfg.normalize_obs)
     init_keys, loop_keys = jnp.moveaxis(jax.vmap(jax.random.split)(seed_index_keys(cfg.seed, k)), 1, 0)
     states = create_train_states(policy, init_keys, info.obs_dim, cfg.learning_rate)
     capacity = buffer_capacity(cfg, sum(len(p["observation"]) for p in paths), ep_len)
-    act_shape = () if info.discrete else (info.act_dim,)
-    buffer = empty(k, capacity, {"observation": ((info.obs_dim,), np.float32),
-                                 "action": (act_shape, np.int32 if info.discrete else np.float32)})
+    act = ((), np.int32) if info.discrete else ((info.act_dim,), np.float32)
+    buffer = empty(k, capacity, {"observation": ((info.obs_dim,), np.float32), "action": act})
     first = LoopState(-1, states, loop_keys, buffer, np.zeros(k, np.int64), 0.0)
     if cfg.resume:
         first = restore_resume(cfg.resume, first, cfg.resume_step)
@@ -249,27 +268,7 @@ def _learner(cfg: Config, info: EnvInfo, expert: Expert | None, paths: list[Traj
     insert_fn = compile_insert(buffer, seeds_on)
     if expert is not None:
         expert(paths[0]["observation"][:2].astype(np.float32))
-    return Run(cfg, info, ep_len, policy, pool, expert, paths, fit_fn, insert_fn, seeds_on, first, start,
-               compile_start)
-
-
-def _file_subscribers(run: Run, logger: RunLogger | None) -> list[Any]:
-    """With a run directory: video (unless --video_log_freq -1) and checkpoints."""
-    if logger is None:
-        return []
-    video = [_video(run, logger)] if run.cfg.video_log_freq != -1 else []
-    return [*video, _checkpoints(run, logger.run_dir)]
-
-
-def train(cfg: Config, expert: Expert | None, expert_paths: list[Trajectory], pool: RolloutPool | None = None,
-          logged: bool = False, **run_options: Any) -> RunResult:
-    """Run BC (one iteration) or DAgger (`cfg.n_iter`) for `cfg.num_seeds` seeds: `open_run`, then `iterate`.
-
-    With `logged`, metrics, videos and checkpoints go to a run directory; `cfg.resume` (that directory)
-    continues after its last saved iteration with the saved buffers and keys.
-    """
-    with open_run(cfg, expert, expert_paths, pool, logged=logged, **run_options) as run:
-        return iterate(run)
+    return Run(cfg, info, ep_len, policy, pool, expert, paths, fit_fn, insert_fn, seeds_on, first, start, compile_start)
 
 
 # ---------------------------------------------------------------- the loop
@@ -313,30 +312,26 @@ def iterate(run: Run) -> RunResult:
             run.evals.flush(wait=True)  # what finished still gets logged when the run stops
         raise
     run.evals.flush(wait=True)
-    timings = dict(run.clock.total)
-    timings["evaluation"] = timings.get("evaluation", 0.0) + run.evals.waited  # the loop's waits for evaluations
-    timings["compile"] = compile_totals()[0] - run.compile_start
-    timings["total"] = time.time() - run.start
+    timings = {**run.clock, "compile": compile_seconds() - run.compile_start, "total": time.time() - run.start}
     return RunResult(run.policy, loop.states, loop.buffer, run.evals.rows, losses, timings, peak_rss_mib())
 
 
 def iteration(run: Run, loop: LoopState, collect_params: Any, itr: int) -> Iteration:
     """One iteration: collect, relabel, fit, evaluate, record."""
-    before = dict(run.clock.total)
-    keys = jax.vmap(lambda k: jax.random.split(k, 3))(loop.loop_keys)
-    loop_keys, train_keys, roll_keys = keys[:, 0], keys[:, 1], keys[:, 2]
-    with run.clock("collection"):
+    before = dict(run.clock)
+    loop_keys, train_keys, roll_keys = jnp.moveaxis(jax.vmap(lambda k: jax.random.split(k, 3))(loop.loop_keys), 1, 0)
+    with run.timed("collection"):
         got = collect(run, itr, collect_params, roll_keys)
     if itr > 0:
-        with run.clock("relabel"):
-            relabel(run.expert, got.paths, run.act_dtype)
-    with run.clock("training"):
+        with run.timed("relabel"):
+            relabel(run.expert, got.paths, np.int32 if run.info.discrete else np.float32)
+    with run.timed("training"):
         states, buffer, fit_metrics = fit(run, loop.states, loop.buffer, got.paths, train_keys, itr)
     it = Iteration(itr, LoopState(itr, states, loop_keys, buffer, loop.envsteps + got.steps, loop.elapsed), got,
                    fit_metrics, collect_params, _host(states.params), roll_keys[0])
     if run.cfg.scalar_log_freq != -1 and itr % run.cfg.scalar_log_freq == 0:
-        it.times = {k: v - before.get(k, 0.0) for k, v in run.clock.total.items()}
-        with run.clock("evaluation"):  # (with --rollout_workers 0 the evaluation runs here, at once)
+        it.times = {k: v - before.get(k, 0.0) for k, v in run.clock.items()}
+        with run.timed("evaluation"):  # (with --rollout_workers 0 the evaluation runs here, at once)
             it.evaluation = evaluate(run, it.params, roll_keys, got.rng_states)
     for subscriber in run.subscribers:  # record
         subscriber(it)
@@ -360,7 +355,7 @@ def collect(run: Run, itr: int, params_np: Any, roll_keys: jax.Array) -> Collect
         mix = [Mixing(run.expert.mean_action_np, beta, _env_seed(roll_keys[k], BETA_DRAWS)) for k in range(k_seeds)]
     tasks = [run.task("collect", k, params_np, _env_seed(roll_keys[k], ENV_COLLECT), rng_states[k], cfg.batch_size,
                       mix[k]) for k in range(k_seeds)]
-    with run.progress.phase(f"itr {itr} collect", cfg.batch_size * k_seeds) as tick:
+    with progress(f"itr {itr} collect", cfg.batch_size * k_seeds, cfg.quiet) as tick:
         results = wait_all([run.pool.submit(t) for t in tasks], tick, cfg.batch_size)
     stats = {"Train_Beta": [beta] * k_seeds, "Train_ExpertStepFraction": [r.expert_steps / r.steps for r in results]
              } if mixing else {}
@@ -380,15 +375,14 @@ def relabel(expert: Expert, paths_per_seed: list[list[Trajectory]], act_dtype: A
 def fit(run: Run, states: TrainState, buffer: Buffer, paths_per_seed: list[list[Trajectory]], train_keys: jax.Array,
         itr: int) -> tuple[TrainState, Buffer, dict]:
     """The rows into each seed's device buffer, then all of the iteration's updates for all seeds in one call."""
-    rows = [{name: np.concatenate([p[name] for p in paths]) for name in ("observation", "action")}
-            for paths in paths_per_seed]
+    rows = [{name: np.concatenate([p[name] for p in paths]) for name in ("observation", "action")} for paths in paths_per_seed]
     buffer = add(run.insert, buffer, rows, partial(shard_seeds, sharding=run.seeds_on))
     if run.cfg.normalize_obs:  # numpy's float64 statistics of the stored rows, as the host buffer gave them
         states = with_obs_stats(states, host_rows(buffer, "observation"))
     # also places what --normalize_obs gives back unsharded; nothing with one device
     states, train_keys = shard_seeds((states, train_keys), run.seeds_on)
     steps = run.cfg.num_agent_train_steps_per_iter
-    with run.progress.phase(f"itr {itr} train", steps) as tick:
+    with progress(f"itr {itr} train", steps, run.cfg.quiet) as tick:
         states, metrics = run.fit(states, buffer, train_keys)
         metrics = jax.device_get(metrics)
         tick(steps)  # one fused call: the bar completes when it returns
@@ -420,16 +414,6 @@ def wait_all(futures: list[Future], tick: Callable[[int], None], steps_each: int
 
 # ---------------------------------------------------------------- what an iteration produced: the subscribers
 
-def fit_stats(params_host: Any, fit_metrics: dict[str, np.ndarray], discrete: bool) -> dict[str, np.ndarray]:
-    """Per seed: the policy's sigma (mean, min, max over action dims) and the last minibatch's mean-action MSE,
-    so a collapsing sigma behind a falling (negative) NLL is visible."""
-    if discrete:
-        return {}
-    std = np.exp(np.asarray(params_host["params"]["log_std"], np.float64))  # (K, act_dim)
-    return {"Training MSE": np.asarray(fit_metrics["mse"])[:, -1], "Policy_StdMean": std.mean(axis=1),
-            "Policy_StdMin": std.min(axis=1), "Policy_StdMax": std.max(axis=1)}
-
-
 def _per_seed(stats: list[dict[str, float]]) -> dict[str, list[float]]:
     return {name: [s[name] for s in stats] for name in stats[0]}
 
@@ -437,14 +421,17 @@ def _per_seed(stats: list[dict[str, float]]) -> dict[str, list[float]]:
 def metrics_row(run: Run, it: Iteration, eval_paths: list[list[Trajectory]]) -> dict[str, list[float]]:
     """An iteration's metrics, per seed, in the CS285 order: the one place a row is made."""
     k = len(eval_paths)
-    fit = fit_stats(it.params, it.fit_metrics, run.info.discrete)
     found = {**_per_seed([episode_stats(paths, "Eval") for paths in eval_paths]),
              **_per_seed([episode_stats(paths, "Train") for paths in it.got.paths]),
              "Train_EnvstepsSoFar": [float(n) for n in it.loop.envsteps],
              "Training Loss": [float(x) for x in np.asarray(it.fit_metrics["loss"])[:, -1]],
              "Initial_DataCollection_AverageReturn": [float(np.mean([p["reward"].sum() for p in run.expert_paths]))] * k,
-             **{name: [float(x) for x in v] for name, v in fit.items()}, **it.got.stats,
-             "TimeSinceStart": [time.time() - run.start] * k}
+             **it.got.stats, "TimeSinceStart": [time.time() - run.start] * k}
+    if not run.info.discrete:  # sigma and the last minibatch's mean-action MSE: a collapsing sigma behind a
+        std = np.exp(np.asarray(it.params["params"]["log_std"], np.float64))  # falling (negative) NLL shows
+        for name, v in (("Training MSE", np.asarray(it.fit_metrics["mse"])[:, -1]), ("Policy_StdMean", std.mean(1)),
+                        ("Policy_StdMin", std.min(1)), ("Policy_StdMax", std.max(1))):  # (std: K x act_dim)
+            found[name] = [float(x) for x in v]
     return {name: found[name] for name in (*METRICS, *BETA_METRICS) if name in found}
 
 
@@ -455,7 +442,6 @@ class EvalLog:
         self.run, self.logger = run, logger
         self.pending: deque[Iteration] = deque()  # those with an evaluation in flight
         self.rows: list[dict[str, list[float]]] = []
-        self.waited = 0.0  # seconds the loop stood waiting for evaluations
 
     def __call__(self, it: Iteration) -> None:
         if it.evaluation is not None:
@@ -467,10 +453,9 @@ class EvalLog:
         cfg = self.run.cfg
         while self.pending and (wait or all(f.done() for f in self.pending[0].evaluation)):
             it = self.pending.popleft()
-            t = time.time()
-            with self.run.progress.phase(f"itr {it.itr} eval", cfg.eval_batch_size * cfg.num_seeds) as tick:
+            with self.run.timed("evaluation"), progress(f"itr {it.itr} eval", cfg.eval_batch_size * cfg.num_seeds,
+                                                        cfg.quiet) as tick:  # the loop's waits count as evaluation
                 eval_paths = [r.paths for r in wait_all(it.evaluation, tick, cfg.eval_batch_size)]
-            self.waited += time.time() - t
             row = metrics_row(self.run, it, eval_paths)
             self.rows.append(row)
             if self.logger is not None:
@@ -490,7 +475,7 @@ def _video(run: Run, logger: RunLogger) -> Callable[[Iteration], None]:
     def record(it: Iteration) -> None:
         if it.itr % run.cfg.video_log_freq:
             return
-        with run.clock("video"):
+        with run.timed("video"):
             noise = np.random.default_rng(_env_seed(it.video_key, VIDEO_NOISE))
             if it.itr > 0:
                 video.log(it.itr, "train", host_actor(run.policy, _seed_params(it.collect_params, 0), noise),
@@ -514,7 +499,7 @@ def _checkpoints(run: Run, run_dir: Path) -> Callable[[Iteration], None]:
             return
         if cfg.save_params:
             run.evals.flush(wait=True)
-        with run.clock("checkpoint"):
+        with run.timed("checkpoint"):
             save_policy(run_dir, it.itr, it.loop.states, meta)
             if cfg.save_params:
                 save_resume(run_dir, dataclasses.replace(it.loop, elapsed=time.time() - run.start), meta)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -37,7 +39,7 @@ def evaluate_run(run_dir: str | Path, step: int | None = None, episodes: int = 1
     from bcjax.acting.gl import check_mujoco_gl_setting
     from bcjax.acting.rollout import sample_n_trajectories
     from bcjax.core.model import host_actor
-    from bcjax.run.saved_run import load_policy
+    from bcjax.run.checkpoint import load_policy
 
     check_mujoco_gl_setting()
     saved = load_policy(run_dir, step)
@@ -46,43 +48,40 @@ def evaluate_run(run_dir: str | Path, step: int | None = None, episodes: int = 1
         raise BcjaxError(f"--seed_index {seed_index} out of range: the run trained {k_seeds} seed(s)")
     indices = range(k_seeds) if seed_index is None else [seed_index]
     env_name, ep_len = saved.meta["env_name"], int(saved.meta["ep_len"])
-    if sample is None:
-        sample = not saved.meta.get("config", {}).get("deterministic_eval", False)
+    sample = not saved.config.deterministic_eval if sample is None else sample
 
-    def actor_for(k: int):
-        rng = np.random.default_rng([seed, k]) if sample else None
-        return host_actor(saved.policy, saved.params(k), rng)
+    def actor_for(k: int) -> Callable[[np.ndarray], np.ndarray]:
+        return host_actor(saved.policy, saved.params(k), np.random.default_rng([seed, k]) if sample else None)
 
-    env = make_env(env_name)
     returns, lengths = [], []
-    for k in indices:
-        env.reset(seed=seed)
-        paths = sample_n_trajectories(env, actor_for(k), episodes, ep_len)
-        returns.append([float(p["reward"].sum()) for p in paths])
-        lengths.append([len(p["reward"]) for p in paths])
-    env.close()
+    with contextlib.closing(make_env(env_name)) as env:
+        for k in indices:
+            env.reset(seed=seed)
+            paths = sample_n_trajectories(env, actor_for(k), episodes, ep_len)
+            returns.append([float(p["reward"].sum()) for p in paths])
+            lengths.append([len(p["reward"]) for p in paths])
+    video_path = None if video is None else _video(env_name, actor_for(indices[0]), ep_len, seed, video)
+    return EvalResult(saved.iteration, env_name, np.asarray(returns, float), np.asarray(lengths, float), sample, video_path)
 
-    video_path = None
-    if video is not None:
-        from bcjax.acting.envs import video_fps
-        from bcjax.acting.video import frame_stride, make_render_env, render_episodes
-        from bcjax.acting.video_encode import Mp4Writer
 
-        renv = None
-        try:
-            renv = make_render_env(env_name)
+def _video(env_name: str, actor: Callable[[np.ndarray], np.ndarray], ep_len: int, seed: int,
+           out: str | Path) -> Path | None:
+    """The first evaluated episode again, rendered to the mp4 `out`; without GL or ffmpeg a warning line
+    (the statistics are already computed)."""
+    from bcjax.acting.envs import video_fps
+    from bcjax.acting.video import frame_stride, make_render_env, render_episodes
+    from bcjax.acting.video_encode import Mp4Writer
+
+    try:
+        with contextlib.closing(make_render_env(env_name)) as renv:
             stride = frame_stride(video_fps(renv))
-            with Mp4Writer(video, video_fps(renv) / stride) as mp4:  # frames go to ffmpeg as rendered
-                render_episodes(renv, actor_for(indices[0]), 1, ep_len, seed, lambda _, f: mp4.add(f), stride)
-            video_path = mp4.path
-        except Exception as e:  # noqa: BLE001 - the statistics are already computed; report and keep them
-            print(f"warning: no video ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                  "headless rendering needs GL: scripts/setup_gl.sh, MUJOCO_GL=egl or osmesa", file=sys.stderr)
-        finally:
-            if renv is not None:
-                renv.close()
-    return EvalResult(saved.iteration, env_name, np.asarray(returns, np.float64), np.asarray(lengths, np.float64),
-                      sample, video_path)
+            with Mp4Writer(out, video_fps(renv) / stride) as mp4:  # frames go to ffmpeg as rendered
+                render_episodes(renv, actor, 1, ep_len, seed, lambda _, f: mp4.add(f), stride)
+        return mp4.path
+    except Exception as e:  # noqa: BLE001 - only the video is lost
+        print(f"warning: no video ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+              "headless rendering needs GL: scripts/setup_gl.sh, MUJOCO_GL=egl or osmesa", file=sys.stderr)
+        return None
 
 
 def _stats(x: np.ndarray) -> str:
@@ -94,13 +93,9 @@ def format_result(run_dir: str | Path, r: EvalResult) -> str:
     n_seeds, n_eps = r.returns.shape
     lines = [f"{run_dir}: iteration {r.iteration}, {r.env_name}, {n_eps} episodes x {n_seeds} seed(s), {mode}"]
     if n_seeds > 1:
-        for k in range(n_seeds):
-            lines.append(f"  seed {k}: return {_stats(r.returns[k])}, length {r.lengths[k].mean():.0f}")
-    lines.append(f"return          {_stats(r.returns)}")
-    lines.append(f"episode length  {_stats(r.lengths)}")
-    if r.video is not None:
-        lines.append(f"video: {r.video}")
-    return "\n".join(lines)
+        lines += [f"  seed {k}: return {_stats(r.returns[k])}, length {r.lengths[k].mean():.0f}" for k in range(n_seeds)]
+    lines += [f"return          {_stats(r.returns)}", f"episode length  {_stats(r.lengths)}"]
+    return "\n".join(lines + ([f"video: {r.video}"] if r.video is not None else []))
 
 
 @dataclass(frozen=True)

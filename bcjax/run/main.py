@@ -16,13 +16,22 @@ from bcjax.run.flags import select_device
 
 if TYPE_CHECKING:
     from bcjax.acting.envs import EnvInfo
-    from bcjax.acting.pool import RolloutPool
 
 
 def _select_device(cfg: Config, given: dict) -> None:
     """A given --which_gpu wins; else an existing CUDA_VISIBLE_DEVICES (the user's or a scheduler's choice) is kept."""
     keep = "which_gpu" not in given and "CUDA_VISIBLE_DEVICES" in os.environ
     select_device(cfg.no_gpu, None if keep else cfg.which_gpu)
+
+
+def _start_jax(cfg: Config, limit_threads: bool) -> None:
+    """The process's JAX settings, before anything compiles."""
+    select_device(cfg.no_gpu)  # again for a library caller, whose JAX may be imported already
+    from bcjax.run.perf import enable_compile_cache, limit_cpu_threads
+
+    enable_compile_cache(not cfg.no_compile_cache)
+    if limit_threads:
+        limit_cpu_threads(cfg.cpu_threads)  # before the first JAX computation sizes the CPU pool
 
 
 def run(cfg: Config, on_row: Callable[[dict, Path], None] | None = None, limit_threads: bool = False) -> int:
@@ -33,52 +42,30 @@ def run(cfg: Config, on_row: Callable[[dict, Path], None] | None = None, limit_t
     """
     from bcjax.acting.pool import RolloutPool, default_workers
 
-    # First: the workers start up while this process imports JAX and compiles.
-    pool = RolloutPool(default_workers() if cfg.rollout_workers is None else cfg.rollout_workers)
-    try:
-        return _run(cfg, on_row, pool, limit_threads)
-    finally:
-        pool.close()  # also on Ctrl-C and errors: no worker outlives the run
+    # First: the workers start up while this process imports JAX and compiles. Closed also on Ctrl-C
+    # and errors: no worker outlives the run.
+    with RolloutPool(default_workers() if cfg.rollout_workers is None else cfg.rollout_workers) as pool:
+        _start_jax(cfg, limit_threads)
+        from bcjax.acting.gl import check_mujoco_gl_setting
+        from bcjax.data.files import check_writable_dir
+        from bcjax.run.driver import iterate, open_run, task_info
+        from bcjax.run.perf import cache_hits
+        from bcjax.run.signals import Stopped, stop_on_signals
 
-
-def _start_jax(cfg: Config, limit_threads: bool) -> None:
-    """The process's JAX settings, before anything compiles."""
-    import jax
-
-    if cfg.no_gpu:
-        jax.config.update("jax_platforms", "cpu")
-    from bcjax.run.compile_cache import enable_compile_cache
-
-    enable_compile_cache(not cfg.no_compile_cache)
-    if limit_threads and cfg.cpu_threads:
-        from bcjax.run.perf import limit_cpu_threads
-
-        limit_cpu_threads(cfg.cpu_threads)  # before the first JAX computation sizes the CPU pool
-
-
-def _run(cfg: Config, on_row: Callable[[dict, Path], None] | None, pool: "RolloutPool", limit_threads: bool) -> int:
-    _start_jax(cfg, limit_threads)
-    from bcjax.acting.gl import check_mujoco_gl_setting
-    from bcjax.data.files import check_writable_dir
-    from bcjax.run.driver import iterate, open_run, task_info
-    from bcjax.run.signals import Stopped, stop_on_signals
-
-    check_mujoco_gl_setting()
-    info = task_info(cfg.env_name)
-    check_writable_dir(cfg.resume or cfg.logdir, "--resume" if cfg.resume else "--logdir")
-    given_data = cfg.expert_data is not None
-    cfg, expert, paths = load_inputs(cfg, info)
-    try:
-        with stop_on_signals(), open_run(cfg, expert, paths, pool, info, logged=True, on_row=on_row,
-                                         check_return=given_data and not cfg.resume) as job:
-            result = iterate(job)
-    except Stopped as stop:
-        how = (f"resume with: python scripts/train.py --resume {job.run_dir}" if cfg.save_params else
-               "it cannot be resumed (trained without --save_params)")
-        print(f"{stop} of {cfg.n_iter}; {how}", file=sys.stderr)
-        return stop.exit_code
-    from bcjax.run.compile_cache import cache_hits
-
+        check_mujoco_gl_setting()
+        info = task_info(cfg.env_name)
+        check_writable_dir(cfg.resume or cfg.logdir, "--resume" if cfg.resume else "--logdir")
+        given_data = cfg.expert_data is not None
+        cfg, expert, paths = load_inputs(cfg, info)
+        try:
+            with stop_on_signals(), open_run(cfg, expert, paths, pool, info, logged=True, on_row=on_row,
+                                             check_return=given_data and not cfg.resume) as job:
+                result = iterate(job)
+        except Stopped as stop:
+            how = (f"resume with: python scripts/train.py --resume {job.run_dir}" if cfg.save_params else
+                   "it cannot be resumed (trained without --save_params)")
+            print(f"{stop} of {cfg.n_iter}; {how}", file=sys.stderr)
+            return stop.exit_code
     # "compile" is tracing, lowering and compiling, or loading from the persistent cache: say how many loaded.
     cached = f" ({cache_hits()} programs from the compilation cache)" if cache_hits() else ""
     print("time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()) + cached
@@ -86,24 +73,23 @@ def _run(cfg: Config, on_row: Callable[[dict, Path], None] | None, pool: "Rollou
     return 0
 
 
-def load_inputs(cfg: Config, info: "EnvInfo") -> tuple[Config, object, list[dict]]:
+def load_inputs(cfg: Config, info: EnvInfo) -> tuple[Config, object, list[dict]]:
     """The expert (--expert_policy_file, the bundled one, or none for BC from data alone) and its data
     (--expert_data, or collected from the expert once and cached under the logdir); `cfg` names both."""
     from bcjax.core.adapters import describe_input
+    from bcjax.data.bundled import DEFAULT_EXPERT_TRAJECTORIES, bundled_expert_path, cached_expert_data
     from bcjax.data.expert import load_expert
     from bcjax.data.expert_data import load_expert_data
     from bcjax.run.driver import check_expert
 
+    expert = None  # BC from --expert_data alone
     if cfg.expert_policy_file is None and cfg.expert_data is not None:
         if cfg.is_dagger:  # a bundled expert would relabel another expert's data: refuse the silent mix
             raise BcjaxError("DAgger relabels with the expert that made --expert_data: give that expert with "
                              "--expert_policy_file (the bundled experts are other policies)")
-        expert = None  # BC learns from the data alone
         print("expert policy: none (BC from --expert_data only)")
     else:
         if cfg.expert_policy_file is None:  # the expert bcjax ships for the task (config.json records the path)
-            from bcjax.data.bundled import bundled_expert_path
-
             cfg = cfg.replace(expert_policy_file=str(bundled_expert_path(cfg.env_name)))
             print(f"expert policy: bundled {cfg.expert_policy_file}")
         expert = load_expert(cfg.expert_policy_file).for_task(cfg.env_name)
@@ -111,12 +97,9 @@ def load_inputs(cfg: Config, info: "EnvInfo") -> tuple[Config, object, list[dict
         if note:
             print(f"expert input: {note}")
     if cfg.expert_data is None:  # roll the expert out once; cached under the logdir
-        from bcjax.data.bundled import DEFAULT_EXPERT_TRAJECTORIES, cached_expert_data
-
         check_expert(expert, info, np.zeros((1, info.obs_dim), np.float32))  # before it acts
-        cfg = cfg.replace(expert_data=str(cached_expert_data(
-            expert, cfg.expert_policy_file, cfg.env_name, cfg.logdir, cfg.seed, cfg.ep_len,
-            n_traj=cfg.expert_data_trajectories or DEFAULT_EXPERT_TRAJECTORIES)))
+        cfg = cfg.replace(expert_data=str(cached_expert_data(expert, cfg.expert_policy_file, cfg.env_name, cfg.logdir, cfg.seed,
+                                                             cfg.ep_len, cfg.expert_data_trajectories or DEFAULT_EXPERT_TRAJECTORIES)))
     return cfg, expert, load_expert_data(cfg.expert_data, n_traj=cfg.expert_data_trajectories, info=info)
 
 
@@ -125,7 +108,7 @@ def resolve_config(given: dict) -> Config:
     runtime flags given; checked as flags are)."""
     if not given.get("resume"):
         return Config(**given)
-    from bcjax.run.resume import resume_config
+    from bcjax.run.checkpoint import resume_config
 
     return resume_config(given["resume"], given)
 

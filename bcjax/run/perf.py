@@ -1,39 +1,88 @@
-"""What a run costs besides its phases (JAX compile time, peak memory), and the size of JAX's CPU thread pool."""
+"""JAX in this process: its persistent compilation cache, its CPU thread pool, and what a run costs besides
+its phases (compile time, programs loaded from the cache, peak memory).
+
+The compilation cache is on by default, so a run compiles each program once per machine: a run compiles
+its fused trainer and a few small programs (~9 s on a small CPU); a later run with the same shapes and
+flags loads them from disk. It lives in `$BCJAX_CACHE_DIR` when set (the test suite points it at a
+temporary directory), else `$XDG_CACHE_HOME/bcjax/jax`, else `~/.cache/bcjax/jax`. A directory that
+cannot be made or written costs one warning line, never the run.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import resource
 import sys
+from pathlib import Path
 
 import jax
 
+from bcjax.data.files import check_writable_dir
 from bcjax.errors import BcjaxError
 
-_COMPILE_EVENTS = frozenset({
-    "/jax/core/compile/jaxpr_trace_duration",
-    "/jax/core/compile/jaxpr_to_mlir_module_duration",
-    "/jax/core/compile/backend_compile_duration",
-})
-_totals = {"seconds": 0.0, "programs": 0, "listening": False}
+CACHE_ENV = "BCJAX_CACHE_DIR"
+_COMPILE_EVENTS = {f"/jax/core/compile/{name}_duration" for name in ("jaxpr_trace", "jaxpr_to_mlir_module", "backend_compile")}
+_totals = {"compile_s": 0.0, "cache_hits": 0}
 
 
 def _on_duration(event: str, duration: float, **_: object) -> None:
     if event in _COMPILE_EVENTS:
-        _totals["seconds"] += duration
-        _totals["programs"] += event.endswith("backend_compile_duration")
+        _totals["compile_s"] += duration
 
 
-def compile_totals() -> tuple[float, int]:
-    """Seconds spent tracing, lowering and compiling, and XLA programs compiled, since the first call.
+def _on_event(event: str, **_: object) -> None:
+    _totals["cache_hits"] += event == "/jax/compilation_cache/cache_hits"
 
-    A run calls it first at its start: that registers JAX's (process-wide, never removed)
-    listener once, so importing bcjax registers nothing.
+
+@functools.cache
+def _listen() -> None:
+    """Register JAX's (process-wide, never removed) listeners once, when a run starts: importing bcjax
+    registers nothing."""
+    jax.monitoring.register_event_duration_secs_listener(_on_duration)
+    jax.monitoring.register_event_listener(_on_event)
+
+
+def compile_seconds() -> float:
+    """Seconds spent tracing, lowering and compiling since the first call."""
+    _listen()
+    return _totals["compile_s"]
+
+
+def cache_hits() -> int:
+    """Programs this process loaded from the persistent cache instead of compiling them."""
+    return int(_totals["cache_hits"])
+
+
+def cache_dir() -> Path:
+    """Where the cache lives: $BCJAX_CACHE_DIR, else $XDG_CACHE_HOME/bcjax/jax, else ~/.cache/bcjax/jax."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "bcjax" / "jax"
+
+
+def enable_compile_cache(enabled: bool = True) -> Path | None:
+    """Turn JAX's persistent compilation cache on (or leave it off); returns the cache directory, or None.
+
+    Call it before the first JAX compilation: JAX reads the settings when it first compiles.
     """
-    if not _totals["listening"]:
-        jax.monitoring.register_event_duration_secs_listener(_on_duration)
-        _totals["listening"] = True
-    return _totals["seconds"], int(_totals["programs"])
+    path = cache_dir() if enabled else None
+    if path is not None:
+        try:
+            check_writable_dir(path, CACHE_ENV)
+        except BcjaxError as e:
+            print(f"warning: compilation cache off ({e}), or pass --no_compile_cache", file=sys.stderr)
+            path = None
+    jax.config.update("jax_enable_compilation_cache", path is not None)
+    if path is not None:
+        jax.config.update("jax_compilation_cache_dir", str(path))
+        # JAX by default caches only programs that took >= 1 s to compile; a run's many small ones add up too.
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+        _listen()
+    return path
 
 
 def peak_rss_mib() -> float:
@@ -43,7 +92,7 @@ def peak_rss_mib() -> float:
 
 
 def limit_cpu_threads(n: int) -> None:
-    """Size JAX's CPU thread pool for `n` cores; call it before the first JAX computation.
+    """Size JAX's CPU thread pool for `n` cores (0: all); call it before the first JAX computation.
 
     XLA sizes the pool from the CPU affinity mask when its CPU backend starts
     (the way JAX's maintainers point to for limiting its threads), so the mask is
@@ -51,19 +100,15 @@ def limit_cpu_threads(n: int) -> None:
     small shared CPU one thread runs BC's small updates faster than two, because
     a split op waits for its slower half (see README, Speed).
     """
-    if n <= 0:
-        raise BcjaxError(f"--cpu_threads must be positive, got {n}")
     if not hasattr(os, "sched_setaffinity"):  # not Linux: JAX keeps its own pool size
         return
     cores = os.sched_getaffinity(0)
-    if n >= len(cores):
+    if not 0 < n < len(cores):  # 0 (or more than there are): all cores
         return
     os.sched_setaffinity(0, set(sorted(cores)[:n]))
     try:
         jax.devices()  # starts the backends; the CPU one sizes its pool now
     finally:
         for tid in os.listdir("/proc/self/task"):  # threads started meanwhile inherited the narrow mask
-            try:
+            with contextlib.suppress(OSError):  # (a thread that has exited since)
                 os.sched_setaffinity(int(tid), cores)
-            except OSError:  # a thread that has exited since
-                pass

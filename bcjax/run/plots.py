@@ -14,7 +14,7 @@ across its evaluation episodes (`Eval_StdReturn`) instead.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -26,6 +26,7 @@ from bcjax.run.flags import REQUIRED, flag, parse
 from bcjax.run.logger import read_metrics
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 
@@ -36,16 +37,10 @@ class Run:
     rows: list[dict]
 
     @property
-    def env(self) -> str:
-        return str(self.config.get("env_name", "?"))
-
-    @property
-    def is_dagger(self) -> bool:
-        return self.config.get("algo") == "dagger"
-
-    @property
     def group(self) -> tuple[str, str, str]:
-        return self.env, str(self.config.get("algo", "?")), str(self.config.get("exp_name", self.path.name))
+        """Task, algorithm and exp_name: the runs of a group pool their seeds."""
+        c = self.config
+        return str(c.get("env_name", "?")), str(c.get("algo", "?")), str(c.get("exp_name", self.path.name))
 
     def per_seed(self, row: dict, metric: str) -> list[float]:
         if metric not in row:
@@ -71,69 +66,44 @@ def find_runs(paths: list[str | Path]) -> list[Run]:
     for p in map(Path, paths):
         if not p.is_dir():
             raise BcjaxError(f"no directory {p}")
-        if (p / "metrics.jsonl").is_file():
-            runs.append(load_run(p))
-        else:
-            found = sorted(d for d in p.iterdir() if (d / "metrics.jsonl").is_file())
-            if not found:
-                raise BcjaxError(f"{p} is not a run directory and holds none")
-            runs.extend(load_run(d) for d in found)
+        found = [p] if (p / "metrics.jsonl").is_file() else sorted(d for d in p.iterdir() if (d / "metrics.jsonl").is_file())
+        if not found:
+            raise BcjaxError(f"{p} is not a run directory and holds none")
+        runs.extend(map(load_run, found))
     return runs
 
 
-def _spread(values: list[float], episode_std: list[float]) -> tuple[float, float]:
-    """Mean and error bar of pooled seed values: std across seeds, or the episode std for one seed."""
-    mean = float(np.mean(values))
+def _pooled(pairs: list[tuple[Run, dict]], metric: str) -> tuple[float, float]:
+    """Mean and error bar of `metric` over the seeds of (run, row) pairs: the std across seeds, or for a
+    single seed the std across its evaluation episodes (Eval_StdReturn for Eval_AverageReturn)."""
+    values = [v for run, row in pairs for v in run.per_seed(row, metric)]
     if len(values) > 1:
-        return mean, float(np.std(values))
-    return mean, float(episode_std[0]) if episode_std else 0.0
-
-
-def _std_name(metric: str) -> str | None:
-    return metric.replace("AverageReturn", "StdReturn") if metric.endswith("AverageReturn") else None
+        return float(np.mean(values)), float(np.std(values))
+    std_name = metric.replace("AverageReturn", "StdReturn") if metric.endswith("AverageReturn") else None
+    stds = [v for run, row in pairs if std_name in row for v in run.per_seed(row, std_name)]
+    return float(values[0]), float(stds[0]) if stds else 0.0
 
 
 def learning_curve(runs: list[Run], metric: str = "Eval_AverageReturn") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Iterations, mean and error bar of `metric` pooled over the runs' seeds (iterations all runs logged)."""
-    std_name = _std_name(metric)
-    by_itr: dict[int, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
-    counts: dict[int, int] = defaultdict(int)
+    by_itr: dict[int, list[tuple[Run, dict]]] = defaultdict(list)
     for run in runs:
         for row in run.rows:
-            values, stds = by_itr[row["Iteration"]]
-            values += run.per_seed(row, metric)
-            if std_name and std_name in row:
-                stds += run.per_seed(row, std_name)
-            counts[row["Iteration"]] += 1
-    iters = sorted(i for i in by_itr if counts[i] == len(runs))
-    stats = [_spread(*by_itr[i]) for i in iters]
-    return np.asarray(iters), np.asarray([m for m, _ in stats]), np.asarray([e for _, e in stats])
+            by_itr[row["Iteration"]].append((run, row))
+    iters = sorted(i for i, pairs in by_itr.items() if len(pairs) == len(runs))
+    stats = np.array([_pooled(by_itr[i], metric) for i in iters]).reshape(-1, 2)
+    return np.asarray(iters), stats[:, 0], stats[:, 1]
 
 
 def final_value(runs: list[Run], metric: str) -> tuple[float, float]:
     """Mean and error bar of `metric` at each run's last logged iteration, pooled over seeds."""
-    std_name = _std_name(metric)
-    values, stds = [], []
-    for run in runs:
-        values += run.per_seed(run.rows[-1], metric)
-        if std_name and std_name in run.rows[-1]:
-            stds += run.per_seed(run.rows[-1], std_name)
-    return _spread(values, stds)
-
-
-def expert_return(runs: list[Run]) -> float | None:
-    values = [r.rows[0]["Initial_DataCollection_AverageReturn"] for r in runs
-              if "Initial_DataCollection_AverageReturn" in r.rows[0]]
-    return float(np.mean(values)) if values else None
+    return _pooled([(r, r.rows[-1]) for r in runs], metric)
 
 
 def shared_seeds(runs: list[Run]) -> list[tuple[int, int]]:
     """The (seed, seed index) pairs that more than one of the pooled runs trained: the same random stream
     twice, which would draw error bars too tight (seed index k of --seed S is fold_in(PRNGKey(S), k))."""
-    seen: dict[tuple[int, int], int] = defaultdict(int)
-    for r in runs:
-        for k in range(int(r.config.get("num_seeds", 1))):
-            seen[int(r.config.get("seed", 1)), k] += 1
+    seen = Counter((int(r.config.get("seed", 1)), k) for r in runs for k in range(int(r.config.get("num_seeds", 1))))
     return sorted(pair for pair, n in seen.items() if n > 1)
 
 
@@ -151,14 +121,28 @@ def _groups(runs: list[Run]) -> dict[tuple[str, str, str], list[Run]]:
 
 def _label(group: tuple[str, str, str], runs: list[Run]) -> str:
     _, algo, name = group
-    n_seeds = sum(len(r.per_seed(r.rows[-1], "Eval_AverageReturn")) for r in runs) if runs else 0
+    n_seeds = sum(len(r.per_seed(r.rows[-1], "Eval_AverageReturn")) for r in runs)
     label = "DAgger" if algo == "dagger" else "BC"
     if name.lower() not in ("run", "bc", "dagger", algo):  # the default or a repeat of the algorithm adds nothing
         label += f" {name}"
     return label + (f" ({n_seeds} seeds)" if n_seeds > 1 else "")
 
 
-def _save(fig, out: str | Path) -> Path:
+def _expert_line(ax: Axes, runs: list[Run], metric: str, label: str) -> None:
+    """The expert's return (the mean return of its data), where `metric` is a return."""
+    values = [r.rows[0]["Initial_DataCollection_AverageReturn"] for r in runs
+              if "Initial_DataCollection_AverageReturn" in r.rows[0]]
+    if values and metric.endswith("AverageReturn"):
+        ax.axhline(float(np.mean(values)), linestyle=":", color="black", label=f"{label}: {np.mean(values):.0f}")
+
+
+def _finish(ax: Axes, **labels: str) -> None:
+    ax.set(**labels)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _save(fig: Figure, out: str | Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110, bbox_inches="tight")
@@ -178,42 +162,30 @@ def learning_curves_figure(runs: list[Run], metric: str = "Eval_AverageReturn", 
 
     if not runs:
         raise BcjaxError("no runs to plot")
-    envs = sorted({r.env for r in runs})
-    fig = Figure(figsize=(6.4 * len(envs), 4.4))
-    axes = np.atleast_1d(fig.subplots(1, len(envs)))
     groups = _groups(runs)
-    for ax, env in zip(axes, envs):
-        env_groups = {g: rs for g, rs in groups.items() if g[0] == env}
-        dagger = {g: rs for g, rs in env_groups.items() if any(r.is_dagger for r in rs)}
-        last_itr = max([int(r.rows[-1]["Iteration"]) for rs in dagger.values() for r in rs] or [1])
+    envs = sorted({env for env, _, _ in groups})
+    fig = Figure(figsize=(6.4 * len(envs), 4.4))
+    for ax, env in zip(np.atleast_1d(fig.subplots(1, len(envs))), envs):
+        here = {g: rs for g, rs in groups.items() if g[0] == env}
+        dagger = {g: rs for g, rs in here.items() if g[1] == "dagger"}
         for g, rs in dagger.items():
             x, y, e = learning_curve(rs, metric)
             ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=_label(g, rs))
         colors = iter(["tab:red", "tab:purple", "tab:brown", "tab:olive", "tab:cyan"])
-        for g, rs in env_groups.items():
-            if g in dagger:
-                continue
-            y, e = final_value(rs, metric)
-            color = next(colors, "gray")
-            ax.axhline(y, linestyle="--", color=color, label=f"{_label(g, rs)}: {y:.0f}")
-            ax.axhspan(y - e, y + e, color=color, alpha=0.12)
-        expert = expert_return([r for rs in env_groups.values() for r in rs])
-        if expert is not None and metric.endswith("AverageReturn"):
-            ax.axhline(expert, linestyle=":", color="black", label=f"expert (data): {expert:.0f}")
-        ax.set_xlim(-0.3, last_itr + 0.3)
+        for g, rs in here.items():
+            if g not in dagger:  # BC: its final value as a line, its error bar as a band
+                (y, e), color = final_value(rs, metric), next(colors, "gray")
+                ax.axhline(y, linestyle="--", color=color, label=f"{_label(g, rs)}: {y:.0f}")
+                ax.axhspan(y - e, y + e, color=color, alpha=0.12)
+        _expert_line(ax, [r for rs in here.values() for r in rs], metric, "expert (data)")
+        ax.set_xlim(-0.3, max([int(r.rows[-1]["Iteration"]) for rs in dagger.values() for r in rs] or [1]) + 0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("DAgger iteration")
-        ax.set_ylabel(metric)
-        ax.set_title(title or env)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _finish(ax, xlabel="DAgger iteration", ylabel=metric, title=title or env)
     return fig
 
 
 def _numeric(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def plot_hparam(runs: list[Run], hparam: str, out: str | Path, metric: str = "Eval_AverageReturn",
@@ -233,34 +205,24 @@ def hparam_figure(runs: list[Run], hparam: str, metric: str = "Eval_AverageRetur
     missing = [str(r.path) for r in runs if _numeric(r.config.get(hparam)) is None]
     if missing:
         numeric = sorted(k for k, v in runs[0].config.items() if _numeric(v) is not None)
-        raise BcjaxError(f"--hparam {hparam!r} is not a numeric config value of {missing[0]}; "
-                         f"numeric ones: {', '.join(numeric)}")
-    fig = Figure(figsize=(6.4, 4.4))
-    ax = fig.subplots()
+        raise BcjaxError(f"--hparam {hparam!r} is not a numeric config value of {missing[0]}; numeric ones: {', '.join(numeric)}")
+    splits = [split_by] if isinstance(split_by, str) else split_by or []
     lines: dict[tuple[str, str, str], dict[float, list[Run]]] = defaultdict(lambda: defaultdict(list))
     for r in runs:
-        splits = [split_by] if isinstance(split_by, str) else split_by or []
         split = "".join(f" {s}={r.config.get(s)}" for s in splits)
-        lines[(r.env, str(r.config.get("algo", "?")), split)][_numeric(r.config[hparam])].append(r)
-    xs_all, experts_drawn = [], set()
+        lines[(*r.group[:2], split)][_numeric(r.config[hparam])].append(r)
+    ax = Figure(figsize=(6.4, 4.4)).subplots()
     for (env, algo, split), points in sorted(lines.items()):
-        xs = sorted(points)
-        stats = [final_value(points[x], metric) for x in xs]
-        ax.errorbar(xs, [m for m, _ in stats], yerr=[e for _, e in stats], marker="o", capsize=3,
+        stats = np.array([final_value(points[x], metric) for x in sorted(points)])
+        ax.errorbar(sorted(points), stats[:, 0], yerr=stats[:, 1], marker="o", capsize=3,
                     label=f"{'DAgger' if algo == 'dagger' else 'BC'} {env}{split}")
-        xs_all += xs
-        expert = expert_return([r for rs in points.values() for r in rs])
-        if expert is not None and metric.endswith("AverageReturn") and env not in experts_drawn:
-            experts_drawn.add(env)
-            ax.axhline(expert, linestyle=":", color="black", label=f"expert {env}: {expert:.0f}")
-    if min(xs_all) > 0 and max(xs_all) / min(xs_all) >= 30:
+    for env in sorted({r.group[0] for r in runs}):
+        _expert_line(ax, [r for r in runs if r.group[0] == env], metric, f"expert {env}")
+    xs = [_numeric(r.config[hparam]) for r in runs]
+    if min(xs) > 0 and max(xs) / min(xs) >= 30:
         ax.set_xscale("log")
-    ax.set_xlabel(hparam)
-    ax.set_ylabel(f"{metric} (final iteration)")
-    ax.set_title(title or f"{metric} vs {hparam}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return fig
+    _finish(ax, xlabel=hparam, ylabel=f"{metric} (final iteration)", title=title or f"{metric} vs {hparam}")
+    return ax.figure
 
 
 @dataclass(frozen=True)
@@ -281,8 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parse(PlotArgs, argv)
         runs = find_runs(list(args.run_dirs))
         if args.hparam:
-            out = plot_hparam(runs, args.hparam, args.out or f"{args.hparam}.png", args.metric, args.title,
-                              args.split_by)
+            out = plot_hparam(runs, args.hparam, args.out or f"{args.hparam}.png", args.metric, args.title, args.split_by)
         else:
             out = plot_learning_curves(runs, args.out or "returns.png", args.metric, args.title)
         print(f"wrote {out} ({len(runs)} run(s))")

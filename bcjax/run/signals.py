@@ -21,13 +21,10 @@ _received: list[int] = []
 class Stopped(Exception):
     """Raised at an iteration boundary after a stop signal."""
 
-    def __init__(self, signum: int, iteration: int):
+    def __init__(self, signum: int, iteration: int) -> None:
         super().__init__(f"stopped by {signal.Signals(signum).name} after iteration {iteration}")
-        self.signum, self.iteration = signum, iteration
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+        # exit_code: the shell's convention, 128 + the signal (130 for SIGINT, 143 for SIGTERM)
+        self.signum, self.iteration, self.exit_code = signum, iteration, 128 + signum
 
 
 def _handler(signum: int, frame: object) -> None:

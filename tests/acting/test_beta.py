@@ -10,9 +10,8 @@ from bcjax.acting.rollout import MixedActor, beta_at, sample_trajectory
 from bcjax.data.expert import ExpertPolicy, expert_params_from_dict
 from bcjax.errors import BcjaxError
 from bcjax.run.config import parse_config
-from bcjax.run.driver import train
 from tests.conftest import make_expert_dict
-from tests.tiny_runs import expert_data, hopper_cfg, stored
+from tests.tiny_runs import expert_data, hopper_cfg, stored, train
 
 
 def _expert(nonlin: str = "tanh") -> ExpertPolicy:

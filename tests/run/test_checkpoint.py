@@ -18,16 +18,17 @@ from bcjax.core import buffer as rb
 from bcjax.core.model import MLPPolicy
 from bcjax.core.update import create_train_states, fit
 from bcjax.errors import BcjaxError
-from bcjax.run.checkpoint import checkpoint_steps, restore_checkpoint
-from bcjax.run.config import Config, config_dict
-from bcjax.run.saved_run import (
+from bcjax.run.checkpoint import (
     RESUME_DIR,
     LoopState,
+    checkpoint_steps,
     load_policy,
+    restore_checkpoint,
     restore_resume,
     save_policy,
     save_resume,
 )
+from bcjax.run.config import Config, config_dict
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -166,7 +167,7 @@ _SAVE_ON_DEVICE_1 = """
 import dataclasses, sys, jax, jax.numpy as jnp
 from bcjax.run.config import Config
 from bcjax.core.model import MLPPolicy
-from bcjax.run.saved_run import save_policy
+from bcjax.run.checkpoint import save_policy
 from bcjax.core.update import create_train_states
 states = create_train_states(MLPPolicy(act_dim=3, size=16), jnp.stack([jax.random.PRNGKey(0)]), 11, 1e-3)
 states = jax.device_put(states, jax.devices()[1])

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from bcjax.run.compile_cache import cache_dir
+from bcjax.run.perf import cache_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
 # A program no other test compiles, then what this process knows of the cache.
 TINY = """
 import sys
-from bcjax.run.compile_cache import cache_hits, enable_compile_cache
+from bcjax.run.perf import cache_hits, enable_compile_cache
 print("dir", enable_compile_cache(sys.argv[1] == "on"))
 import jax, jax.numpy as jnp
 print("value", float(jax.jit(lambda x: (jnp.cos(x) * 3.25).sum())(jnp.arange(7.0))))

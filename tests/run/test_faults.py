@@ -27,12 +27,18 @@ from bcjax.data.expert_data import load_expert_data
 from bcjax.data.files import append_line, check_writable_dir, write_atomic
 from bcjax.data.safe_pickle import memory_budget
 from bcjax.errors import BcjaxError
-from bcjax.run.checkpoint import CHECKSUM_FILE, checkpoint_steps, restore_checkpoint, save_checkpoint, step_problem
+from bcjax.run.checkpoint import (
+    CHECKSUM_FILE,
+    RESUME_DIR,
+    checkpoint_steps,
+    read_run_config,
+    restore_checkpoint,
+    resume_config,
+    save_checkpoint,
+    step_problem,
+)
 from bcjax.run.config import Config, config_dict
-from bcjax.run.lock import RunLock
-from bcjax.run.logger import RunLogger, read_metrics, truncate_metrics
-from bcjax.run.resume import resume_config
-from bcjax.run.saved_run import RESUME_DIR, read_run_config
+from bcjax.run.logger import RunLogger, read_metrics, run_lock, truncate_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -94,7 +100,7 @@ def test_declared_huge_sizes_are_refused_before_allocation(tmp_path, stream):
 
 def test_impossible_network_size_is_refused_with_the_memory_it_needs():
     from bcjax.acting.envs import env_info, make_env
-    from bcjax.run.memory import check_run_fits_memory, run_memory_bytes
+    from bcjax.run.driver import check_run_fits_memory, run_memory_bytes
 
     env = make_env("Hopper-v4")
     info = env_info(env)
@@ -215,8 +221,8 @@ def test_resume_accepts_moved_expert_files(tmp_path):
 
 # ---------------------------------------------------------------- run directory integrity
 
-_HOLD_LOCK = ("import sys, time; from bcjax.run.lock import RunLock; RunLock(sys.argv[1]).acquire(); "
-              "print('held', flush=True); time.sleep(60)")
+_HOLD_LOCK = ("import sys, time; from bcjax.run.logger import run_lock\n"
+              "with run_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)\n")
 
 
 @pytest.mark.slow
@@ -224,14 +230,14 @@ def test_one_writer_per_run_directory_and_stale_locks_are_taken_over(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(tmp_path)], env=ENV, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(BcjaxError, match=f"in use by process {holder.pid} "):
-            RunLock(tmp_path).acquire()
+        with pytest.raises(BcjaxError, match=f"in use by process {holder.pid} "), run_lock(tmp_path):
+            pass
     finally:
         holder.kill()
         holder.wait()
     # the holder died (as a SIGKILLed run does): its lock file stays, naming a dead pid, and is taken over
     assert (tmp_path / "lock").read_text().strip() == str(holder.pid)
-    with RunLock(tmp_path):
+    with run_lock(tmp_path):
         assert (tmp_path / "lock").read_text().strip() == str(os.getpid())
 
 
@@ -240,7 +246,7 @@ def test_two_resumes_of_one_run_cannot_both_write(tmp_path, capsys, hopper_files
     run_dir = _run_dir_with_config(tmp_path, env_name="Hopper-v4", expert_policy_file=str(expert_file),
                                    expert_data=str(data_file), video_log_freq=-1)
     _save_resume_step(run_dir, 0)
-    with RunLock(run_dir):  # the first resume, still running
+    with run_lock(run_dir):  # the first resume, still running
         assert _main(["--resume", str(run_dir)]) == 2
     assert f"in use by process {os.getpid()}" in _one_line_error(capsys)
 
@@ -418,7 +424,6 @@ def test_sigterm_finishes_the_iteration_saves_and_stops(tmp_path, monkeypatch):
     from tiny_runs import cartpole_cfg, cartpole_expert, expert_data, run_logged
 
     import bcjax.run.driver
-    from bcjax.run.saved_run import resume_iteration
     from bcjax.run.signals import Stopped, stop_on_signals
 
     real = bcjax.run.driver.save_policy
@@ -434,7 +439,7 @@ def test_sigterm_finishes_the_iteration_saves_and_stops(tmp_path, monkeypatch):
                    expert_data("CartPole-v1", cartpole_expert, n=1, ep_len=60))
     assert (stop.value.signum, stop.value.iteration, stop.value.exit_code) == (signal.SIGTERM, 1, 143)
     run_dir = next(tmp_path.glob("q2_*"))
-    assert resume_iteration(run_dir) == 1 and [r["Iteration"] for r in read_metrics(run_dir)] == [0, 1]
+    assert checkpoint_steps(run_dir / RESUME_DIR)[-1] == 1 and [r["Iteration"] for r in read_metrics(run_dir)] == [0, 1]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone after the block
 
 

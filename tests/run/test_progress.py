@@ -5,7 +5,10 @@ from __future__ import annotations
 import io
 import sys
 
-from bcjax.run.progress import Progress, bars_wanted, summary_line
+import pytest
+
+from bcjax.run.driver import progress
+from bcjax.run.logger import summary_line
 
 
 class _Tty(io.StringIO):
@@ -13,28 +16,14 @@ class _Tty(io.StringIO):
         return True
 
 
-def test_bars_only_on_a_terminal_and_not_quiet(monkeypatch):
-    monkeypatch.setattr(sys, "stdout", io.StringIO())
-    assert not bars_wanted(quiet=False)
-    monkeypatch.setattr(sys, "stdout", _Tty())
-    assert bars_wanted(quiet=False)
-    assert not bars_wanted(quiet=True)
-
-
-def test_disabled_progress_shows_nothing(monkeypatch):
-    out = _Tty()
+@pytest.mark.parametrize("out, quiet, shown", [(_Tty, False, True), (_Tty, True, False), (io.StringIO, False, False)])
+def test_bars_only_on_a_terminal_and_not_quiet(monkeypatch, out, quiet, shown):
+    out = out()
     monkeypatch.setattr(sys, "stdout", out)
-    with Progress(enabled=False).phase("collect", 10) as tick:
-        tick(5)
-    assert out.getvalue() == ""
-
-
-def test_enabled_progress_shows_the_phase(monkeypatch):
-    out = _Tty()
-    monkeypatch.setattr(sys, "stdout", out)
-    with Progress(enabled=True).phase("collect", 7) as tick:
+    with progress("collect", 7, quiet) as tick:
         tick(6)
-    assert "collect" in out.getvalue() and "/7 " in out.getvalue()  # a bar of the phase's total
+    assert ("collect" in out.getvalue() and "/7 " in out.getvalue()) == shown  # a bar of the phase's total
+    assert shown or out.getvalue() == ""
 
 
 def test_summary_line():
@@ -45,4 +34,4 @@ def test_summary_line():
                     " | 1.8 s (collection 1.2, training 0.5)")
     one_seed = {k: v[:1] for k, v in row.items()}
     assert "eval 100.0 ± 5.0" in summary_line(0, 1, one_seed, {})
-    assert summary_line(3, 10, None, {"training": 0.2}) == "itr 3/9 | 0.2 s (training 0.2)"
+    assert summary_line(3, 10, one_seed, {"training": 0.2}).endswith(" | 0.2 s (training 0.2)")

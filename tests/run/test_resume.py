@@ -16,10 +16,9 @@ from tiny_runs import cartpole_cfg, cartpole_expert, expert_data, metrics_withou
 
 import bcjax.run.driver
 from bcjax.errors import BcjaxError
+from bcjax.run.checkpoint import RESUME_DIR, checkpoint_steps, resume_config
 from bcjax.run.config import given_flags
 from bcjax.run.logger import read_metrics
-from bcjax.run.resume import resume_config
-from bcjax.run.saved_run import resume_iteration
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,7 +42,7 @@ def _crash_at(monkeypatch, itr: int) -> None:
 def _resume(run_dir: Path, paths) -> tuple[Path, object]:
     """What scripts/train.py --resume RUN_DIR does, in process."""
     cfg = resume_config(run_dir, given_flags(["--resume", str(run_dir)]))
-    assert cfg.resume_step == resume_iteration(run_dir)
+    assert cfg.resume_step == checkpoint_steps(run_dir / RESUME_DIR)[-1]
     return run_logged(cfg, cartpole_expert, paths)
 
 
@@ -60,7 +59,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch, num_envs, n
         with pytest.raises(Crash):
             run_logged(cut_cfg, cartpole_expert, paths)
     cut_dir = next((tmp_path / "cut").iterdir())
-    assert resume_iteration(cut_dir) == 1
+    assert checkpoint_steps(cut_dir / RESUME_DIR) == [0, 1]
     assert [r["Iteration"] for r in read_metrics(cut_dir)] == [0, 1, 2]  # logged, never checkpointed
 
     _, resumed = _resume(cut_dir, paths)
@@ -126,8 +125,9 @@ def test_cli_run_killed_and_resumed_matches_uninterrupted(tmp_path, hopper_files
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     cut_dir = next((tmp_path / "cut").iterdir())
-    last = resume_iteration(cut_dir)
-    assert last is not None and last < 3, "the run finished before it could be killed"
+    saved = checkpoint_steps(cut_dir / RESUME_DIR)
+    assert saved and saved[-1] < 3, "the run finished before it could be killed"
+    last = saved[-1]
 
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), "--resume", str(cut_dir), "--quiet"],
                          check=False, env=env, capture_output=True, text=True)

@@ -9,12 +9,11 @@ import sys
 import jax
 import numpy as np
 import pytest
-from tiny_runs import stored
+from tiny_runs import stored, train
 
 from bcjax.acting.envs import make_env
 from bcjax.acting.rollout import sample_n_trajectories
 from bcjax.run.config import Config
-from bcjax.run.driver import train
 
 _compiles: list[str] = []
 jax.monitoring.register_event_duration_secs_listener(

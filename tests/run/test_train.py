@@ -10,8 +10,7 @@ from bcjax.core.model import init_params
 from bcjax.data.expert import load_expert
 from bcjax.data.expert_data import load_expert_data
 from bcjax.run.config import Config
-from bcjax.run.driver import train
-from tests.tiny_runs import stored
+from tests.tiny_runs import stored, train
 
 TINY = dict(num_agent_train_steps_per_iter=300, eval_batch_size=200, video_log_freq=-1, rollout_workers=0)
 
