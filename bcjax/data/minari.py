@@ -47,10 +47,8 @@ def _dataset_path(dataset_id: str, given: str) -> Path:
     """Where Minari keeps `dataset_id`, checked as Minari's writer checks ids: an id is not a path (no
     leading /, no ..), so it cannot name a folder outside MINARI_DATASETS_PATH."""
     minari = import_minari()
-    from minari.dataset.minari_dataset import parse_dataset_id
-
     try:
-        parse_dataset_id(dataset_id)
+        minari.dataset.minari_dataset.parse_dataset_id(dataset_id)
     except (ValueError, TypeError):  # TypeError: no -vN version
         raise BcjaxError(f"{given} is not a Minari dataset id: use (namespace/)name-v(version), e.g. "
                          "bcjax/hopper/expert-v0 (a dataset directory is given as a path, without minari:)") from None
@@ -113,9 +111,8 @@ def _read_hdf5(file: Path, total: int, n: int, where: str) -> list[dict[str, np.
                 raise BcjaxError(f"{where}'s metadata.json declares {total} episodes but it has no episode {i}: "
                                  "download it again")
             group = f[f"episode_{i}"]
-            fields = {k: group[k] for k in FIELDS if isinstance(group.get(k, getlink=True), h5py.HardLink)}
-            fields = {k: ds for k, ds in fields.items() if isinstance(ds, h5py.Dataset) and not ds.external
-                      and not ds.is_virtual and ds.dtype.kind in "biuf"}
+            fields = {k: ds for k in FIELDS if isinstance(group.get(k, getlink=True), h5py.HardLink) and isinstance(
+                ds := group[k], h5py.Dataset) and not ds.external and not ds.is_virtual and ds.dtype.kind in "biuf"}
             if missing := [k for k in FIELDS if k not in fields]:
                 raise BcjaxError(f"{where}: episode {i} has no {', '.join(missing)} array (Minari episodes hold "
                                  f"{', '.join(FIELDS)}): download it again")
@@ -132,8 +129,7 @@ def trajectory_from_episode(ep: dict[str, np.ndarray], i: int) -> Trajectory:
     obs, n = ep["observations"], len(ep["rewards"])
     if obs.shape[0] != n + 1:
         raise BcjaxError(f"Minari episode {i} has {obs.shape[0]} observations for {n} steps (expected {n + 1})")
-    terminal = np.zeros(n, np.float32)
-    terminal[-1:] = 1  # the episode ends here, terminated or truncated
+    terminal = (np.arange(n) == n - 1).astype(np.float32)  # the episode ends here, terminated or truncated
     return {"observation": obs[:-1], "action": ep["actions"], "reward": ep["rewards"], "next_observation": obs[1:],
             "terminal": terminal, "image_obs": np.zeros((0,), np.uint8)}
 
@@ -144,7 +140,6 @@ def load_minari(source: str, n_traj: int | None = None, info: EnvInfo | None = N
     not fit that task is a BcjaxError. The files are untrusted input, read with h5py as Minari lays them
     out: a damaged or crafted dataset is one BcjaxError line."""
     data_dir, where = _data_dir(source)
-    import_minari()
     try:
         meta = json.loads((data_dir / "metadata.json").read_text())
         if meta["data_format"] != "hdf5":
@@ -176,8 +171,6 @@ def save_minari(paths: list[Trajectory], terminated: list[bool], dataset_id: str
     `terminated[i]`, else a truncation), recording the env spec, the expert and its return."""
     path = check_new_dataset_id(dataset_id)
     minari = import_minari()
-    from minari.data_collector import EpisodeBuffer
-
     env = make_env(env_name)  # with the task's kwargs, so the recorded spec rebuilds the same env
     env.close()
     buffers = []
@@ -185,9 +178,8 @@ def save_minari(paths: list[Trajectory], terminated: list[bool], dataset_id: str
         if not np.array_equal(p["next_observation"][:-1], p["observation"][1:]):
             raise BcjaxError(f"trajectory {i}'s next_observation is not its observation shifted by one step, "
                              "so Minari's T+1 observations cannot hold it")
-        ends = np.zeros(len(p["reward"]), bool)
-        ends[-1] = True
-        buffers.append(EpisodeBuffer(  # arrays as they are (a rollout's float32 observations stay float32)
+        ends = np.arange(len(p["reward"])) == len(p["reward"]) - 1
+        buffers.append(minari.data_collector.EpisodeBuffer(  # arrays as they are (a rollout's float32 observations stay float32)
             observations=np.concatenate([p["observation"], p["next_observation"][-1:]]),
             actions=np.asarray(p["action"]),
             rewards=np.asarray(p["reward"]),
