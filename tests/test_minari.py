@@ -356,7 +356,7 @@ BOMBS = {  # each file is under 3 MB
 }
 
 
-@pytest.mark.parametrize("bomb", list(BOMBS))
+@pytest.mark.parametrize("bomb", [pytest.param(b, marks=pytest.mark.slow) if "gzip" in b else b for b in BOMBS])  # 2 s to write
 def test_hdf5_memory_bombs_are_refused_before_anything_is_read(minari_root, bomb):
     data_dir = _synthetic(DAMAGED)
     BOMBS[bomb](data_dir)
@@ -373,6 +373,7 @@ def test_hdf5_memory_bombs_are_refused_before_anything_is_read(minari_root, bomb
     assert peak < 1 << 20
 
 
+@pytest.mark.slow  # a real subprocess
 def test_a_memory_bomb_is_refused_in_bounded_memory_by_a_fresh_process(minari_root):
     """Peak RSS of a process that only loads the 2e8-step bomb: HDF5's own allocations count too. (VmHWM,
     not ru_maxrss, which keeps the forking parent's peak across exec.)"""
