@@ -117,9 +117,8 @@ def load_expert(path: str | Path, flag: str = "--expert_policy_file") -> ExpertP
 def mlp_to_cs285(hidden: Sequence[tuple[np.ndarray, np.ndarray]], out: tuple[np.ndarray, np.ndarray],
                  log_std: np.ndarray, nonlin: str = "tanh") -> dict[str, Any]:
     """A CS285 expert dict for the MLP obs -> nonlin hidden layers -> linear `out`, with an
-    identity observation standardizer (the loader then computes exactly this network)."""
-    if nonlin not in CS285_ACTIVATIONS:
-        raise BcjaxError(f"the CS285 format supports nonlinearities {sorted(CS285_ACTIVATIONS)}, not {nonlin!r}")
+    identity observation standardizer (the loader then computes exactly this network; `save_expert`
+    checks it, `nonlin` included)."""
     obs_dim = (hidden[0] if hidden else out)[0].shape[0]
 
     def affine(w: np.ndarray, b: np.ndarray) -> dict:

@@ -9,8 +9,8 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from bcjax.acting.envs import EnvInfo
-from bcjax.acting.rollout import Trajectory
+from bcjax.acting.envs import EnvInfo, env_info, make_env
+from bcjax.acting.rollout import Trajectory, sample_n_trajectories
 from bcjax.data.files import write_atomic
 from bcjax.data.minari import is_minari_source, load_minari
 from bcjax.data.safe_pickle import load_pickle
@@ -62,9 +62,6 @@ class _EpisodeEnds(gym.Wrapper):
 def collect_expert_episodes(expert: Callable[[np.ndarray], np.ndarray], env_name: str, n_traj: int, seed: int,
                             ep_len: int | None = None) -> tuple[list[Trajectory], list[bool]]:
     """`collect_expert_paths`, plus whether each episode ended in a termination (not a truncation)."""
-    from bcjax.acting.envs import env_info, make_env
-    from bcjax.acting.rollout import sample_n_trajectories
-
     if n_traj <= 0:
         raise BcjaxError(f"the number of expert trajectories must be positive, got {n_traj}")
     env = _EpisodeEnds(make_env(env_name, seed))  # wrapped after make_env's seeding reset

@@ -10,18 +10,15 @@ from pathlib import Path
 from bcjax.errors import BcjaxError
 
 
-def write_failure(path: str | Path, e: OSError, fix: str = "") -> BcjaxError:
-    """The one-line error for a failed write to `path`: what the system said and what to do."""
-    reason = e.strerror or str(e)
-    if not fix:
-        fix = {errno.ENOSPC: "free space on that disk or pick another --logdir",
-               errno.EDQUOT: "free space on that disk or pick another --logdir",
-               errno.EFBIG: "the file size limit (ulimit -f) is too low: raise it",
-               errno.EROFS: "that file system is read-only: pick a writable --logdir",
-               errno.EACCES: "no permission there: pick a writable --logdir",
-               errno.ENOTDIR: "a part of that path is a file, not a directory: pick another --logdir",
-               }.get(e.errno, "check that the path is a writable directory with free space")
-    return BcjaxError(f"cannot write {path}: {reason}; {fix}")
+def write_failure(path: str | Path, e: OSError, flag: str = "--logdir") -> BcjaxError:
+    """The one-line error for a failed write to `path`: what the system said and what to do (with `flag`)."""
+    fix = {**dict.fromkeys((errno.ENOSPC, errno.EDQUOT), f"free space on that disk or pick another {flag}"),
+           errno.EFBIG: "the file size limit (ulimit -f) is too low: raise it",
+           errno.EROFS: f"that file system is read-only: pick a writable {flag}",
+           errno.EACCES: f"no permission there: pick a writable {flag}",
+           errno.ENOTDIR: f"a part of that path is a file, not a directory: pick another {flag}",
+           }.get(e.errno, "check that the path is a writable directory with free space")
+    return BcjaxError(f"cannot write {path}: {e.strerror or e}; {fix}")
 
 
 def write_atomic(path: str | Path, data: bytes | str) -> None:
@@ -71,5 +68,5 @@ def check_writable_dir(path: str | Path, flag: str) -> Path:
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as e:
-        raise BcjaxError(str(write_failure(path, e)).replace("--logdir", flag)) from None
+        raise write_failure(path, e, flag) from None
     return path

@@ -8,8 +8,8 @@ too, in proportion to the file (`memory_budget`):
   checked against what the file holds before anything of that size exists)
   refuses lengths past the end of the file, memo indices no pickler writes, and
   streams whose objects would cost more than the budget;
-- the numpy constructors a pickle may call are wrapped to charge the bytes they
-  would allocate before allocating them;
+- the numpy constructors a pickle may call, and the BUILD that fills an array,
+  are wrapped to charge the bytes they would allocate before allocating them;
 - the decoded object is measured counting every reference (a list of 5000
   references to one trajectory is 5000 trajectories once concatenated).
 """
@@ -17,6 +17,7 @@ too, in proportion to the file (`memory_budget`):
 from __future__ import annotations
 
 import io
+import math
 import pickle
 import pickletools
 import struct
@@ -41,21 +42,20 @@ def memory_budget(file_size: int) -> int:
 
 
 class _Refused(pickle.UnpicklingError):
-    """A global outside the allow-list (as opposed to a corrupt stream)."""
-
-
-class _TooBig(pickle.UnpicklingError):
-    """The pickle would decode to more memory than its size allows."""
+    """A global outside the allow-list, or more memory than the budget (as opposed to a corrupt stream)."""
 
 
 class _Budget:
-    def __init__(self, limit: int):
-        self.limit, self.used = limit, 0
+    """The bytes a pickle of `size` bytes has made, charged before they are allocated."""
+
+    def __init__(self, size: int):
+        self.size, self.limit, self.used = size, memory_budget(size), 0
 
     def charge(self, n: int, what: str) -> None:
         self.used += int(n)
         if self.used > self.limit:
-            raise _TooBig(f"{what} takes it past {self.limit} bytes decoded")
+            raise _Refused(f"it decodes to far more memory than its {self.size} bytes ({what} takes it past "
+                           f"{self.limit} bytes decoded)")
 
 
 def _nbytes(shape: Any, dtype: Any) -> int:
@@ -63,10 +63,7 @@ def _nbytes(shape: Any, dtype: Any) -> int:
     dims = (shape,) if isinstance(shape, int) else tuple(shape)
     if not all(isinstance(d, (int, np.integer)) and d >= 0 for d in dims):
         raise pickle.UnpicklingError(f"array shape {dims!r} is not a tuple of non-negative ints")
-    n = max(np.dtype(dtype).itemsize, 1)
-    for d in dims:
-        n *= int(d)
-    return n
+    return max(np.dtype(dtype).itemsize, 1) * math.prod(int(d) for d in dims)
 
 
 class _NdarrayToken:
@@ -76,27 +73,12 @@ class _NdarrayToken:
     """
 
 
-def _checked_array_type(budget: _Budget) -> type:
-    class _Checked(np.ndarray):
-        # BUILD calls __setstate__ with the real shape: charge it before numpy allocates.
-        def __setstate__(self, state: Any) -> None:
-            if not isinstance(state, tuple) or len(state) not in (4, 5):
-                raise pickle.UnpicklingError("malformed array state")
-            shape, dtype = state[-4], state[-3]
-            budget.charge(_nbytes(shape, dtype), f"an array of shape {shape}")
-            super().__setstate__(state)
-
-    return _Checked
-
-
 def _wrapped_globals(budget: _Budget) -> dict[tuple[str, str], Any]:
-    checked = _checked_array_type(budget)
-
     def reconstruct(cls: Any, shape: Any, dtype: Any) -> np.ndarray:
         if cls is not _NdarrayToken:
             raise pickle.UnpicklingError("_reconstruct of something other than numpy.ndarray")
         budget.charge(_nbytes(shape, dtype), f"an array of shape {shape}")
-        return _multiarray._reconstruct(checked, shape, dtype)
+        return _multiarray._reconstruct(np.ndarray, shape, dtype)
 
     def frombuffer(buf: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
         budget.charge(_nbytes(shape, dtype), f"an array of shape {shape}")
@@ -123,28 +105,35 @@ def _wrapped_globals(budget: _Budget) -> dict[tuple[str, str], Any]:
     }
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file: io.BytesIO, allowed: dict[tuple[str, str], Any]):
-        super().__init__(file)
-        self._allowed = allowed
+class _RestrictedUnpickler(pickle._Unpickler):
+    """The pure-Python unpickler (whose BUILD opcode can be wrapped, unlike the C one's), giving only the
+    allowed globals and charging an array's shape before ndarray.__setstate__ allocates it. Persistent
+    ids stay refused, as by default."""
+
+    def __init__(self, data: bytes, budget: _Budget):
+        super().__init__(io.BytesIO(data))
+        self.budget, self.allowed = budget, _wrapped_globals(budget)
 
     def find_class(self, module: str, name: str) -> Any:
-        if module.startswith("numpy.core"):
-            module = "numpy._core" + module[len("numpy.core"):]
-        if (module, name) not in self._allowed:
-            raise _Refused(
-                f"it asks for the global {module}.{name}, and only numpy arrays and plain containers are allowed"
-            )
-        return self._allowed[(module, name)]
+        key = (module.replace("numpy.core", "numpy._core", 1), name)  # numpy 1's name for numpy._core
+        if key not in self.allowed:
+            raise _Refused(f"it asks for the global {module}.{name}, and only numpy arrays and plain containers are allowed")
+        return self.allowed[key]
 
-    def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError("persistent ids are not allowed")
+    def load_build(self) -> None:
+        state = self.stack[-1]
+        if isinstance(self.stack[-2], np.ndarray):
+            if not isinstance(state, tuple) or len(state) not in (4, 5):
+                raise pickle.UnpicklingError("malformed array state")
+            self.budget.charge(_nbytes(state[-4], state[-3]), f"an array of shape {state[-4]}")
+        super().load_build()
+
+    dispatch = {**pickle._Unpickler.dispatch, pickle.BUILD[0]: load_build}
 
 
 # What one opcode may create beyond its argument's bytes, generously: an empty set or dict
 # is the largest object one byte of pickle makes; every other push costs a reference.
 _OPCODE_COST = {"EMPTY_SET": 256, "FROZENSET": 256, "EMPTY_DICT": 128, "DICT": 128, "EMPTY_LIST": 64, "LIST": 64}
-_MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"}
 
 
 def _prescan(data: bytes, budget: _Budget) -> None:
@@ -153,10 +142,10 @@ def _prescan(data: bytes, budget: _Budget) -> None:
         budget.charge(_OPCODE_COST.get(op.name, 16), "its objects")
         if isinstance(arg, (bytes, bytearray, str)):
             budget.charge(len(arg), "a string")
-        if op.name in _MEMO_PUTS:
-            # The unpickler sizes its memo table by the largest index: picklers number entries 0, 1, 2, ...
-            if op.name != "MEMOIZE" and arg > n_ops:
-                raise pickle.UnpicklingError(f"memo index {arg} at opcode {n_ops} (no pickler writes that)")
+        # Picklers number memo entries 0, 1, 2, ...: a larger index is crafted, and refused (the C
+        # unpickler would size its memo table by it).
+        if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and arg > n_ops:
+            raise pickle.UnpicklingError(f"memo index {arg} at opcode {n_ops} (no pickler writes that)")
         elif op.name == "FRAME" and arg > len(data) - pos:
             raise pickle.UnpicklingError(f"a frame of {arg} bytes at byte {pos}, past the end of the file")
         elif op.name in ("LONG1", "LONG4") and isinstance(arg, int) and arg.bit_length() > 1 << 16:
@@ -164,57 +153,43 @@ def _prescan(data: bytes, budget: _Budget) -> None:
 
 
 def _measure(obj: Any, budget: _Budget) -> Any:
-    """Charge `obj`'s size counting every reference; return it with checked arrays made plain ndarrays."""
+    """Charge `obj`'s size counting every reference; return it."""
     # Iterative (a deeply nested pickle must not overflow the stack), expanding a container at each
     # reference: that is what concatenating the data would copy. Cycles exhaust the budget.
-    fixed: dict[int, Any] = {}
     stack = [obj]
     while stack:
         x = stack.pop()
         if isinstance(x, np.ndarray):
             budget.charge(x.nbytes + 64, "its arrays (counting repeated references)")
-            if type(x) is not np.ndarray and id(x) not in fixed:
-                fixed[id(x)] = x
         elif isinstance(x, (list, tuple, set, frozenset)):
             budget.charge(8 * len(x) + 56, "its containers (counting repeated references)")
             stack.extend(x)
         elif isinstance(x, dict):
             budget.charge(16 * len(x) + 64, "its containers (counting repeated references)")
-            stack.extend(x.keys())
-            stack.extend(x.values())
+            stack.extend(x.items())  # the (key, value) pairs are charged as 2-tuples too
         elif isinstance(x, (str, bytes, bytearray)):
             budget.charge(len(x) + 48, "its strings (counting repeated references)")
         else:
             budget.charge(32, "its objects")
-    return _plain(obj) if fixed else obj
-
-
-def _plain(obj: Any) -> Any:
-    """`obj` with every checked-array instance replaced by a plain ndarray view (containers rebuilt)."""
-    if isinstance(obj, np.ndarray):
-        return obj.view(np.ndarray) if type(obj) is not np.ndarray else obj
-    if isinstance(obj, list):
-        return [_plain(x) for x in obj]
-    if isinstance(obj, tuple):
-        return tuple(_plain(x) for x in obj)
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
     return obj
 
 
 def loads_bounded(data: bytes) -> Any:
     """Unpickle `data` with the allow-list and the memory budget; pickle.UnpicklingError subclasses on refusal."""
-    budget = _Budget(memory_budget(len(data)))
-    _prescan(data, budget)
-    budget.used = 0  # the pre-scan's estimate and the real allocations are checked separately
-    obj = _RestrictedUnpickler(io.BytesIO(data), _wrapped_globals(budget)).load()
-    budget.used = 0
-    return _measure(obj, budget)
+    _prescan(data, _Budget(len(data)))  # the pre-scan's estimate, the allocations and the result: each checked
+    obj = _RestrictedUnpickler(data, _Budget(len(data))).load()
+    return _measure(obj, _Budget(len(data)))
 
 
-# Everything a corrupt stream can raise from the unpickler or numpy's constructors.
-_CORRUPT = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            ImportError, OverflowError, MemoryError, RecursionError, UnicodeError, struct.error)
+# What a damaged or crafted file makes the unpickler, numpy, h5py or json raise (with their subclasses:
+# UnicodeError is a ValueError, RecursionError a RuntimeError).
+UNREADABLE = (pickle.UnpicklingError, struct.error, EOFError, OSError, RuntimeError, ValueError, TypeError,
+              AttributeError, LookupError, ArithmeticError, MemoryError)
+
+
+def describe(e: Exception) -> str:
+    """An exception as one short line: its type and its message's first line."""
+    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
 
 
 def load_pickle(path: str | Path, what: str, flag: str) -> Any:
@@ -232,19 +207,14 @@ def load_pickle(path: str | Path, what: str, flag: str) -> Any:
     try:
         return loads_bounded(data)
     except _Refused as e:
-        raise BcjaxError(f"{what} file {path} was refused: {e} (give a CS285 pickle with {flag})") from None
-    except _TooBig as e:
-        raise BcjaxError(f"{what} file {path} was refused: it decodes to far more memory than its "
-                         f"{len(data)} bytes ({e}); give a CS285 pickle with {flag}") from None
-    except _CORRUPT as e:
-        msg = str(e).splitlines()[0][:200] if str(e) else ""
-        raise BcjaxError(f"{what} file {path} is not a readable pickle ({type(e).__name__}: {msg}); check {flag}") from None
+        raise BcjaxError(f"{what} file {path} was refused: {e}; give a CS285 pickle with {flag}") from None
+    except UNREADABLE as e:
+        raise BcjaxError(f"{what} file {path} is not a readable pickle ({describe(e)}); check {flag}") from None
 
 
 def as_array(x: Any, where: str, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
     """Check that a value from a pickle is a real-valued numeric numpy array (of `ndim` dims)."""
-    if not isinstance(x, np.ndarray) or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
-                                             or x.dtype == bool):
+    if not isinstance(x, np.ndarray) or x.dtype.kind not in "biuf":
         kind = f"a {x.dtype} array" if isinstance(x, np.ndarray) else type(x).__name__
         raise BcjaxError(f"{where} should be a real-valued numeric numpy array, got {kind}")
     allowed = (ndim,) if isinstance(ndim, int) else ndim

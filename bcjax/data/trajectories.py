@@ -22,8 +22,7 @@ def validate_paths(data: object, where: str) -> list[Trajectory]:
     for i, traj in enumerate(data):
         if not isinstance(traj, dict):
             raise BcjaxError(f"{where}: trajectory {i} is a {type(traj).__name__}, expected a dict")
-        missing = [k for k in REQUIRED_KEYS if k not in traj]
-        if missing:
+        if missing := [k for k in REQUIRED_KEYS if k not in traj]:
             raise BcjaxError(f"{where}: trajectory {i} lacks {', '.join(missing)} (CS285 expert data has {', '.join(REQUIRED_KEYS)})")
         # Shapes first: len() of a 0-d array raises, and a bad shape would fail deep inside the buffer.
         path = {k: finite(as_array(traj[k], f"{where}: trajectory {i} '{k}'", _NDIM[k]), f"{where}: trajectory {i} '{k}'")

@@ -1,10 +1,15 @@
 """Minari datasets as expert data: the round trip with the CS285 pickle, BC from a dataset, and
-the one-line errors (missing package, mismatched spaces, too few trajectories, taken ids)."""
+the one-line errors (missing package, mismatched spaces, too few trajectories, taken ids), and
+Minari files as untrusted input: damaged or crafted HDF5 files and metadata, memory bombs, ids that
+are paths, and a metadata.json that would run code (docs/RELIABILITY.md lists each case)."""
 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import sys
+import tracemalloc
 import warnings
 from pathlib import Path
 
@@ -16,6 +21,7 @@ from tiny_runs import hopper_expert
 from bcjax.acting.envs import env_info, make_env
 from bcjax.data.bundled import bundled_expert_path
 from bcjax.data.expert_data import collect_expert_episodes, load_expert_data
+from bcjax.data.safe_pickle import memory_budget
 from bcjax.errors import BcjaxError
 from bcjax.run.logger import read_metrics
 from bcjax.run.main import main as train_main
@@ -189,3 +195,223 @@ def test_pickle_and_minari_agree_on_a_real_cs285_file(minari_root, hopper_files)
             assert got[key].dtype == want[key].dtype, key  # float64 observations stay float64
             np.testing.assert_array_equal(got[key], want[key], err_msg=key)
         np.testing.assert_array_equal(got["terminal"], want["terminal"])  # float32 1/0 vs the file's bools
+
+
+# ---------------------------------------------------------------- untrusted files
+
+FIELDS = ("observations", "actions", "rewards", "terminations", "truncations")
+DAMAGED = "tt/damaged-v0"
+
+
+def _synthetic(dataset_id: str, data_format: str = "hdf5") -> Path:
+    """Hopper-sized random episodes of 20 and 30 steps, written by Minari itself; the dataset's data folder."""
+    rng = np.random.default_rng(0)
+    episodes = [minari.data_collector.EpisodeBuffer(
+        observations=rng.normal(size=(t + 1, 11)).astype(np.float32), actions=rng.normal(size=(t, 3)).astype(np.float32),
+        rewards=np.ones(t), terminations=np.eye(1, t, t - 1, dtype=bool)[0], truncations=np.zeros(t, bool)) for t in (20, 30)]
+    with warnings.catch_warnings():  # Minari warns about each unset optional field
+        warnings.simplefilter("ignore")
+        minari.create_dataset_from_buffers(dataset_id, episodes, observation_space=gym.spaces.Box(-np.inf, np.inf, (11,), np.float32),
+                                           action_space=gym.spaces.Box(-1, 1, (3,), np.float32), data_format=data_format)
+    return minari.storage.get_dataset_path(dataset_id) / "data"
+
+
+def _edit_metadata(data_dir: Path, **changes) -> None:
+    """Change metadata.json's entries (None removes one)."""
+    meta = {**json.loads((data_dir / "metadata.json").read_text()), **changes}
+    (data_dir / "metadata.json").write_text(json.dumps({k: v for k, v in meta.items() if v is not None}))
+
+
+def _flip(file: Path, at: int) -> None:
+    data = bytearray(file.read_bytes())
+    data[at] ^= 0xFF
+    file.write_bytes(bytes(data))
+
+
+def _cut(file: Path) -> None:
+    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+
+
+def _h5(data_dir: Path, edit) -> None:
+    import h5py
+
+    with h5py.File(data_dir / "main_data.hdf5", "a") as f:
+        edit(f)
+
+
+def _external_link(f) -> None:  # episode 0's observations in another file (here a valid array)
+    import h5py
+
+    other = Path(f.filename).with_name("elsewhere.hdf5")
+    with h5py.File(other, "w") as g:
+        g["obs"] = np.zeros((21, 11), np.float32)
+    del f["episode_0/observations"]
+    f["episode_0/observations"] = h5py.ExternalLink(str(other), "/obs")
+
+
+def _external_storage(f) -> None:  # the raw bytes of episode 0's observations in another file
+    raw = Path(f.filename).with_name("elsewhere.bin")
+    raw.write_bytes(bytes(21 * 11 * 4))
+    del f["episode_0/observations"]
+    f["episode_0"].create_dataset("observations", (21, 11), "f4", external=[(str(raw), 0, 21 * 11 * 4)])
+
+
+def _text_rewards_h5(f) -> None:
+    del f["episode_1/rewards"]
+    f["episode_1/rewards"] = ["1"] * 30
+
+
+HDF5_FAULTS = {
+    "truncated": (lambda d: _cut(d / "main_data.hdf5"), r"is not readable \(OSError: .*truncated file"),
+    "bit-flipped signature": (lambda d: _flip(d / "main_data.hdf5", 3), r"is not readable \(OSError: .*file signature not found"),
+    "bit-flipped heap": (lambda d: _flip(d / "main_data.hdf5", (d / "main_data.hdf5").read_bytes().index(b"HEAP")),
+                         r"is not readable \(RuntimeError: .*bad local heap signature"),
+    "total_episodes past the file": (lambda d: _edit_metadata(d, total_episodes=5),
+                                     "metadata.json declares 5 episodes but it has no episode 2"),
+    **{f"no {key}": (lambda d, key=key: _h5(d, lambda f: f.__delitem__(f"episode_1/{key}")), f"episode 1 has no {key} array")
+       for key in FIELDS},
+    "text rewards": (lambda d: _h5(d, _text_rewards_h5), "episode 1 has no rewards array"),
+    "an external link": (lambda d: _h5(d, _external_link), "episode 0 has no observations array"),
+    "external storage": (lambda d: _h5(d, _external_storage), "episode 0 has no observations array"),
+}
+
+
+@pytest.mark.parametrize("fault", list(HDF5_FAULTS))
+def test_damaged_hdf5_dataset_is_one_line(minari_root, tmp_path, capsys, fault):
+    damage, message = HDF5_FAULTS[fault]
+    damage(_synthetic(DAMAGED))
+    err = _one_line_error(capsys, train_main(["-env", "Hopper-v4", "-ed", f"minari:{DAMAGED}", "--logdir", str(tmp_path / "runs")]))
+    assert re.search(message, err), err
+    assert err.startswith(f"error: Minari dataset {DAMAGED}") and err.endswith("download it again"), err
+
+
+def test_metadata_is_read_as_data_not_run(minari_root, tmp_path):
+    """metadata.json is untrusted too: without spaces Minari would gym.make the env_spec it gives (here
+    os.system), and it would build a Box of any declared shape (here 10^12 floats); bcjax reads the entries."""
+    from gymnasium.envs.registration import EnvSpec
+
+    canary = tmp_path / "ran"
+    spec = EnvSpec(id="Evil-v0", entry_point="os:system", kwargs={"command": f"touch {canary}"})
+    data_dir = _synthetic(DAMAGED)
+    _edit_metadata(data_dir, observation_space=None, env_spec=spec.to_json())
+    with pytest.raises(BcjaxError, match=r"is not readable \(KeyError: 'observation_space'\): download it again"):
+        load_expert_data(f"minari:{DAMAGED}")
+    assert not canary.exists()
+    huge = {"type": "Box", "dtype": "float64", "shape": [10**12], "low": 0, "high": 1}
+    _edit_metadata(data_dir, observation_space=json.dumps(huge), env_spec=None)
+    tracemalloc.start()
+    try:
+        with pytest.raises(BcjaxError, match="has 1000000000000-dim observations but Hopper-v4 gives 11"):
+            load_expert_data(f"minari:{DAMAGED}", info=env_info(make_env("Hopper-v4")))
+        assert tracemalloc.get_traced_memory()[1] < 8 << 20
+    finally:
+        tracemalloc.stop()
+    _edit_metadata(data_dir, observation_space=json.dumps({"type": "Dict", "subspaces": {}}))
+    with pytest.raises(BcjaxError, match="has a Dict observation space; bcjax trains on flat Box observations"):
+        load_expert_data(f"minari:{DAMAGED}")
+
+
+def test_an_arrow_dataset_is_refused_in_one_line(minari_root):
+    """bcjax reads Minari's HDF5 layout (its default, and what `minari download` gets), checked as above."""
+    _synthetic(DAMAGED, "arrow")
+    with pytest.raises(BcjaxError, match=f"Minari dataset {DAMAGED} is stored as arrow; bcjax reads Minari's HDF5"):
+        load_expert_data(f"minari:{DAMAGED}")
+
+
+def _rewrite(data_dir: Path, steps: int, total: int = 2, gzip: bool = False, chunks=True, link: bool = False) -> None:
+    """main_data.hdf5 as `total` episodes declaring `steps` steps each (two chunks of observations written
+    as zeros when gzip'd, nothing otherwise: unwritten chunks read as zeros too); with `link`, every
+    episode's fields are hard links to episode 0's."""
+    import h5py
+
+    with h5py.File(data_dir / "main_data.hdf5", "w") as f:
+        for i in range(total):
+            group = f.create_group(f"episode_{i}")
+            for key, shape, dtype in (("observations", (steps + 1, 11), "f8"), ("actions", (steps, 3), "f4"),
+                                      ("rewards", (steps,), "f8"), ("terminations", (steps,), bool), ("truncations", (steps,), bool)):
+                if link and i:
+                    group[key] = f[f"episode_0/{key}"]
+                    continue
+                ds = group.create_dataset(key, shape, dtype, chunks=chunks if key == "observations" else True,
+                                          compression="gzip" if gzip else None)
+                if gzip and key == "observations":
+                    ds[: 1 << 17] = 0
+                elif link:
+                    ds[...] = 0
+    _edit_metadata(data_dir, total_episodes=total)
+
+
+def _huge_chunk(data_dir: Path) -> None:
+    """A chunk may be larger than its data when the first dimension is unlimited: decompression fills all of it."""
+    def edit(f):
+        del f["episode_0/observations"]
+        f.create_dataset("episode_0/observations", data=np.zeros((21, 11)), maxshape=(None, 11), chunks=(1 << 20, 11),
+                         compression="gzip", compression_opts=1)
+
+    _h5(data_dir, edit)
+
+
+BOMBS = {  # each file is under 3 MB
+    "an unwritten chunked dataset of 2e8 steps": lambda d: _rewrite(d, steps=200_000_000),
+    "gzip'd zeros of 5e7 steps": lambda d: _rewrite(d, steps=50_000_000, gzip=True, chunks=(1 << 16, 11)),
+    "one array hard-linked from 200 episodes": lambda d: _rewrite(d, steps=20_000, total=200, link=True),
+    "a 20-step dataset in 90 MB gzip'd chunks": _huge_chunk,
+}
+
+
+@pytest.mark.parametrize("bomb", [pytest.param(b, marks=pytest.mark.slow) if "gzip" in b else b for b in BOMBS])  # 2 s to write
+def test_hdf5_memory_bombs_are_refused_before_anything_is_read(minari_root, bomb):
+    data_dir = _synthetic(DAMAGED)
+    BOMBS[bomb](data_dir)
+    size = (data_dir / "main_data.hdf5").stat().st_size
+    assert size < 3 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(BcjaxError, match=rf"Minari dataset {DAMAGED} was refused: its arrays declare \d+ bytes, "
+                                             rf"more than the {memory_budget(size)} its {size} bytes allow"):
+            load_expert_data(f"minari:{DAMAGED}")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+
+
+@pytest.mark.slow  # a real subprocess
+def test_a_memory_bomb_is_refused_in_bounded_memory_by_a_fresh_process(minari_root):
+    """Peak RSS of a process that only loads the 2e8-step bomb: HDF5's own allocations count too. (VmHWM,
+    not ru_maxrss, which keeps the forking parent's peak across exec.)"""
+    _rewrite(_synthetic(DAMAGED), steps=200_000_000)
+    code = ("import re\nfrom bcjax.data.expert_data import load_expert_data\nfrom bcjax.errors import BcjaxError\n"
+            f"try:\n    load_expert_data('minari:{DAMAGED}')\nexcept BcjaxError as e:\n    print(e)\n"
+            "print(re.search(r'VmHWM:\\s*(\\d+) kB', open('/proc/self/status').read())[1])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout.splitlines()
+    assert "was refused: its arrays declare" in out[0]
+    assert int(out[1]) < 200 << 10  # KiB: the interpreter, numpy, h5py and Minari (the data would take 44 GB)
+
+
+@pytest.mark.parametrize("source", ["minari:{outside}", "minari:../outside-v0", "minari:tt/../../outside-v0", "minari:tt/x",
+                                    "minari:"])
+def test_a_dataset_id_is_not_a_path(minari_root, tmp_path, capsys, source):
+    """An id names a dataset under MINARI_DATASETS_PATH, checked as Minari's writer checks ids (the first three
+    read the valid dataset beside that folder before); a directory is given as a path."""
+    _synthetic("tt/outside-v0").parent.rename(tmp_path / "outside-v0")
+    source = source.format(outside=tmp_path / "outside-v0")
+    err = _one_line_error(capsys, train_main(["-env", "Hopper-v4", "-ed", source, "--logdir", str(tmp_path / "runs")]))
+    assert f"--expert_data {source!r} is not a Minari dataset id: use (namespace/)name-v(version)" in err
+    assert "given as a path, without minari:" in err
+    assert len(load_expert_data(tmp_path / "outside-v0")) == 2  # as a path, it is read
+
+
+def test_a_dataset_directory_is_read_as_a_path(minari_root, tmp_path):
+    data_dir = _synthetic("tt/elsewhere-v0")
+    moved = tmp_path / "moved-v0"
+    data_dir.parent.rename(moved)  # outside MINARI_DATASETS_PATH
+    for source in (moved, moved / "data"):
+        assert [len(p["reward"]) for p in load_expert_data(source)] == [20, 30]
+
+
+def test_undamaged_synthetic_datasets_load(minari_root):
+    _synthetic("tt/hdf5-v0")
+    paths = load_expert_data("minari:tt/hdf5-v0")
+    assert [len(p["reward"]) for p in paths] == [20, 30]
+    assert all(p["observation"].dtype == np.float32 and p["reward"].dtype == np.float64 for p in paths)
