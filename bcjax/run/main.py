@@ -16,7 +16,7 @@ from bcjax.run.flags import select_device
 
 if TYPE_CHECKING:
     from bcjax.acting.envs import EnvInfo
-    from bcjax.acting.pool import RolloutPool
+    from bcjax.acting.runner import Rollouts
 
 
 def _select_device(cfg: Config, given: dict) -> None:
@@ -31,14 +31,13 @@ def run(cfg: Config, on_row: Callable[[dict, Path], None] | None = None, limit_t
     limit_threads (scripts/train.py only): size JAX's CPU pool to `cfg.cpu_threads`; a library caller's
     process keeps its own.
     """
-    from bcjax.acting.pool import RolloutPool, default_workers
+    from bcjax.acting.runner import Rollouts, default_threads
 
-    # First: the workers start up while this process imports JAX and compiles.
-    pool = RolloutPool(default_workers() if cfg.rollout_workers is None else cfg.rollout_workers)
+    pool = Rollouts(default_threads() if cfg.rollout_workers is None else cfg.rollout_workers)
     try:
         return _run(cfg, on_row, pool, limit_threads)
     finally:
-        pool.close()  # also on Ctrl-C and errors: no worker outlives the run
+        pool.close()  # also on Ctrl-C and errors: no evaluation thread outlives the run
 
 
 def _start_jax(cfg: Config, limit_threads: bool) -> None:
@@ -56,7 +55,7 @@ def _start_jax(cfg: Config, limit_threads: bool) -> None:
         limit_cpu_threads(cfg.cpu_threads)  # before the first JAX computation sizes the CPU pool
 
 
-def _run(cfg: Config, on_row: Callable[[dict, Path], None] | None, pool: "RolloutPool", limit_threads: bool) -> int:
+def _run(cfg: Config, on_row: Callable[[dict, Path], None] | None, pool: "Rollouts", limit_threads: bool) -> int:
     _start_jax(cfg, limit_threads)
     from bcjax.acting.gl import check_mujoco_gl_setting
     from bcjax.data.files import check_writable_dir
