@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bcjax.acting.envs import make_rows
-from bcjax.acting.runner import Mixing, Rollouts, RolloutTask, run_tasks
+from bcjax.acting.runner import Mixing, Rollouts, RolloutTask, make_rows, run_tasks
 from bcjax.acting.tasks import BatchEnv
 from bcjax.core.mlp import MLPSpec
 from bcjax.errors import BcjaxError

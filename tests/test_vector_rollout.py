@@ -9,9 +9,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from bcjax.acting.envs import GymEnvs, make_env, make_rows
-from bcjax.acting.rollout import MixedActor, SeedPolicies, _trajectory, per_stream, sample_streams, sample_trajectory
-from bcjax.acting.runner import Mixing, RolloutTask, run_tasks
+from bcjax.acting.envs import GymEnvs, make_env
+from bcjax.acting.rollout import MixedActor, SeedPolicies, _trajectory, sample_streams, sample_trajectory
+from bcjax.acting.runner import Mixing, RolloutTask, make_rows, run_tasks
 from bcjax.core.mlp import MLPSpec, NumpyMLP
 
 LENGTHS = [3, 1, 7, 2, 5, 4, 6, 1, 9, 2, 2, 8, 3, 5, 1, 6, 4, 7, 2, 3] * 5
@@ -54,7 +54,8 @@ def countdowns(n: int, max_steps: int | None = None) -> GymEnvs:
 
 
 def sample(env, actor, n: int, min_steps: int, ep_len: int, seed: int = 0):
-    return sample_streams(env, per_stream([actor]), [seed], n, min_steps, ep_len)[0]
+    """One stream driven by `actor` (sample_streams takes one function acting on all streams' rows)."""
+    return sample_streams(env, lambda obs, active: np.asarray(actor(obs[0]))[None], [seed], n, min_steps, ep_len)[0]
 
 
 def assert_same_paths(got: list[dict], want: list[dict]) -> None:

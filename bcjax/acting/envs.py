@@ -94,16 +94,6 @@ class GymEnvs:
         return tuple(np.array([o[k] for o in out]) for k in range(4))
 
 
-def make_rows(env_name: str, nsim: int, nthread: int) -> object:
-    """`nsim` copies of the task: a MuJoCo batch on `nthread` threads where bcjax.acting.tasks has the task,
-    else gymnasium envs (the rows of bcjax.acting.rollout.sample_streams)."""
-    from bcjax.acting.tasks import TASKS, BatchEnv
-
-    if env_name in TASKS:
-        return BatchEnv(env_name, nsim, max(1, nthread))
-    return GymEnvs([make_env(env_name) for _ in range(nsim)])
-
-
 def env_info(env: gym.Env) -> EnvInfo:
     discrete = isinstance(env.action_space, gym.spaces.Discrete)
     act_dim = int(env.action_space.n) if discrete else int(np.prod(env.action_space.shape))

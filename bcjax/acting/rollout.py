@@ -9,7 +9,7 @@ episodes are those gymnasium's env (n = 1) or vector env (n > 1) gives from the 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -57,14 +57,6 @@ def sample_n_trajectories(env: gym.Env, actor: Actor, n: int, ep_len: int) -> li
     return [sample_trajectory(env, actor, ep_len) for _ in range(n)]
 
 
-class Rows(Protocol):
-    """Env rows reset and stepped by index (bcjax.acting.tasks.BatchEnv, bcjax.acting.envs.GymEnvs)."""
-
-    def reset(self, ids: np.ndarray, seeds: list[int] | None = None) -> np.ndarray: ...
-
-    def step(self, ids: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, ...]: ...
-
-
 StreamsActor = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (K, n, obs_dim) obs, (K,) active -> (K, n, ...)
 
 
@@ -80,9 +72,6 @@ class _Streams:
         self.results: list[tuple[list[Trajectory], int] | None] = [None] * k
         self.log: list[tuple] = []  # per step: all rows' observations, actions, rewards
 
-    def active(self) -> np.ndarray:
-        return np.array([r is None for r in self.results])
-
     def launch(self, rows: np.ndarray, t: int) -> None:
         # Only while it may still be needed: the stream's launched episodes hold fewer than min_steps steps.
         for i in rows[self.recorded[rows // self.n] < self.min_steps]:
@@ -96,11 +85,12 @@ class _Streams:
         live = self.slot >= 0
         self.recorded += live.reshape(-1, self.n).sum(axis=1)
         finished = live & (ended | (t + 1 - self.start >= self.ep_len))
-        for i in np.flatnonzero(finished):
-            self.episodes[i // self.n][self.slot[i]][2:] = [t + 1, np.array(next_ob[i], np.float32)]
-        self.slot[finished] = -1
-        for k in np.unique(np.flatnonzero(finished) // self.n):
-            self._keep(k)
+        if finished.any():  # (nonzero() only then: the rollout's per-step numpy calls are its overhead)
+            for i in finished.nonzero()[0]:
+                self.episodes[i // self.n][self.slot[i]][2:] = [t + 1, np.array(next_ob[i], np.float32)]
+            self.slot[finished] = -1
+            for k in set(finished.nonzero()[0] // self.n):
+                self._keep(k)
         return finished if self.n == 1 else finished & ~ended
 
     def _keep(self, k: int) -> None:
@@ -116,9 +106,9 @@ class _Streams:
             self.slot[rows] = -1  # its rows are stepped no more
 
 
-def sample_streams(env: Rows, act: StreamsActor, seeds: list[int], n: int, min_steps: int, ep_len: int,
+def sample_streams(env: Any, act: StreamsActor, seeds: list[int], n: int, min_steps: int, ep_len: int,
                    stop: Callable[[], bool] | None = None) -> list[tuple[list[Trajectory], int]]:
-    """Per stream k (env rows k*n to k*n+n-1, seeded seeds[k] + i): whole episodes until at least `min_steps`
+    """Per stream k (rows k*n to k*n+n-1 of `env`, a BatchEnv or GymEnvs, seeded seeds[k] + i): whole episodes until at least `min_steps`
     env steps, and the env steps taken, as gymnasium's env (n = 1) or vector env with next-step autoreset
     (n > 1) gives them. All streams step together; `act` gives every row's action once per step.
 
@@ -134,21 +124,22 @@ def sample_streams(env: Rows, act: StreamsActor, seeds: list[int], n: int, min_s
     env.reset(rows, [seed + i for seed in seeds for i in range(n)])  # reset(seed=...); episodes start at the next
     ob, resetting, t = env.reset(rows), np.zeros(k * n, bool), 0
     s.launch(rows, 0)
-    while (active := s.active()).any():
+    while (active := np.array([r is None for r in s.results])).any():
         if stop is not None and stop():
             raise InterruptedError("rollouts stopped")
         ob32 = np.asarray(ob, np.float32)
         acs = act(ob32.reshape(k, n, -1), active)
         acs = acs.reshape(k * n, *acs.shape[2:])
-        live, reset = np.flatnonzero(s.slot >= 0), np.flatnonzero(resetting & np.repeat(active, n))
+        live, reset = (s.slot >= 0).nonzero()[0], (resetting & np.repeat(active, n)).nonzero()[0]
         next_ob, rew, ended = ob.copy(), np.zeros(k * n), np.zeros(k * n, bool)
         if len(live):
             next_ob[live], rew[live], terminated, truncated = env.step(live, acs[live])
             ended[live] = terminated | truncated
         if len(reset):  # the autoreset step of the rows an episode ended on: reward 0, not recorded
             next_ob[reset] = env.reset(reset)
-        at_once = np.flatnonzero(s.record(t, ob32, acs, rew, next_ob, ended))
-        s.launch(reset, t + 1)  # their episodes start from next_ob
+        at_once = s.record(t, ob32, acs, rew, next_ob, ended).nonzero()[0]
+        if len(reset):
+            s.launch(reset, t + 1)  # their episodes start from next_ob
         resetting = ended & (n > 1)
         at_once = at_once[s.recorded[at_once // n] < min_steps]
         if len(at_once):
@@ -156,18 +147,6 @@ def sample_streams(env: Rows, act: StreamsActor, seeds: list[int], n: int, min_s
             s.launch(at_once, t + 1)
         ob, t = next_ob, t + 1
     return s.results
-
-
-def per_stream(actors: list[Actor]) -> StreamsActor:
-    """One actor per stream, each called on its stream's n rows while the stream is active."""
-    def act(obs: np.ndarray, active: np.ndarray) -> np.ndarray:
-        out = {k: np.asarray(actors[k](obs[k])) for k in np.flatnonzero(active)}
-        first = next(iter(out.values()))
-        acs = np.zeros((*obs.shape[:2], *first.shape[1:]), first.dtype)
-        for k, a in out.items():
-            acs[k] = a
-        return acs
-    return act
 
 
 class SeedPolicies:
@@ -194,14 +173,14 @@ class SeedPolicies:
             x = self.act(np.matmul(x, w) + b)
         out = np.matmul(x, self.layers[-1][0]) + self.layers[-1][1]
         if self.rngs[0] is not None:
-            draw = (lambda r: r.gumbel(size=out.shape[1:])) if self.spec.discrete else (
-                lambda r: r.standard_normal(out.shape[1:], dtype=np.float32))
             noise = np.zeros(out.shape, np.float64 if self.spec.discrete else np.float32)
-            for k in np.flatnonzero(active):
-                noise[k] = draw(self.rngs[k])
-            out = out + noise if self.spec.discrete else out + self.std * noise
+            for k in active.nonzero()[0]:
+                rng = self.rngs[k]
+                noise[k] = (rng.gumbel(size=out.shape[1:]) if self.spec.discrete else
+                            rng.standard_normal(out.shape[1:], dtype=np.float32))
+            out = out + (noise if self.spec.discrete else self.std * noise)
         self.acs = np.argmax(out, axis=-1) if self.spec.discrete else out
-        for k in np.flatnonzero(active):
+        for k in active.nonzero()[0]:
             if self.mixed[k] is not None:
                 self.acs[k] = self.mixed[k](obs[k])
         return self.acs

@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from bcjax.acting.envs import make_rows
+from bcjax.acting.envs import GymEnvs, make_env
 from bcjax.acting.rollout import SeedPolicies, Trajectory, sample_streams
+from bcjax.acting.tasks import TASKS, BatchEnv
 from bcjax.core.mlp import MLPSpec
 
 MAX_DEFAULT_THREADS = 8  # beyond this the main thread's training and relabelling are the bottleneck
@@ -61,6 +62,14 @@ class RolloutFailed(Exception):
 
 def default_threads() -> int:
     return min(len(os.sched_getaffinity(0)), MAX_DEFAULT_THREADS)
+
+
+def make_rows(env_name: str, nsim: int, nthread: int) -> BatchEnv | GymEnvs:
+    """`nsim` copies of the task: a MuJoCo batch on `nthread` threads where bcjax.acting.tasks has the task,
+    else gymnasium envs in a loop."""
+    if env_name in TASKS:
+        return BatchEnv(env_name, nsim, max(1, nthread))
+    return GymEnvs([make_env(env_name) for _ in range(nsim)])
 
 
 def run_tasks(tasks: list[RolloutTask], env: Any, stop: Callable[[], bool] | None = None) -> list[RolloutResult]:

@@ -17,6 +17,8 @@ import mujoco.batch
 import numpy as np
 from gymnasium.utils.seeding import np_random
 
+from bcjax.acting.envs import make_env
+
 Rows = SimpleNamespace  # qpos, qvel, ctrl and the task's derived fields, (n, ...) each; model
 
 
@@ -133,8 +135,6 @@ class BatchEnv:
     """
 
     def __init__(self, env_name: str, nsim: int, nthread: int) -> None:
-        from bcjax.acting.envs import make_env
-
         env = make_env(env_name)
         base, self.task = env.unwrapped, TASKS[env_name]
         self.model, self.init, self.frame_skip, self.dt = base.model, (base.init_qpos, base.init_qvel), base.frame_skip, base.dt
@@ -149,7 +149,9 @@ class BatchEnv:
         self.position = np.zeros(nsim)  # the position before the next step: the last call's
 
     def _rows(self, ids: np.ndarray) -> Rows:
-        return Rows(model=self.model, cfrc_ext=self.cfrc_ext[ids], **{k: a[ids] for k, a in self.bound.items()})
+        every = len(ids) == len(self.elapsed)  # ids are sorted and distinct: all rows, no copies needed
+        arrays = {"cfrc_ext": self.cfrc_ext, **self.bound}
+        return Rows(model=self.model, **{k: a if every else a[ids] for k, a in arrays.items()})
 
     def reset(self, ids: np.ndarray, seeds: list[int] | None = None) -> np.ndarray:
         """MujocoEnv.reset (reseeded with `seeds`, as reset(seed=...)): the rows' observations."""
@@ -168,7 +170,7 @@ class BatchEnv:
     def step(self, ids: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, ...]:
         """The rows' env.step(action): observations, rewards, terminated, truncated."""
         self.bound["ctrl"][ids] = actions
-        self.batch.step(ids, nstep=self.frame_skip)
+        self.batch.step(None if len(ids) == len(self.elapsed) else ids, nstep=self.frame_skip)
         for i in ids if self.task.rne else ():
             mujoco.mj_rnePostConstraint(self.model, self.batch.get_data(i, self.scratch))
             self.cfrc_ext[i] = self.scratch.cfrc_ext

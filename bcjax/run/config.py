@@ -76,11 +76,11 @@ class Config:
     logdir: str = flag("data", "root of the run directories")
     num_seeds: int = flag(1, "independent policies trained side by side (vmapped)")
     num_envs: int = flag(1, "vector environments for collection and evaluation")
-    vector_mode: str = flag("auto", "sync: one process; async: a process per env; auto: async only with a core per "
-                                     "env to spare", choices=VECTOR_MODES)
+    vector_mode: str = flag("auto", "no effect: the envs of all seeds step together in one MuJoCo batch (kept so older "
+                                     "command lines run)", choices=VECTOR_MODES)
     rollout_workers: int | None = flag(
-        None, "worker processes that run collection and evaluation (default: one per core, at most 8; 0: in this "
-              "process)", metavar="N")
+        None, "threads that step the MuJoCo batch of collection and evaluation (default: one per core, at most 8; 0: "
+              "one, with evaluation in the main thread); results do not depend on it", metavar="N")
     cpu_threads: int = flag(1, "threads of JAX's CPU pool, set by scripts/train.py (1 is faster for small nets on a "
                                 "small shared CPU; 0: all cores)", resumable=True)
     deterministic_eval: bool = flag(False, "evaluate the mean action instead of sampling")
@@ -215,7 +215,7 @@ def _check(cfg: Config) -> None:
     _positive("ep_len", cfg.ep_len, allow_none=True)
     _positive("expert_data_trajectories", cfg.expert_data_trajectories, allow_none=True)
     if cfg.rollout_workers is not None and cfg.rollout_workers < 0:
-        raise BcjaxError(f"--rollout_workers must be 0 (rollouts in this process) or more, got {cfg.rollout_workers}")
+        raise BcjaxError(f"--rollout_workers must be 0 (one thread) or more, got {cfg.rollout_workers}")
     if cfg.cpu_threads < 0:
         raise BcjaxError(f"--cpu_threads must be 0 (all cores) or more, got {cfg.cpu_threads}")
     if cfg.n_layers < 0:

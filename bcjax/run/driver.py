@@ -1,13 +1,13 @@
 """The BC / DAgger run (CS285 RL_Trainer.run_training_loop), K seeds side by side.
 
 `open_run` builds a run, in one place: the task's dimensions, the checks of the
-expert and its data, the rollout pool, the run directory with its lock and
+expert and its data, the rollouts, the run directory with its lock and
 logger, the learner (TrainStates, the device buffer, the compiled fit) and the
 subscribers. `iterate` is the loop. An iteration is five phases: collect
 (iteration 0: the expert data; later: `batch_size` env steps per seed with the
-current policy, in the rollout pool), relabel (the expert's actions), fit (the
+current policy, all seeds in one MuJoCo batch), relabel (the expert's actions), fit (the
 rows into each seed's device buffer, then the iteration's updates as one
-compiled call over all seeds), evaluate (started in the pool: it runs while the
+compiled call over all seeds), evaluate (started in its own thread: it runs while the
 next iteration collects and trains) and record: each subscriber (the metrics
 log, video, checkpoints) gets what the iteration produced, as Brax's progress_fn.
 """
