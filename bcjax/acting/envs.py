@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
-from functools import partial
 
 import gymnasium as gym
 import numpy as np
@@ -62,8 +60,8 @@ def make_env(env_name: str, seed: int | None = None) -> gym.Env:
     """gym.make with the task's kwargs (video makes its rendering envs in bcjax.acting.video)."""
     try:
         if "mujoco" in str(gym.spec(env_name).entry_point):  # before the model loads (it may warn)
-            route_mujoco_warnings()  # in every process that makes a MuJoCo task: rollout workers too
-        with warnings.catch_warnings():  # also in rollout workers and their vector-env processes
+            route_mujoco_warnings()
+        with warnings.catch_warnings():
             ignore_outdated_task_warnings()
             env = gym.make(env_name, **TASK_KWARGS.get(env_name, {}))
     except gym.error.Error as e:
@@ -80,31 +78,20 @@ def make_env(env_name: str, seed: int | None = None) -> gym.Env:
     return env
 
 
-def resolve_vector_mode(mode: str, num_envs: int) -> str:
-    """"auto" is async only with a core per env plus one for the policy: on fewer cores the
-    pipe round trips cost more than the parallel physics saves (measured: async loses on 2 cores)."""
-    if mode != "auto":
-        return mode
-    return "async" if num_envs > 1 and len(os.sched_getaffinity(0)) > num_envs else "sync"
+class GymEnvs:
+    """Rows of one gymnasium env each, stepped in a loop: the tasks bcjax.acting.tasks does not batch
+    (CartPole and the other cheap ones); autoreset is the rollout's (bcjax.acting.rollout.sample_streams)."""
 
+    def __init__(self, envs: list[gym.Env]) -> None:
+        self.envs = envs
 
-def make_vector_env(env_name: str, num_envs: int, mode: str = "auto", seed: int | None = None) -> gym.vector.VectorEnv:
-    """`num_envs` copies of the task, with the next-step autoreset that `rollout.sample_trajectories` expects.
+    def reset(self, ids: np.ndarray, seeds: list[int] | None = None) -> np.ndarray:
+        return np.stack([self.envs[i].reset(seed=None if seeds is None else int(seeds[j]))[0]
+                         for j, i in enumerate(ids)])
 
-    With `seed`, copy i is reset with seed * num_envs + i, so the copies of different seeds never share a seed.
-    Async copies run in spawned processes: forking a process that already runs JAX's threads can deadlock.
-    """
-    make_env(env_name).close()  # a bad task id fails here, in this process, as a one-line BcjaxError
-    fns = [partial(make_env, env_name)] * num_envs
-    autoreset = gym.vector.AutoresetMode.NEXT_STEP
-    if resolve_vector_mode(mode, num_envs) == "async":
-        venv = gym.vector.AsyncVectorEnv(fns, context="spawn", autoreset_mode=autoreset)
-    else:
-        venv = gym.vector.SyncVectorEnv(fns, autoreset_mode=autoreset)
-    if seed is not None:
-        venv.reset(seed=[seed * num_envs + i for i in range(num_envs)])
-        venv.action_space.seed(seed)
-    return venv
+    def step(self, ids: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, ...]:
+        out = [self.envs[i].step(a) for i, a in zip(ids, actions)]
+        return tuple(np.array([o[k] for o in out]) for k in range(4))
 
 
 def env_info(env: gym.Env) -> EnvInfo:

@@ -1,16 +1,20 @@
-"""Python-side gymnasium rollouts: one trajectory, at least N steps, exactly N trajectories.
+"""Rollouts: one gymnasium env's episodes, and many seeds' collections or evaluations stepped together.
 
-An actor is any callable mapping a (B, obs_dim) float32 batch to B actions; a
-single env calls it with B = 1, a vector env of N copies with B = N (one
-batched call per vector step).
+An actor is any callable mapping a (B, obs_dim) float32 batch to B actions. `sample_streams` steps the
+rows of several streams (a seed's collection or evaluation on its n envs) together in one env of rows (a
+MuJoCo batch, bcjax.acting.tasks), with one batched policy call per step (`SeedPolicies`); each stream's
+episodes are those gymnasium's env (n = 1) or vector env (n > 1) gives from the same seeds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
+from bcjax.core.mlp import ACTIVATIONS, MLPSpec, net
 
 Trajectory = dict[str, np.ndarray]
 Actor = Callable[[np.ndarray], np.ndarray]
@@ -48,99 +52,138 @@ def sample_trajectory(env: gym.Env, actor: Actor, ep_len: int) -> Trajectory:
     return _trajectory(obs, acs, rews, ob)
 
 
-def sample_trajectories(env: gym.Env | gym.vector.VectorEnv, actor: Actor, min_steps: int,
-                        ep_len: int) -> tuple[list[Trajectory], int]:
-    """Whole episodes until at least `min_steps` env steps; returns them and the env steps taken (with a
-    vector env, also those of the episodes launched and then dropped).
-
-    Episode j is kept iff episodes 0..j-1 hold fewer than `min_steps` steps; a
-    vector env keeps exactly the same episodes by that rule (see `_sample_vector`).
-    """
-    if isinstance(env, gym.vector.VectorEnv):
-        return _sample_vector(env, actor, min_steps, ep_len)
-    paths, steps = [], 0
-    while steps < min_steps:
-        paths.append(sample_trajectory(env, actor, ep_len))
-        steps += len(paths[-1]["reward"])
-    return paths, steps
-
-
-class _Episode:
-    __slots__ = ("acs", "last_ob", "obs", "rews")
-
-    def __init__(self) -> None:
-        self.obs: list[np.ndarray] = []
-        self.acs: list[np.ndarray] = []
-        self.rews: list[float] = []
-        self.last_ob: np.ndarray | None = None  # set when the episode ends
-
-
-def _sample_vector(venv: gym.vector.VectorEnv, actor: Actor, min_steps: int, ep_len: int) -> tuple[list[Trajectory], int]:
-    """`sample_trajectories` on N envs stepped together, one batched actor call per vector step.
-
-    Episodes are numbered in launch order (env index order when several envs
-    free up at once) and kept by the one-env rule in that order, never in the
-    order they finish, which would favour short episodes. A freed env starts a
-    new episode only while it may still be needed, i.e. while all launched
-    episodes together hold fewer than `min_steps` steps (a lower bound on the
-    steps before any later episode); sampling stops as soon as the kept
-    episodes have all finished, and the rest are dropped.
-    """
-    mode = venv.metadata.get("autoreset_mode")
-    if mode != gym.vector.AutoresetMode.NEXT_STEP:
-        raise ValueError(f"vector rollouts expect gymnasium's next-step autoreset, got autoreset_mode={mode}")
-    if min_steps <= 0:
-        return [], 0
-    n = venv.num_envs
-    episodes: list[_Episode] = []
-    slots: list[_Episode | None] = [None] * n  # the episode each env is recording; None: idle
-    recorded = 0  # steps recorded by all launched episodes
-    kept, kept_steps = 0, 0  # episodes[:kept] are finished and kept; they hold kept_steps steps
-
-    def launch(envs: np.ndarray) -> None:
-        for i in envs:
-            if recorded < min_steps:
-                slots[i] = _Episode()
-                episodes.append(slots[i])
-
-    ob, _ = venv.reset()
-    launch(np.arange(n))
-    resetting = np.zeros(n, bool)  # envs whose next step is an autoreset
-    while True:
-        ob32 = np.array(ob, np.float32)
-        acs = actor(ob32)
-        next_ob, rew, terminated, truncated, _ = venv.step(acs)
-        ended = terminated | truncated
-        capped = np.zeros(n, bool)  # episodes cut at ep_len that the env itself did not end
-        for i in range(n):
-            ep = slots[i]
-            if ep is None:  # idle, or autoresetting: this step's obs starts an episode
-                continue
-            ep.obs.append(ob32[i])
-            ep.acs.append(acs[i])
-            ep.rews.append(rew[i])
-            recorded += 1
-            if ended[i] or len(ep.rews) >= ep_len:
-                ep.last_ob = np.array(next_ob[i], np.float32)
-                slots[i] = None
-                capped[i] = not ended[i]
-        while kept < len(episodes) and episodes[kept].last_ob is not None and kept_steps < min_steps:
-            kept_steps += len(episodes[kept].rews)
-            kept += 1
-        if kept_steps >= min_steps:
-            return [_trajectory(e.obs, e.acs, e.rews, e.last_ob) for e in episodes[:kept]], recorded
-        # Envs freed by an autoreset this step start their episode from next_ob; capped ones need a reset.
-        launch(np.flatnonzero(resetting))
-        if capped.any() and recorded < min_steps:
-            next_ob, _ = venv.reset(options={"reset_mask": capped})
-            launch(np.flatnonzero(capped))
-        resetting = ended
-        ob = next_ob
-
-
 def sample_n_trajectories(env: gym.Env, actor: Actor, n: int, ep_len: int) -> list[Trajectory]:
     """Exactly `n` episodes."""
     return [sample_trajectory(env, actor, ep_len) for _ in range(n)]
+
+
+StreamsActor = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (K, n, obs_dim) obs, (K,) active -> (K, n, ...)
+
+
+class _Streams:
+    """K streams of n rows: the episode each row records, and per stream the one-env rule of which are kept."""
+
+    def __init__(self, k: int, n: int, min_steps: int, ep_len: int) -> None:
+        self.n, self.min_steps, self.ep_len = n, min_steps, ep_len
+        self.slot = np.full(k * n, -1)  # the episode (of its stream) each row records; -1: none
+        self.start = np.zeros(k * n, np.int64)
+        self.recorded, self.kept_steps, self.kept = np.zeros(k, np.int64), np.zeros(k, np.int64), [0] * k
+        self.episodes: list[list[list]] = [[] for _ in range(k)]  # [row, first step, end step, last obs]
+        self.results: list[tuple[list[Trajectory], int] | None] = [None] * k
+        self.log: list[tuple] = []  # per step: all rows' observations, actions, rewards
+
+    def launch(self, rows: np.ndarray, t: int) -> None:
+        # Only while it may still be needed: the stream's launched episodes hold fewer than min_steps steps.
+        for i in rows[self.recorded[rows // self.n] < self.min_steps]:
+            self.slot[i], self.start[i] = len(self.episodes[i // self.n]), t
+            self.episodes[i // self.n].append([i, t, None, None])
+
+    def record(self, t: int, ob: np.ndarray, acs: np.ndarray, rew: np.ndarray, next_ob: np.ndarray,
+               ended: np.ndarray) -> np.ndarray:
+        """Step t; returns the rows to reset at once: episodes cut at ep_len, with one env every ended one."""
+        self.log.append((ob, acs, rew))
+        live = self.slot >= 0
+        self.recorded += live.reshape(-1, self.n).sum(axis=1)
+        finished = live & (ended | (t + 1 - self.start >= self.ep_len))
+        if finished.any():  # (nonzero() only then: the rollout's per-step numpy calls are its overhead)
+            for i in finished.nonzero()[0]:
+                self.episodes[i // self.n][self.slot[i]][2:] = [t + 1, np.array(next_ob[i], np.float32)]
+            self.slot[finished] = -1
+            for k in set(finished.nonzero()[0] // self.n):
+                self._keep(k)
+        return finished if self.n == 1 else finished & ~ended
+
+    def _keep(self, k: int) -> None:
+        eps = self.episodes[k]
+        while self.kept[k] < len(eps) and eps[self.kept[k]][2] is not None and self.kept_steps[k] < self.min_steps:
+            self.kept_steps[k] += eps[self.kept[k]][2] - eps[self.kept[k]][1]
+            self.kept[k] += 1
+        if self.kept_steps[k] >= self.min_steps:
+            rows = slice(k * self.n, (k + 1) * self.n)
+            obs, acs, rews = (np.stack([step[j][rows] for step in self.log]) for j in range(3))
+            self.results[k] = ([_trajectory(obs[a:b, i % self.n], acs[a:b, i % self.n], rews[a:b, i % self.n], last)
+                                for i, a, b, last in eps[:self.kept[k]]], int(self.recorded[k]))
+            self.slot[rows] = -1  # its rows are stepped no more
+
+
+def sample_streams(env: Any, act: StreamsActor, seeds: list[int], n: int, min_steps: int, ep_len: int,
+                   stop: Callable[[], bool] | None = None) -> list[tuple[list[Trajectory], int]]:
+    """Per stream k (rows k*n to k*n+n-1 of `env`, a BatchEnv or GymEnvs, seeded seeds[k] + i): whole episodes until at least `min_steps`
+    env steps, and the env steps taken, as gymnasium's env (n = 1) or vector env with next-step autoreset
+    (n > 1) gives them. All streams step together; `act` gives every row's action once per step.
+
+    Episodes are numbered in launch order (row order when several rows free up at once) and episode j is
+    kept iff episodes 0..j-1 hold fewer than `min_steps` steps, never in the order they finish, which would
+    favour short ones. A stream is acted on for all its n rows every step, also those idle or autoresetting,
+    as the vector env is; an idle row is one no episode needs any more, and it is not stepped.
+    """
+    k = len(seeds)
+    if min_steps <= 0:
+        return [([], 0) for _ in range(k)]
+    s, rows = _Streams(k, n, min_steps, ep_len), np.arange(k * n)
+    env.reset(rows, [seed + i for seed in seeds for i in range(n)])  # reset(seed=...); episodes start at the next
+    ob, resetting, t = env.reset(rows), np.zeros(k * n, bool), 0
+    s.launch(rows, 0)
+    while (active := np.array([r is None for r in s.results])).any():
+        if stop is not None and stop():
+            raise InterruptedError("rollouts stopped")
+        ob32 = np.asarray(ob, np.float32)
+        acs = act(ob32.reshape(k, n, -1), active)
+        acs = acs.reshape(k * n, *acs.shape[2:])
+        live, reset = (s.slot >= 0).nonzero()[0], (resetting & np.repeat(active, n)).nonzero()[0]
+        next_ob, rew, ended = ob.copy(), np.zeros(k * n), np.zeros(k * n, bool)
+        if len(live):
+            next_ob[live], rew[live], terminated, truncated = env.step(live, acs[live])
+            ended[live] = terminated | truncated
+        if len(reset):  # the autoreset step of the rows an episode ended on: reward 0, not recorded
+            next_ob[reset] = env.reset(reset)
+        at_once = s.record(t, ob32, acs, rew, next_ob, ended).nonzero()[0]
+        if len(reset):
+            s.launch(reset, t + 1)  # their episodes start from next_ob
+        resetting = ended & (n > 1)
+        at_once = at_once[s.recorded[at_once // n] < min_steps]
+        if len(at_once):
+            next_ob[at_once] = env.reset(at_once)
+            s.launch(at_once, t + 1)
+        ob, t = next_ob, t + 1
+    return s.results
+
+
+class SeedPolicies:
+    """K seeds' policies of one spec (the student's: no input adapter) as one batched forward per step, then
+    each seed's own noise (as its NumpyMLP draws it) and beta-mixing (`mix[k]`: expert, beta, draw generator).
+
+    np.matmul over the seeds gives each seed's rows the bits np.dot gives them alone, and the noise is added
+    to all seeds at once; the draws, and an expert's call on the rows it drives, stay per seed.
+    """
+
+    def __init__(self, spec: MLPSpec, params: list[dict], rngs: list[np.random.Generator | None],
+                 mix: list[tuple | None]) -> None:
+        nets = [net(spec, p) for p in params]
+        col = lambda xs: np.stack(xs)[:, None]  # noqa: E731 - (K, 1, d): broadcast over each seed's rows
+        self.layers = [(np.stack([w for w, _ in ls]), col([b for _, b in ls])) for ls in zip(*[[*m.hidden, m.out] for m in nets])]
+        self.norm = None if nets[0].norm is None else [col(x) for x in zip(*[m.norm for m in nets])]
+        self.spec, self.act, self.rngs, self.acs = spec, ACTIVATIONS[spec.activation], rngs, None
+        self.std = None if spec.discrete else col([np.exp(p["params"]["log_std"]) for p in params])
+        self.mixed = [None if m is None else MixedActor(lambda obs, k=k: self.acs[k], *m) for k, m in enumerate(mix)]
+
+    def __call__(self, obs: np.ndarray, active: np.ndarray) -> np.ndarray:
+        x = obs if self.norm is None else (obs - self.norm[0]) / self.norm[1]
+        for w, b in self.layers[:-1]:
+            x = self.act(np.matmul(x, w) + b)
+        out = np.matmul(x, self.layers[-1][0]) + self.layers[-1][1]
+        if self.rngs[0] is not None:
+            noise = np.zeros(out.shape, np.float64 if self.spec.discrete else np.float32)
+            for k in active.nonzero()[0]:
+                rng = self.rngs[k]
+                noise[k] = (rng.gumbel(size=out.shape[1:]) if self.spec.discrete else
+                            rng.standard_normal(out.shape[1:], dtype=np.float32))
+            out = out + (noise if self.spec.discrete else self.std * noise)
+        self.acs = np.argmax(out, axis=-1) if self.spec.discrete else out
+        for k in active.nonzero()[0]:
+            if self.mixed[k] is not None:
+                self.acs[k] = self.mixed[k](obs[k])
+        return self.acs
 
 
 def beta_at(schedule: str, itr: int, beta0: float = 1.0, decay: float = 1.0, iters: int = 1) -> float:

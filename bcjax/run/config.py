@@ -73,10 +73,11 @@ class Config:
     logdir: str = flag("data", "root of the run directories")
     num_seeds: int = flag(1, "independent policies trained side by side (vmapped)")
     num_envs: int = flag(1, "vector environments for collection and evaluation")
-    vector_mode: str = flag("auto", "sync: one process; async: a process per env; auto: async only with a core per "
-                                     "env to spare", choices=("auto", "sync", "async"))
-    rollout_workers: int | None = flag(None, "worker processes that run collection and evaluation (default: one per "
-                                             "core, at most 8; 0: in this process)", metavar="N")
+    vector_mode: str = flag("auto", "no effect: the envs of all seeds step together in one MuJoCo batch (kept so older "
+                                     "command lines run)", choices=("auto", "sync", "async"))
+    rollout_workers: int | None = flag(
+        None, "threads that step the MuJoCo batch of collection and evaluation (default: one per core, at most 8; 0: "
+              "one, with evaluation in the main thread); results do not depend on it", metavar="N")
     cpu_threads: int = flag(1, "threads of JAX's CPU pool, set by scripts/train.py (1 is faster for small nets on a "
                                 "small shared CPU; 0: all cores)", resumable=True)
     deterministic_eval: bool = flag(False, "evaluate the mean action instead of sampling")
@@ -186,7 +187,7 @@ def _check(cfg: Config) -> None:
         value = getattr(cfg, name)
         if value is not None and not (math.isfinite(value) and value > 0):  # NaN compares false with everything
             raise BcjaxError(f"--{name} must be positive, got {value}")
-    for name, zero in (("rollout_workers", " (rollouts in this process)"), ("cpu_threads", " (all cores)"),
+    for name, zero in (("rollout_workers", " (one thread)"), ("cpu_threads", " (all cores)"),
                        ("n_layers", "")):
         if (getattr(cfg, name) or 0) < 0:
             raise BcjaxError(f"--{name} must be 0{zero} or more, got {getattr(cfg, name)}")

@@ -1,13 +1,13 @@
 """The BC / DAgger run (CS285 RL_Trainer.run_training_loop), K seeds side by side.
 
 `open_run` builds a run, in one place: the task's dimensions, the checks of the
-expert and its data, the rollout pool, the run directory with its lock and
+expert and its data, the rollouts, the run directory with its lock and
 logger, the learner (TrainStates, the device buffer, the compiled fit) and the
 subscribers. `iterate` is the loop. An iteration is five phases: collect
 (iteration 0: the expert data; later: `batch_size` env steps per seed with the
-current policy, in the rollout pool), relabel (the expert's actions), fit (the
+current policy, all seeds in one MuJoCo batch), relabel (the expert's actions), fit (the
 rows into each seed's device buffer, then the iteration's updates as one
-compiled call over all seeds), evaluate (started in the pool: it runs while the
+compiled call over all seeds), evaluate (started in its own thread: it runs while the
 next iteration collects and trains) and record: each subscriber (the metrics
 log, video, checkpoints) gets what the iteration produced, as Brax's progress_fn.
 """
@@ -34,8 +34,8 @@ from flax.training.train_state import TrainState
 from tqdm import tqdm
 
 from bcjax.acting.envs import EnvInfo, env_info, make_env
-from bcjax.acting.pool import Mixing, RolloutPool, RolloutResult, RolloutTask, WorkerDied, default_workers
 from bcjax.acting.rollout import Trajectory, beta_at, episode_stats
+from bcjax.acting.runner import Mixing, RolloutFailed, RolloutResult, Rollouts, RolloutTask, default_threads
 from bcjax.core.buffer import Buffer, Inserter, add, compile_insert, empty, host_rows
 from bcjax.core.devices import seed_sharding, shard_seeds
 from bcjax.core.model import MLPPolicy, host_actor
@@ -183,7 +183,7 @@ class Run:
     info: EnvInfo
     ep_len: int
     policy: MLPPolicy
-    pool: RolloutPool
+    pool: Rollouts
     expert: Expert | None
     expert_paths: list[Trajectory]
     fit: Fit  # compiled: fit(states, buffer, keys)
@@ -209,13 +209,12 @@ class Run:
     def task(self, kind: str, k: int, params_np: Any, env_seed: int, rng_state: dict | None, steps: int,
              mix: Mixing | None = None) -> RolloutTask:
         # Every task reseeds its env from seed k's key stream: it depends on nothing else.
-        return RolloutTask(kind, k, self.cfg.env_name, self.cfg.num_envs, self.cfg.vector_mode,
-                           self.policy.spec, _seed_params(params_np, k), env_seed, rng_state, steps,
-                           self.ep_len, mix)
+        return RolloutTask(kind, k, self.cfg.env_name, self.cfg.num_envs, self.policy.spec,
+                           _seed_params(params_np, k), env_seed, rng_state, steps, self.ep_len, mix)
 
 
 @contextlib.contextmanager
-def open_run(cfg: Config, expert: Expert | None, paths: list[Trajectory], pool: RolloutPool | None = None,
+def open_run(cfg: Config, expert: Expert | None, paths: list[Trajectory], pool: Rollouts | None = None,
              info: EnvInfo | None = None, logged: bool = False, on_row: Callable[[dict, Path], None] | None = None,
              print_fn: Callable[[str], None] = print, check_return: bool = False) -> Iterator[Run]:
     """The one place a run is built: the task's dimensions (`info`, made here if not given), the checks of the
@@ -231,9 +230,9 @@ def open_run(cfg: Config, expert: Expert | None, paths: list[Trajectory], pool: 
             check_expert_return(expert, cfg, paths)
     check_run_fits_memory(cfg, info, sum(len(p["observation"]) for p in paths))
     with contextlib.ExitStack() as stack:
-        if pool is None:  # --rollout_workers, by default one per core this process may use
-            pool = stack.enter_context(RolloutPool(default_workers() if cfg.rollout_workers is None
-                                                   else cfg.rollout_workers))
+        if pool is None:  # --rollout_workers threads, by default one per core this process may use
+            pool = stack.enter_context(Rollouts(default_threads() if cfg.rollout_workers is None
+                                                else cfg.rollout_workers))
         logger = stack.enter_context(run_directory(cfg, on_row, print_fn)) if logged else None
         run = _learner(cfg, info, expert, paths, pool, start, compile_start)
         run.run_dir, run.evals = logger and logger.run_dir, EvalLog(run, logger)
@@ -244,7 +243,7 @@ def open_run(cfg: Config, expert: Expert | None, paths: list[Trajectory], pool: 
         yield run
 
 
-def _learner(cfg: Config, info: EnvInfo, expert: Expert | None, paths: list[Trajectory], pool: RolloutPool,
+def _learner(cfg: Config, info: EnvInfo, expert: Expert | None, paths: list[Trajectory], pool: Rollouts,
              start: float, compile_start: float) -> Run:
     """The K policies, their device buffer and the loop's start (resumed with `cfg.resume`), compiled for."""
     k, ep_len = cfg.num_seeds, cfg.ep_len or info.max_episode_steps
@@ -356,7 +355,7 @@ def collect(run: Run, itr: int, params_np: Any, roll_keys: jax.Array) -> Collect
     tasks = [run.task("collect", k, params_np, _env_seed(roll_keys[k], ENV_COLLECT), rng_states[k], cfg.batch_size,
                       mix[k]) for k in range(k_seeds)]
     with progress(f"itr {itr} collect", cfg.batch_size * k_seeds, cfg.quiet) as tick:
-        results = wait_all([run.pool.submit(t) for t in tasks], tick, cfg.batch_size)
+        results = wait_all(run.pool.submit(tasks), tick, cfg.batch_size)
     stats = {"Train_Beta": [beta] * k_seeds, "Train_ExpertStepFraction": [r.expert_steps / r.steps for r in results]
              } if mixing else {}
     return Collected([r.paths for r in results], np.array([r.steps for r in results]), [r.rng_state for r in results],
@@ -395,18 +394,18 @@ def fit(run: Run, states: TrainState, buffer: Buffer, paths_per_seed: list[list[
 def evaluate(run: Run, params_np: Any, roll_keys: jax.Array, rng_states: list[dict]) -> list[Future]:
     """Start the evaluation of the updated policy in the pool: it runs while the next iteration works."""
     cfg = run.cfg
-    return [run.pool.submit(run.task("eval", k, params_np, _env_seed(roll_keys[k], ENV_EVAL),
-                                     None if cfg.deterministic_eval else rng_states[k], cfg.eval_batch_size))
-            for k in range(cfg.num_seeds)]
+    return run.pool.submit([run.task("eval", k, params_np, _env_seed(roll_keys[k], ENV_EVAL),
+                                     None if cfg.deterministic_eval else rng_states[k], cfg.eval_batch_size)
+                            for k in range(cfg.num_seeds)])
 
 
 def wait_all(futures: list[Future], tick: Callable[[int], None], steps_each: int) -> list[RolloutResult]:
-    """The futures' results in order; a dead worker is a one-line error."""
+    """The futures' results in order; a failed rollout is a one-line error."""
     out = []
     for fut in futures:
         try:
             out.append(fut.result())
-        except WorkerDied as e:
+        except RolloutFailed as e:
             raise BcjaxError(f"{e}; the run directory keeps what was saved (--save_params runs can --resume)") from None
         tick(steps_each)
     return out

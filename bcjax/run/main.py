@@ -40,11 +40,10 @@ def run(cfg: Config, on_row: Callable[[dict, Path], None] | None = None, limit_t
     limit_threads (scripts/train.py only): size JAX's CPU pool to `cfg.cpu_threads`; a library caller's
     process keeps its own.
     """
-    from bcjax.acting.pool import RolloutPool, default_workers
+    from bcjax.acting.runner import Rollouts, default_threads
 
-    # First: the workers start up while this process imports JAX and compiles. Closed also on Ctrl-C
-    # and errors: no worker outlives the run.
-    with RolloutPool(default_workers() if cfg.rollout_workers is None else cfg.rollout_workers) as pool:
+    # Closed also on Ctrl-C and errors: no evaluation thread outlives the run.
+    with Rollouts(default_threads() if cfg.rollout_workers is None else cfg.rollout_workers) as pool:
         _start_jax(cfg, limit_threads)
         from bcjax.acting.gl import check_mujoco_gl_setting
         from bcjax.data.files import check_writable_dir
