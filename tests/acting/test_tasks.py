@@ -10,7 +10,7 @@ import pytest
 from bcjax.acting.envs import make_env
 from bcjax.acting.tasks import TASKS, BatchEnv
 
-EXPERTS = Path(__file__).resolve().parents[1] / "bcjax" / "experts"
+EXPERTS = Path(__file__).resolve().parents[2] / "bcjax" / "experts"
 CS285 = Path("/work/shared/cs285/experts")
 FAMILIES = ("Hopper", "Walker2d", "HalfCheetah", "Ant", "Humanoid")
 
