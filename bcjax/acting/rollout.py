@@ -70,6 +70,7 @@ class _Streams:
         self.recorded, self.kept_steps, self.kept = np.zeros(k, np.int64), np.zeros(k, np.int64), [0] * k
         self.episodes: list[list[list]] = [[] for _ in range(k)]  # [row, first step, end step, last obs]
         self.results: list[tuple[list[Trajectory], int] | None] = [None] * k
+        self.active = np.ones(k, bool)
         self.log: list[tuple] = []  # per step: all rows' observations, actions, rewards
 
     def launch(self, rows: np.ndarray, t: int) -> None:
@@ -103,14 +104,15 @@ class _Streams:
             obs, acs, rews = (np.stack([step[j][rows] for step in self.log]) for j in range(3))
             self.results[k] = ([_trajectory(obs[a:b, i % self.n], acs[a:b, i % self.n], rews[a:b, i % self.n], last)
                                 for i, a, b, last in eps[:self.kept[k]]], int(self.recorded[k]))
-            self.slot[rows] = -1  # its rows are stepped no more
+            self.slot[rows], self.active[k] = -1, False  # its rows are stepped no more
 
 
 def sample_streams(env: Any, act: StreamsActor, seeds: list[int], n: int, min_steps: int, ep_len: int,
                    stop: Callable[[], bool] | None = None) -> list[tuple[list[Trajectory], int]]:
-    """Per stream k (rows k*n to k*n+n-1 of `env`, a BatchEnv or GymEnvs, seeded seeds[k] + i): whole episodes until at least `min_steps`
-    env steps, and the env steps taken, as gymnasium's env (n = 1) or vector env with next-step autoreset
-    (n > 1) gives them. All streams step together; `act` gives every row's action once per step.
+    """Per stream k (rows k*n to k*n+n-1 of `env`, a BatchEnv or GymEnvs, seeded seeds[k] + i): whole
+    episodes until at least `min_steps` env steps, and the env steps taken, as gymnasium's env (n = 1) or
+    vector env with next-step autoreset (n > 1) gives them. All streams step together; `act` gives every
+    row's action once per step.
 
     Episodes are numbered in launch order (row order when several rows free up at once) and episode j is
     kept iff episodes 0..j-1 hold fewer than `min_steps` steps, never in the order they finish, which would
@@ -124,25 +126,29 @@ def sample_streams(env: Any, act: StreamsActor, seeds: list[int], n: int, min_st
     env.reset(rows, [seed + i for seed in seeds for i in range(n)])  # reset(seed=...); episodes start at the next
     ob, resetting, t = env.reset(rows), np.zeros(k * n, bool), 0
     s.launch(rows, 0)
-    while (active := np.array([r is None for r in s.results])).any():
+    while s.active.any():
         if stop is not None and stop():
             raise InterruptedError("rollouts stopped")
         ob32 = np.asarray(ob, np.float32)
-        acs = act(ob32.reshape(k, n, -1), active)
+        acs = act(ob32.reshape(k, n, -1), s.active)
         acs = acs.reshape(k * n, *acs.shape[2:])
-        live, reset = (s.slot >= 0).nonzero()[0], (resetting & np.repeat(active, n)).nonzero()[0]
-        next_ob, rew, ended = ob.copy(), np.zeros(k * n), np.zeros(k * n, bool)
-        if len(live):
-            next_ob[live], rew[live], terminated, truncated = env.step(live, acs[live])
-            ended[live] = terminated | truncated
-        if len(reset):  # the autoreset step of the rows an episode ended on: reward 0, not recorded
-            next_ob[reset] = env.reset(reset)
+        live = (s.slot >= 0).nonzero()[0]
+        reset = (resetting & np.repeat(s.active, n)).nonzero()[0] if resetting.any() else live[:0]
+        if len(live) == k * n:  # every row records a step (no copies)
+            next_ob, rew, terminated, truncated = env.step(live, acs)
+            ended = terminated | truncated
+        else:
+            next_ob, rew, ended = ob.copy(), np.zeros(k * n), np.zeros(k * n, bool)
+            if len(live):
+                next_ob[live], rew[live], terminated, truncated = env.step(live, acs[live])
+                ended[live] = terminated | truncated
+            if len(reset):  # the autoreset step of the rows an episode ended on: reward 0, not recorded
+                next_ob[reset] = env.reset(reset)
         at_once = s.record(t, ob32, acs, rew, next_ob, ended).nonzero()[0]
         if len(reset):
             s.launch(reset, t + 1)  # their episodes start from next_ob
         resetting = ended & (n > 1)
-        at_once = at_once[s.recorded[at_once // n] < min_steps]
-        if len(at_once):
+        if len(at_once) and len(at_once := at_once[s.recorded[at_once // n] < min_steps]):
             next_ob[at_once] = env.reset(at_once)
             s.launch(at_once, t + 1)
         ob, t = next_ob, t + 1
