@@ -443,6 +443,26 @@ def test_sigterm_finishes_the_iteration_saves_and_stops(tmp_path, monkeypatch):
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone after the block
 
 
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_finishes_the_iteration(tmp_path):
+    """What `timeout`, `kill -- -PGID`, SLURM and Kubernetes send: the whole group gets SIGTERM. The rollout
+    threads live in the main process, so the run stops as when only it gets the signal (issue: workers died first)."""
+    cmd = [sys.executable, "scripts/train.py", "--algo", "dagger", "--env_name", "Hopper-v4", "--n_iter", "50",
+           "--batch_size", "500", "--eval_batch_size", "500", "--ep_len", "100", "--video_log_freq", "-1",
+           "--save_params", "--logdir", str(tmp_path)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    for line in proc.stdout:
+        if "iteration 1 " in line:
+            break
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "resume with: python scripts/train.py --resume" in err and "Traceback" not in err
+    run_dir = next(tmp_path.glob("q2_*"))
+    assert checkpoint_steps(run_dir / RESUME_DIR), "the stopped run saved its resume state"
+
+
 _WAIT_FOR_SIGNALS = ("import time; from bcjax.run.signals import stop_on_signals\n"
                      "with stop_on_signals():\n    print('ready', flush=True)\n    time.sleep(30)\n")
 
