@@ -45,7 +45,7 @@ from bcjax.run.checkpoint import LoopState, restore_resume, save_policy, save_re
 from bcjax.run.config import Config, config_dict
 from bcjax.run.logger import BETA_METRICS, METRICS, RunLogger, run_directory, summary_line
 from bcjax.run.perf import compile_seconds, peak_rss_mib
-from bcjax.run.signals import Stopped, check_stop
+from bcjax.run.signals import Stopped, check_stop, stop_requested
 
 Expert = Callable[[np.ndarray], np.ndarray]
 ENV_COLLECT, ENV_EVAL, VIDEO_TRAIN, VIDEO_EVAL, VIDEO_NOISE, BETA_DRAWS = range(6)  # tags of _env_seed
@@ -197,6 +197,7 @@ class Run:
     clock: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # seconds per phase, summed
     evals: EvalLog | None = None  # the metrics log: the first subscriber
     subscribers: list[Any] = field(default_factory=list)  # each called with every Iteration, in order
+    checkpoint: Callable[[Iteration], None] | None = None  # the last subscriber (with a run directory)
 
     @contextlib.contextmanager
     def timed(self, phase: str) -> Iterator[None]:
@@ -239,7 +240,8 @@ def open_run(cfg: Config, expert: Expert | None, paths: list[Trajectory], pool: 
         run.subscribers = [run.evals]  # with a run directory also video (unless --video_log_freq -1), checkpoints
         if logger is not None:
             run.subscribers += [_video(run, logger)] if cfg.video_log_freq != -1 else []
-            run.subscribers.append(_checkpoints(run, logger.run_dir))
+            run.checkpoint = _checkpoints(run, logger.run_dir)
+            run.subscribers.append(run.checkpoint)
         yield run
 
 
@@ -293,6 +295,7 @@ class Iteration:
     video_key: jax.Array  # seed 0's rollout key of this iteration
     evaluation: list[Future] | None = None  # per seed, running in the pool; None when --scalar_log_freq skips it
     times: dict[str, float] = field(default_factory=dict)  # its phase times up to the evaluation
+    stopping: bool = False  # a stop signal ends the run after it: its policy is saved
 
 
 def iterate(run: Run) -> RunResult:
@@ -304,8 +307,11 @@ def iterate(run: Run) -> RunResult:
             it = iteration(run, loop, params, itr)
             loop, params = it.loop, it.params
             losses.append(np.asarray(it.fit_metrics["loss"]))
-            if itr < cfg.n_iter - 1:
-                check_stop(itr)  # SIGTERM/SIGINT: stop here, this iteration's checkpoint written
+            if itr < cfg.n_iter - 1 and stop_requested():  # SIGTERM/SIGINT: stop here, this iteration saved
+                if run.checkpoint and not cfg.save_params:
+                    it.stopping = True
+                    run.checkpoint(it)  # the policy the run stops with
+                check_stop(itr)
     except (BcjaxError, Stopped):
         with contextlib.suppress(BcjaxError):
             run.evals.flush(wait=True)  # what finished still gets logged when the run stops
@@ -486,15 +492,15 @@ def _video(run: Run, logger: RunLogger) -> Callable[[Iteration], None]:
 
 
 def _checkpoints(run: Run, run_dir: Path) -> Callable[[Iteration], None]:
-    """The policy (every iteration with --save_params, else the last) and, with --save_params, the loop state
-    for --resume, saved only after the iteration's metrics and all before are logged: a resume point never
-    precedes its metrics, so a resumed run logs exactly the iterations that follow it."""
+    """The policy (every iteration with --save_params, else the last, or the one a stop signal ends on) and,
+    with --save_params, the loop state for --resume, saved only after the iteration's metrics and all before are logged:
+    a resume point never precedes its metrics, so a resumed run logs exactly the iterations that follow it."""
     cfg, info = run.cfg, run.info
     meta = {"config": config_dict(cfg), "env_name": cfg.env_name, "obs_dim": info.obs_dim, "act_dim": info.act_dim,
             "discrete": info.discrete, "num_seeds": cfg.num_seeds, "ep_len": run.ep_len}
 
     def record(it: Iteration) -> None:
-        if not (cfg.save_params or it.itr == cfg.n_iter - 1):
+        if not (cfg.save_params or it.itr == cfg.n_iter - 1 or it.stopping):
             return
         if cfg.save_params:
             run.evals.flush(wait=True)

@@ -62,7 +62,8 @@ def run(cfg: Config, on_row: Callable[[dict, Path], None] | None = None, limit_t
                 result = iterate(job)
         except Stopped as stop:
             how = (f"resume with: python scripts/train.py --resume {job.run_dir}" if cfg.save_params else
-                   "it cannot be resumed (trained without --save_params)")
+                   f"its policy is saved in {job.run_dir} (for scripts/evaluate.py); it cannot be resumed "
+                   "(trained without --save_params)")
             print(f"{stop} of {cfg.n_iter}; {how}", file=sys.stderr)
             return stop.exit_code
     # "compile" is tracing, lowering and compiling, or loading from the persistent cache: say how many loaded.

@@ -37,6 +37,10 @@ def _handler(signum: int, frame: object) -> None:
           file=sys.stderr, flush=True)
 
 
+def stop_requested() -> bool:
+    return bool(_received)
+
+
 def check_stop(iteration: int) -> None:
     """At an iteration boundary: raise Stopped if a stop signal arrived."""
     if _received:

@@ -443,6 +443,31 @@ def test_sigterm_finishes_the_iteration_saves_and_stops(tmp_path, monkeypatch):
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone after the block
 
 
+def test_a_stopped_run_without_save_params_saves_its_policy(tmp_path, monkeypatch):
+    from tiny_runs import cartpole_cfg, cartpole_expert, expert_data, run_logged
+
+    import bcjax.run.driver
+    from bcjax.run.checkpoint import POLICY_DIR, load_policy
+    from bcjax.run.signals import Stopped, stop_on_signals
+
+    real = bcjax.run.driver.collect
+
+    def collect(run, itr, *args):
+        if itr == 2:  # during iteration 2 of 6: the run stops after it
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(run, itr, *args)
+
+    monkeypatch.setattr(bcjax.run.driver, "collect", collect)
+    with stop_on_signals(), pytest.raises(Stopped) as stop:
+        run_logged(cartpole_cfg(tmp_path, n_iter=6), cartpole_expert,
+                   expert_data("CartPole-v1", cartpole_expert, n=1, ep_len=60))
+    assert stop.value.iteration == 2
+    run_dir = next(tmp_path.glob("q2_*"))
+    assert checkpoint_steps(run_dir / POLICY_DIR) == [2]  # the policy it stopped with; no resume state
+    assert not (run_dir / RESUME_DIR).exists()
+    load_policy(run_dir)  # what scripts/evaluate.py reads
+
+
 @pytest.mark.slow
 def test_sigterm_to_the_process_group_finishes_the_iteration(tmp_path):
     """What `timeout`, `kill -- -PGID`, SLURM and Kubernetes send: the whole group gets SIGTERM. The rollout
