@@ -179,6 +179,9 @@ def _check_beta(cfg: Config) -> None:
         raise BcjaxError(f"--beta_decay must be in (0, 1], got {cfg.beta_decay}")
 
 
+MAX_THREADS = 256
+
+
 def _check(cfg: Config) -> None:
     """The checks of single flags and of combinations; each failure names the flag and the fix."""
     for name in ("num_agent_train_steps_per_iter", "batch_size", "eval_batch_size", "train_batch_size", "size",
@@ -191,6 +194,9 @@ def _check(cfg: Config) -> None:
                        ("n_layers", "")):
         if (getattr(cfg, name) or 0) < 0:
             raise BcjaxError(f"--{name} must be 0{zero} or more, got {getattr(cfg, name)}")
+    if (cfg.rollout_workers or 0) > MAX_THREADS:  # each is an OS thread of this process, with its own stack
+        raise BcjaxError(f"--rollout_workers is a thread count, at most {MAX_THREADS}, got {cfg.rollout_workers}: "
+                         "more threads than cores only add overhead; leave it unset for one per core")
     for name in ("video_log_freq", "scalar_log_freq"):
         if getattr(cfg, name) == 0 or getattr(cfg, name) < -1:
             raise BcjaxError(f"--{name} must be positive or -1 (off), got {getattr(cfg, name)}")
