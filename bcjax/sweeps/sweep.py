@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bcjax.data.files import check_writable_dir
 from bcjax.errors import run_script
 from bcjax.run.flags import given
 from bcjax.sweeps.trials import SweepArgs, auto_seeds_per_trial, parse_seeds, sweep_trials, train_flags
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         require_ray()
         _rliable()
         out, per_trial, n_seeds = Path(args.out), args.seeds_per_trial, len(parse_seeds(args.seeds))
+        check_writable_dir(out, "--out")  # before Ray starts: a read-only or full disk is one line, not a trial's failure
         if per_trial is None and (out / "sweep.json").is_file():  # resuming: keep the packing the sweep started with
             per_trial = max(t["config"]["num_seeds"] for t in json.loads((out / "sweep.json").read_text())["trials"])
         if per_trial is None:

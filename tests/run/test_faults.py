@@ -404,6 +404,22 @@ def test_unwritable_logdir_is_one_line(tmp_path):
             check_writable_dir(ro / "runs", "--logdir")
 
 
+def test_sweep_out_on_a_read_only_disk_is_one_line_before_ray_starts(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("ray")
+    import bcjax.sweeps.runner
+    from bcjax.sweeps.sweep import main as sweep_main
+
+    def no_ray(*a, **k):
+        raise AssertionError("Ray started")
+
+    monkeypatch.setattr(bcjax.sweeps.runner, "start_ray", no_ray)
+    (tmp_path / "ro_src").mkdir()
+    with _mounted(tmp_path, "--bind", "-o", "ro", source=str(tmp_path / "ro_src"), fstype=None) as ro:
+        assert sweep_main(["--env_name", "Hopper-v4", "--seeds", "1-2", "--out", str(ro / "sweep")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--out" in err and "read-only" in err, err
+
+
 def test_errors_after_the_run_directory_exists_leave_no_empty_one(tmp_path, capsys, monkeypatch, hopper_files):
     import bcjax.run.driver
 
