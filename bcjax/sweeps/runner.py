@@ -53,7 +53,8 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
         return
     # The workers import the same bcjax as this process (also when it runs from a clone without installing).
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=True,
+    # address="local": a Ray of its own, never one that runs (or ran: ray_current_cluster) on this machine
+    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=True,
              runtime_env={"env_vars": {"PYTHONPATH": path}})
 
 

@@ -118,9 +118,27 @@ def _run_dir(trial: dict) -> Path:
     return Path(os.path.normpath(REPO / trial["run_dir"]))
 
 
+@pytest.fixture
+def stale_ray_cluster():
+    """The address file a `ray start` leaves in Ray's temp directory, naming a cluster that is gone:
+    without --address a sweep must start its own Ray, not attach to it."""
+    from ray._private.utils import get_ray_address_file
+
+    file = Path(get_ray_address_file(None))
+    before = file.read_text() if file.is_file() else None
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text("127.0.0.1:1")
+    yield
+    if before is None:
+        file.unlink(missing_ok=True)
+    else:
+        file.write_text(before)
+
+
 @pytest.mark.slow
-def test_sweep_pools_seeds_across_trials_into_one_summary(tmp_path):
-    """Seeds 1-3 packed 2 + 1: two trials on the embedded Ray, one group of 3 seeds in the summary."""
+def test_sweep_pools_seeds_across_trials_into_one_summary(tmp_path, stale_ray_cluster):
+    """Seeds 1-3 packed 2 + 1: two trials on the embedded Ray, one group of 3 seeds in the summary
+    (even though `ray start` left a dead cluster's address behind)."""
     out = tmp_path / "sweep"
     assert main([*TINY, "--algo", "dagger", "-n", "2", "--seeds", "1-3", "--seeds_per_trial", "2",
                  "--out", str(out)]) == 0
