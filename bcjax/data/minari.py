@@ -79,13 +79,13 @@ def _check_spaces(meta: dict, where: str, info: EnvInfo | None) -> None:
     without spaces the environment it names (running the entry point it gives)."""
     obs, act = json.loads(meta["observation_space"]), json.loads(meta["action_space"])
     if obs["type"] != "Box" or len(obs["shape"]) != 1:
-        raise BcjaxError(f"{where} has a {obs['type']} observation space; bcjax trains on flat Box observations")
+        raise BcjaxError(f"{where} has a {obs['type']!r} observation space; bcjax trains on flat Box observations")
     discrete = act["type"] == "Discrete"
     if not (discrete or (act["type"] == "Box" and len(act["shape"]) == 1)):
-        raise BcjaxError(f"{where} has a {act['type']} action space; bcjax needs flat Box or Discrete actions")
+        raise BcjaxError(f"{where} has a {act['type']!r} action space; bcjax needs flat Box or Discrete actions")
     if info is None:
         return
-    recorded = f" (recorded on {json.loads(meta['env_spec'])['id']})" if meta.get("env_spec") else ""
+    recorded = f" (recorded on {json.loads(meta['env_spec'])['id']!r})" if meta.get("env_spec") else ""
     fix = "pick a dataset recorded on this task or the matching --env_name"
     if obs["shape"][0] != info.obs_dim:
         raise BcjaxError(f"{where}{recorded} has {obs['shape'][0]}-dim observations but {info.env_name} gives "
@@ -143,7 +143,7 @@ def load_minari(source: str, n_traj: int | None = None, info: EnvInfo | None = N
     try:
         meta = json.loads((data_dir / "metadata.json").read_text())
         if meta["data_format"] != "hdf5":
-            raise BcjaxError(f"{where} is stored as {meta['data_format']}; bcjax reads Minari's HDF5 datasets")
+            raise BcjaxError(f"{where} is stored as {meta['data_format']!r}; bcjax reads Minari's HDF5 datasets")
         _check_spaces(meta, where, info)
         total = int(meta["total_episodes"])
         check_trajectory_count(n_traj, total, where)

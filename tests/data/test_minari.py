@@ -157,7 +157,7 @@ def test_without_minari_the_error_names_the_extra(monkeypatch, tmp_path, capsys)
 def test_a_dataset_that_does_not_fit_the_task_is_one_line(hopper_dataset, tmp_path, capsys):
     err = _one_line_error(capsys, train_main(["-env", "Walker2d-v4", "-ed", f"minari:{DATASET}",
                                               "--logdir", str(tmp_path / "runs"), "--rollout_workers", "0"]))
-    assert "(recorded on Hopper-v4) has 11-dim observations but Walker2d-v4 gives 17" in err
+    assert "(recorded on 'Hopper-v4') has 11-dim observations but Walker2d-v4 gives 17" in err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     # Right observation size, wrong kind of action: 11-dim Box observations, 3 discrete actions.
     obs_space = gym.spaces.Box(-np.inf, np.inf, (11,), np.float64)
@@ -307,14 +307,14 @@ def test_metadata_is_read_as_data_not_run(minari_root, tmp_path):
     finally:
         tracemalloc.stop()
     _edit_metadata(data_dir, observation_space=json.dumps({"type": "Dict", "subspaces": {}}))
-    with pytest.raises(BcjaxError, match="has a Dict observation space; bcjax trains on flat Box observations"):
+    with pytest.raises(BcjaxError, match="has a 'Dict' observation space; bcjax trains on flat Box observations"):
         load_expert_data(f"minari:{DAMAGED}")
 
 
 def test_an_arrow_dataset_is_refused_in_one_line(minari_root):
     """bcjax reads Minari's HDF5 layout (its default, and what `minari download` gets), checked as above."""
     _synthetic(DAMAGED, "arrow")
-    with pytest.raises(BcjaxError, match=f"Minari dataset {DAMAGED} is stored as arrow; bcjax reads Minari's HDF5"):
+    with pytest.raises(BcjaxError, match=f"Minari dataset {DAMAGED} is stored as 'arrow'; bcjax reads Minari's HDF5"):
         load_expert_data(f"minari:{DAMAGED}")
 
 
