@@ -14,7 +14,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from bcjax.core.mlp import ACTIVATIONS, MLPSpec, net
+from bcjax.core.mlp import ACTIVATIONS, MLPSpec, Net, forward, net
 
 Trajectory = dict[str, np.ndarray]
 Actor = Callable[[np.ndarray], np.ndarray]
@@ -159,7 +159,7 @@ class SeedPolicies:
     """K seeds' policies of one spec (the student's: no input adapter) as one batched forward per step, then
     each seed's own noise (as its NumpyMLP draws it) and beta-mixing (`mix[k]`: expert, beta, draw generator).
 
-    np.matmul over the seeds gives each seed's rows the bits np.dot gives them alone, and the noise is added
+    core.mlp's forward over the stacked params gives each seed's rows the bits it gives them alone; the noise is added
     to all seeds at once; the draws, and an expert's call on the rows it drives, stay per seed.
     """
 
@@ -167,17 +167,15 @@ class SeedPolicies:
                  mix: list[tuple | None]) -> None:
         nets = [net(spec, p) for p in params]
         col = lambda xs: np.stack(xs)[:, None]  # noqa: E731 - (K, 1, d): broadcast over each seed's rows
-        self.layers = [(np.stack([w for w, _ in ls]), col([b for _, b in ls])) for ls in zip(*[[*m.hidden, m.out] for m in nets])]
-        self.norm = None if nets[0].norm is None else [col(x) for x in zip(*[m.norm for m in nets])]
+        layers = [(np.stack([w for w, _ in ls]), col([b for _, b in ls])) for ls in zip(*[[*m.hidden, m.out] for m in nets])]
+        norm = None if nets[0].norm is None else tuple(col(x) for x in zip(*[m.norm for m in nets]))
+        self.net = Net(layers[:-1], layers[-1], norm)  # the K seeds' params stacked: one forward for all
         self.spec, self.act, self.rngs, self.acs = spec, ACTIVATIONS[spec.activation], rngs, None
         self.std = None if spec.discrete else col([np.exp(p["params"]["log_std"]) for p in params])
         self.mixed = [None if m is None else MixedActor(lambda obs, k=k: self.acs[k], *m) for k, m in enumerate(mix)]
 
     def __call__(self, obs: np.ndarray, active: np.ndarray) -> np.ndarray:
-        x = obs if self.norm is None else (obs - self.norm[0]) / self.norm[1]
-        for w, b in self.layers[:-1]:
-            x = self.act(np.matmul(x, w) + b)
-        out = np.matmul(x, self.layers[-1][0]) + self.layers[-1][1]
+        out = forward(self.spec, self.net, obs, self.act)
         if self.rngs[0] is not None:
             noise = np.zeros(out.shape, np.float64 if self.spec.discrete else np.float32)
             for k in active.nonzero()[0]:

@@ -71,8 +71,9 @@ def net(spec: MLPSpec, params: dict[str, Any]) -> Net:
 
 
 def linear(x: Any, layer: Layer, xp: Any = np) -> Any:
-    # np.dot, not @: on these tiny matrices the matmul ufunc's dispatch costs twice as much.
-    return xp.dot(x, layer[0]) + layer[1]
+    # np.dot, not @: on these tiny matrices the matmul ufunc's dispatch costs twice as much. A kernel stacked
+    # over K seeds, (K, d, h), takes matmul: each seed's rows get the bits np.dot gives them alone.
+    return (xp.matmul if layer[0].ndim == 3 else xp.dot)(x, layer[0]) + layer[1]
 
 
 def trunk(x: Any, hidden: Sequence[Layer], act: Callable[[Any], Any], xp: Any = np) -> Any:
