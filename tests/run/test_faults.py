@@ -59,17 +59,22 @@ def _one_line_error(capsys) -> str:
 
 # ---------------------------------------------------------------- untrusted input: memory
 
+def _refused_peak(path: Path, match: str) -> int:
+    """The peak Python allocation while load_expert_data refuses `path` with a BcjaxError matching `match`."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(BcjaxError, match=match):
+            load_expert_data(path)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_memo_amplified_expert_data_is_refused_before_it_is_concatenated(tmp_path):
     # 5000 memo references to one 40 KB trajectory: a small file, 200 MB once concatenated.
     path = write_pickle(tmp_path / "amplified.pkl", [_traj()] * 5000)
     assert path.stat().st_size < 300_000
-    tracemalloc.start()
-    try:
-        with pytest.raises(BcjaxError, match="decodes to far more memory than its"):
-            load_expert_data(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    peak = _refused_peak(path, "decodes to far more memory than its")
     assert peak < memory_budget(path.stat().st_size) + 2 * path.stat().st_size
     # the same trajectory stored a few times is ordinary data
     assert len(load_expert_data(write_pickle(tmp_path / "ok.pkl", [_traj()] * 3))) == 3
@@ -88,14 +93,7 @@ def test_memo_amplified_expert_data_is_refused_before_it_is_concatenated(tmp_pat
 def test_declared_huge_sizes_are_refused_before_allocation(tmp_path, stream):
     path = tmp_path / "tiny.pkl"
     path.write_bytes(stream)
-    tracemalloc.start()
-    try:
-        with pytest.raises(BcjaxError, match="expert data file .* (is not a readable pickle|was refused)"):
-            load_expert_data(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 1 << 20
+    assert _refused_peak(path, "expert data file .* (is not a readable pickle|was refused)") < 1 << 20
 
 
 def test_impossible_network_size_is_refused_with_the_memory_it_needs():
