@@ -21,10 +21,15 @@ A run directory's checkpoints (and the config a resumed run continues with):
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
+import os
+import re
 import shutil
+import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +48,8 @@ from bcjax.run.config import RESUME_RUNTIME_FLAGS, Config, config_from_dict
 
 CHECKSUM_FILE = "bcjax_sha256.json"
 _TMP_MARK = ".orbax-checkpoint-tmp"
+_LOOP_CLOSED = "Event loop is closed"
+_NO_THREAD = "can't start new thread"  # CPython's RuntimeError when a thread or process limit is reached
 
 
 def first_line(e: BaseException) -> str:
@@ -50,10 +57,25 @@ def first_line(e: BaseException) -> str:
     return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
 
 
-def _manager(ckpt_dir: str | Path, max_to_keep: int | None = None) -> ocp.CheckpointManager:
-    # A failed save logs a traceback per thread (30-50 on a full disk); bcjax reports it in one line.
+@functools.cache
+def _quiet_failed_saves() -> None:
+    """A failed save (a full disk) is reported by bcjax in one line; orbax and asyncio would add a traceback
+    per thread and per write: orbax's logs, the writes its closed event loop never collected ("Task exception
+    was never retrieved", naming orbax's temporary folder) and tensorstore's late callbacks into that closed
+    loop ("Event loop is closed", raised where nothing can catch it: unraisable). Only these are dropped."""
     for name in ("absl", "orbax", "jax._src.distributed"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    logging.getLogger("asyncio").addFilter(lambda record: _TMP_MARK not in record.getMessage())
+    previous = sys.unraisablehook
+
+    def hook(u: Any) -> None:
+        if not (u.object is None and isinstance(u.exc_value, RuntimeError) and str(u.exc_value) == _LOOP_CLOSED):
+            previous(u)
+    sys.unraisablehook = hook
+
+
+def _manager(ckpt_dir: str | Path, max_to_keep: int | None = None) -> ocp.CheckpointManager:
+    _quiet_failed_saves()
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True)
     return ocp.CheckpointManager(Path(ckpt_dir).resolve(), options=options)
 
@@ -98,7 +120,13 @@ def save_checkpoint(ckpt_dir: str | Path, step: int, state: Any, meta: dict, max
             shutil.rmtree(step_dir, ignore_errors=True)  # half-checked: not known intact
         intact = intact_steps(ckpt_dir)
         kept = f"the last complete checkpoint is step {intact[-1]}" if intact else "no earlier checkpoint exists"
-        reason = first_line(e)
+        if _NO_THREAD in str(e):  # a pids or thread limit, not the disk
+            warnings.filterwarnings("ignore", r"coroutine .* was never awaited", RuntimeWarning)  # (orbax's, unrun)
+            raise BcjaxError(f"cannot save checkpoint step {step} in {ckpt_dir}: no new thread could be started "
+                             f"({e}); {kept}: raise this process's thread limit (ulimit -u, the container's pids "
+                             "limit) or use fewer --rollout_workers") from None
+        errno = re.search(r"os_error_code='(\d+)'", str(e))  # tensorstore's OSError, inside a long message
+        reason = os.strerror(int(errno[1])) if errno else first_line(e)
         if "RESOURCE_EXHAUSTED" in reason or "No space left" in reason or "ENOSPC" in reason:
             reason = "no space left on device"
         raise BcjaxError(f"cannot write checkpoint step {step} in {ckpt_dir}: {reason}; {kept}: "

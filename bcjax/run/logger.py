@@ -142,9 +142,9 @@ def run_directory(cfg: Config, on_row: Callable[[dict, Path], None] | None = Non
                 raise write_failure(run_dir, e) from None
             with contextlib.closing(logger):
                 yield logger
-        except BcjaxError:
-            if not cfg.resume and not (run_dir / "metrics.jsonl").exists():
-                shutil.rmtree(run_dir, ignore_errors=True)  # nothing was logged: leave no empty run directory
+        except Exception:
+            if not cfg.resume and not any((run_dir / n).exists() for n in ("metrics.jsonl", "checkpoints")):
+                shutil.rmtree(run_dir, ignore_errors=True)  # nothing logged or saved: leave no empty run directory
             raise
 
 

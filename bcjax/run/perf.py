@@ -15,6 +15,7 @@ import functools
 import os
 import resource
 import sys
+import warnings
 from pathlib import Path
 
 import jax
@@ -25,6 +26,7 @@ from bcjax.errors import BcjaxError
 CACHE_ENV = "BCJAX_CACHE_DIR"
 _COMPILE_EVENTS = {f"/jax/core/compile/{name}_duration" for name in ("jaxpr_trace", "jaxpr_to_mlir_module", "backend_compile")}
 _totals = {"compile_s": 0.0, "cache_hits": 0}
+_CACHE_FAILURES = ("Error writing persistent compilation cache entry", "Error reading persistent compilation cache entry")
 
 
 def _on_duration(event: str, duration: float, **_: object) -> None:
@@ -82,7 +84,26 @@ def enable_compile_cache(enabled: bool = True) -> Path | None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
         _listen()
+        _one_cache_warning()
     return path
+
+
+@functools.cache
+def _one_cache_warning() -> None:
+    """JAX warns once per program it cannot store in (or load from) the cache: a full disk gives a dozen
+    warnings. The first becomes one line of ours, the others are dropped; other warnings show as before."""
+    show, said = warnings.showwarning, []
+
+    def shown(message: Warning | str, category: type[Warning], *args: object, **kw: object) -> None:
+        text = str(message)
+        if not text.startswith(_CACHE_FAILURES):
+            show(message, category, *args, **kw)
+        elif not said:
+            said.append(text)
+            print(f"warning: the compilation cache in {jax.config.jax_compilation_cache_dir} failed "
+                  f"({text.split(': ', 1)[-1]}); programs are compiled as usual: free space there, or pass "
+                  "--no_compile_cache", file=sys.stderr)
+    warnings.showwarning = shown
 
 
 def peak_rss_mib() -> float:

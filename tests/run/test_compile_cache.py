@@ -80,6 +80,18 @@ def test_unwritable_dir_warns_and_runs(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_cache_that_cannot_be_written_is_one_warning_line(tmp_path):
+    """A full disk (here a 100-byte file-size limit, no mount needed) made JAX warn twice per program it compiled."""
+    limit = ("import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+             "resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100))\n")
+    more = "\nprint('more', [float(jax.jit(lambda x, i=i: x * i + 1)(2.0)) for i in range(4)])\n"  # 4 programs more
+    proc = _run(tmp_path / "cache", "on", code=limit + TINY + more)
+    assert _line(proc.stdout, "more") == "[1.0, 3.0, 5.0, 7.0]"
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"warning: the compilation cache in {tmp_path / 'cache'} "
+                                                                    "failed (OSError: [Errno 27] File too large)"), proc.stderr
+
+
+@pytest.mark.slow
 def test_off_writes_nothing(tmp_path):
     cache = tmp_path / "cache"
     proc = _run(cache, "off")

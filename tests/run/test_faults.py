@@ -9,6 +9,7 @@ checked against what the fault really does.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -388,6 +389,59 @@ def test_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_last_one(tmp_pa
             write_atomic(disk / "config.json", "x" * 100_000)
         with pytest.raises(BcjaxError, match="cannot write .*metrics.jsonl: No space left on device"):
             append_line(disk / "metrics.jsonl", "x" * 100_000)
+
+
+# Writes a 10 MB tree of 25 arrays as step 0 under a 1 MB file-size limit (RLIMIT_FSIZE: a full disk that needs
+# no mount), so orbax's writes fail while others are still in flight.
+_LIMITED_SAVE = """
+import resource, signal, sys
+import numpy as np
+from bcjax.errors import BcjaxError
+from bcjax.run.checkpoint import save_checkpoint
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails (EFBIG) instead of killing us
+resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
+rng = np.random.default_rng(0)
+try:
+    save_checkpoint(sys.argv[1], 0, {f"a{i}": rng.normal(size=100_000 + 997 * i).astype(np.float32) for i in range(25)}, {})
+except BcjaxError as e:
+    print(f"error: {e}", file=sys.stderr)
+"""
+
+
+@pytest.mark.slow
+def test_a_failed_save_shows_only_its_one_line_not_orbax_tracebacks(tmp_path):
+    """orbax's writes left on its closed event loop printed 'Event loop is closed' and 'Task exception was never
+    retrieved' tracebacks (20-50) around the one line."""
+    proc = subprocess.run([sys.executable, "-c", _LIMITED_SAVE, str(tmp_path / "ckpt")], env=ENV, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr.count("\n") == 1, proc.stderr[-3000:]
+    assert proc.stderr.startswith("error: cannot write checkpoint step 0 in ") and "File too large; no earlier" in proc.stderr
+
+
+def test_a_failed_thread_start_is_named_not_blamed_on_the_disk(tmp_path, capsys, monkeypatch, hopper_files):
+    import threading
+
+    save_checkpoint(tmp_path / "ckpt", 0, {"x": np.arange(3.0)}, {})
+
+    def no_thread(self):
+        raise RuntimeError("can't start new thread")  # what CPython raises at a pids or thread limit
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    with pytest.raises(BcjaxError, match=r"cannot save checkpoint step 1 in .*: no new thread could be started \(can't "
+                                         r"start new thread\); the last complete checkpoint is step 0: raise") as e:
+        save_checkpoint(tmp_path / "ckpt", 1, {"x": np.arange(3.0)}, {})
+    assert "free space" not in str(e.value)
+    del e  # (its context holds orbax's coroutines that no thread ran: collected below, with their warning)
+    # anywhere else in a run (here TensorBoard's writer thread): one line, and no run directory is left behind
+    expert_file, data_file = hopper_files
+    assert _main(["-env", "Hopper-v4", "-epf", str(expert_file), "-ed", str(data_file), "--logdir", str(tmp_path / "runs"),
+                  "--video_log_freq", "-1", "--rollout_workers", "0", "--allow_weak_expert"]) == 2
+    assert "no new thread could be started (can't start new thread): raise" in _one_line_error(capsys)
+    assert list((tmp_path / "runs").iterdir()) == []
+    gc.collect()
+    monkeypatch.undo()
+    out, _ = restore_checkpoint(tmp_path / "ckpt", {"x": np.zeros(3)})  # orbax still works once threads start again
+    assert np.array_equal(out["x"], np.arange(3.0))
 
 
 def test_unwritable_logdir_is_one_line(tmp_path):
