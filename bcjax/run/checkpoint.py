@@ -82,10 +82,8 @@ def _manager(ckpt_dir: str | Path, max_to_keep: int | None = None) -> ocp.Checkp
 
 def remove_stale_tmp(ckpt_dir: str | Path) -> None:
     """Delete the temporary folders of saves that never finished."""
-    d = Path(ckpt_dir)
-    for p in d.iterdir() if d.is_dir() else []:
-        if _TMP_MARK in p.name:
-            shutil.rmtree(p, ignore_errors=True)
+    for p in Path(ckpt_dir).glob(f"*{_TMP_MARK}*"):
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def _digest(step_dir: Path) -> dict[str, str]:
@@ -157,29 +155,41 @@ def intact_steps(ckpt_dir: str | Path) -> list[int]:
     return [s for s in checkpoint_steps(ckpt_dir) if step_problem(ckpt_dir, s) is None]
 
 
-def _pick_step(ckpt_dir: str | Path, step: int | None, step_flag: str) -> int:
+def _pick_step(ckpt_dir: str | Path, step: int | None, step_flag: str, what: str = "checkpoint step") -> int:
+    """`step` (default: the latest), checked to exist and be intact; else one line offering an intact one."""
     steps = checkpoint_steps(ckpt_dir)
     if not steps:
         raise BcjaxError(f"no checkpoint in {ckpt_dir}: train with --save_params, or point at a run directory")
-    if step is None:
-        step = steps[-1]
-    elif step not in steps:
-        raise BcjaxError(f"no checkpoint step {step} in {ckpt_dir}; available: {steps}")
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise BcjaxError(f"no {what} {step} in {ckpt_dir}; available: {steps}")
     problem = step_problem(ckpt_dir, step)
     if problem is not None:
         others = [s for s in intact_steps(ckpt_dir) if s != step]
         hint = f"pick an intact one with {step_flag} {others[-1]} (intact: {others})" if others else "no intact step is left"
-        raise BcjaxError(f"checkpoint step {step} in {ckpt_dir} is corrupt ({problem}): {hint}")
+        raise BcjaxError(f"{what} {step} in {ckpt_dir} is corrupt ({problem}): {hint}")
     return step
 
 
-def _restore(ckpt_dir: str | Path, step: int | None, step_flag: str, template: Any, misfit: str | None
-             ) -> tuple[int, dict]:
+def restore_meta(ckpt_dir: str | Path, step: int | None = None, step_flag: str = "--step") -> tuple[int, dict]:
+    """The step and metadata of `step` (default: the latest), to rebuild a template before restoring."""
+    step = _pick_step(ckpt_dir, step, step_flag)
+    return step, restore_checkpoint(ckpt_dir, None, step)[1]
+
+
+def restore_checkpoint(ckpt_dir: str | Path, template: Any, step: int | None = None, step_flag: str = "--step",
+                       misfit: str | None = None) -> tuple[Any, dict]:
+    """Restore the pytree saved at `step` (default: the latest) into `template`'s structure (None: only the
+    metadata), and its metadata.
+
+    A corrupt step is a BcjaxError; an intact one that does not fit `template` raises orbax's error, or with
+    `misfit` (what that means to the caller) a BcjaxError.
+    """
     step = _pick_step(ckpt_dir, step, step_flag)
     items = {} if template is None else {"state": ocp.args.StandardRestore(template)}
     try:
         with _manager(ckpt_dir) as mngr:
-            return step, mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore(), **items))
+            out = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore(), **items))
     except Exception as e:  # noqa: BLE001 - a damaged step fails in orbax, tensorstore or json
         if template is None or not (Path(ckpt_dir) / str(step) / CHECKSUM_FILE).is_file():
             raise BcjaxError(f"checkpoint step {step} in {ckpt_dir} cannot be read ({type(e).__name__}: "
@@ -187,23 +197,7 @@ def _restore(ckpt_dir: str | Path, step: int | None, step_flag: str, template: A
         if misfit is None:
             raise  # its files are as saved: the template does not fit (the caller says how)
         raise BcjaxError(f"{misfit} ({type(e).__name__}: {first_line(e)})") from None
-
-
-def restore_meta(ckpt_dir: str | Path, step: int | None = None, step_flag: str = "--step") -> tuple[int, dict]:
-    """The step and metadata of `step` (default: the latest), to rebuild a template before restoring."""
-    step, out = _restore(ckpt_dir, step, step_flag, None, None)
-    return step, dict(out["meta"])
-
-
-def restore_checkpoint(ckpt_dir: str | Path, template: Any, step: int | None = None, step_flag: str = "--step",
-                       misfit: str | None = None) -> tuple[Any, dict]:
-    """Restore the pytree saved at `step` (default: the latest) into `template`'s structure.
-
-    A corrupt step is a BcjaxError; an intact one that does not fit `template` raises orbax's error, or with
-    `misfit` (what that means to the caller) a BcjaxError.
-    """
-    _, out = _restore(ckpt_dir, step, step_flag, template, misfit)
-    return out["state"], dict(out["meta"])
+    return out.get("state"), dict(out["meta"])
 
 
 # ---------------------------------------------------------------- a run directory's checkpoints
@@ -278,22 +272,13 @@ def resume_config(run_dir: str | Path, explicit: dict) -> Config:
     other = sorted(set(explicit) - set(RESUME_RUNTIME_FLAGS))
     if other:
         raise BcjaxError(f"--resume continues {run_dir} with its saved configuration: drop {', '.join('--' + k for k in other)}")
-    steps = checkpoint_steps(saves)
-    if not steps:
+    if not checkpoint_steps(saves):
         if not cfg.save_params:
             raise BcjaxError(f"{run_dir} has no resume state (it was trained without --save_params); "
                              "its final policy can still be evaluated with scripts/evaluate.py")
         raise BcjaxError(f"{run_dir} has no complete resume state: it was stopped before or during its first "
                          "save (iteration 0); start the run again")
-    last = explicit.get("resume_step", steps[-1])
-    if last not in steps:
-        raise BcjaxError(f"--resume_step {last}: {saves} holds iterations {steps}")
-    problem = step_problem(saves, last)
-    if problem is not None:
-        older = [s for s in steps if s < last and step_problem(saves, s) is None]
-        hint = (f"resume from iteration {older[-1]} with --resume_step {older[-1]}" if older
-                else "no intact resume state is left; start the run again")
-        raise BcjaxError(f"the resume state of iteration {last} in {saves} is corrupt ({problem}): {hint}")
+    last = _pick_step(saves, explicit.get("resume_step"), "--resume_step", "the resume state of iteration")
     if last >= cfg.n_iter - 1:
         raise BcjaxError(f"{run_dir} already finished all {cfg.n_iter} iterations: nothing to resume")
     return cfg.replace(**{**explicit, "resume": str(run_dir), "resume_step": last})
