@@ -101,24 +101,23 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 
 def truncate_metrics(run_dir: str | Path, last_iteration: int) -> None:
     """Drop metric rows logged after `last_iteration` (the resumed run logs those iterations again),
-    and a torn last line (what a kill or a full disk during an append leaves)."""
+    and a torn last line (what a kill or a full disk during an append leaves); metrics.csv is rebuilt from
+    the rows kept."""
     jsonl, table = Path(run_dir) / "metrics.jsonl", Path(run_dir) / "metrics.csv"
     if jsonl.is_file():
-        lines = jsonl.read_text(errors="replace").splitlines(keepends=True)
-        kept = [line for line, row in read_jsonl_lines(jsonl) if row["Iteration"] <= last_iteration]
-        if kept != lines:
-            write_atomic(jsonl, "".join(kept))
-    if table.is_file():
-        lines = table.read_text(errors="replace").splitlines(keepends=True)
-        header = lines[:1] if lines and lines[0].endswith("\n") else []
-        n_fields = len(header[0].split(",")) if header else 0
+        kept = [(line, row) for line, row in read_jsonl_lines(jsonl) if row["Iteration"] <= last_iteration]
+        write_atomic(jsonl, "".join(line for line, _ in kept))
+        write_atomic(table, "".join(_csv_rows(row["Iteration"], row["per_seed"], i == 0) for i, (_, row) in enumerate(kept)))
 
-        def complete(line: str) -> bool:  # a row of numbers (no quoting): a torn one is short or unterminated
-            cells = line.split(",")
-            return line.endswith("\n") and len(cells) == n_fields and cells[0].isdigit()
-        kept = header + [x for x in lines[1:] if complete(x) and int(x.split(",")[0]) <= last_iteration]
-        if kept != lines:
-            write_atomic(table, "".join(kept))
+
+def _csv_rows(itr: int, per_seed: dict[str, list], header: bool) -> str:
+    """metrics.csv's rows of an iteration: one per (iteration, seed), the long format plotting tools expect."""
+    out = io.StringIO()
+    table = csv.writer(out)
+    if header:
+        table.writerow(["Iteration", "seed_index", *per_seed])
+    table.writerows([itr, s, *values] for s, values in enumerate(zip(*per_seed.values())))
+    return out.getvalue()
 
 
 @contextlib.contextmanager
@@ -187,14 +186,8 @@ class RunLogger:
         row = {"Iteration": itr, **{k: _json_number(float(np.mean(v))) for k, v in per_seed.items()},
                "per_seed": {k: [_json_number(float(x)) for x in v] for k, v in per_seed.items()}, **(extra or {})}
         append_line(self.run_dir / "metrics.jsonl", json.dumps(row, allow_nan=False))
-        # metrics.csv: one row per (iteration, seed), the long format plotting tools expect, in one write
-        # (a kill tears at most the last row).
-        out = io.StringIO()
-        table = csv.writer(out)
-        if not (self.run_dir / "metrics.csv").exists():
-            table.writerow(["Iteration", "seed_index", *per_seed])
-        table.writerows([itr, s, *values] for s, values in enumerate(zip(*per_seed.values())))
-        append_line(self.run_dir / "metrics.csv", out.getvalue())
+        table = self.run_dir / "metrics.csv"  # in one write, as the JSONL row: a kill tears at most the last row
+        append_line(table, _csv_rows(itr, row["per_seed"], not (table.is_file() and table.stat().st_size)))
         for name, values in per_seed.items():
             self.writer.add_scalar(name, float(np.mean(values)), itr)
             if len(values) > 1:

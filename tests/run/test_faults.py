@@ -251,14 +251,24 @@ def test_two_resumes_of_one_run_cannot_both_write(tmp_path, capsys, hopper_files
 
 
 def test_torn_metrics_lines_are_dropped_on_resume_and_by_readers(tmp_path):
-    rows = [{"Iteration": i, "Eval_AverageReturn": float(i)} for i in range(3)]
-    jsonl = tmp_path / "metrics.jsonl"
-    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"Iteration": 3, "Eval_Av')
-    (tmp_path / "metrics.csv").write_text("Iteration,seed_index,x\n0,0,1.0\n1,0,2.0\n2,0,3.0\n3,0")
+    logger = RunLogger(tmp_path, print_fn=lambda s: None)
+    for i in range(3):
+        logger.log_iteration(i, {"x": [float(i), i + 0.5]})
+    logger.close()
+    jsonl, table = tmp_path / "metrics.jsonl", tmp_path / "metrics.csv"
+    rows = read_metrics(tmp_path)
+    assert [r["Iteration"] for r in rows] == [0, 1, 2] and rows[1]["per_seed"] == {"x": [1.0, 1.5]}
+    with jsonl.open("a") as f:
+        f.write('{"Iteration": 3, "x": 1')  # what a kill during the appends leaves
+    with table.open("a") as f:
+        f.write("3,0")
     assert read_metrics(tmp_path) == rows  # what plotting reads
     truncate_metrics(tmp_path, 1)
     assert read_metrics(tmp_path) == rows[:2] and jsonl.read_text().endswith("\n")
-    assert (tmp_path / "metrics.csv").read_text() == "Iteration,seed_index,x\n0,0,1.0\n1,0,2.0\n"
+    assert table.read_bytes() == b"Iteration,seed_index,x\r\n0,0,0.0\r\n0,1,0.5\r\n1,0,1.0\r\n1,1,1.5\r\n"
+    truncate_metrics(tmp_path, -1)  # nothing kept: the next row writes the header again
+    RunLogger(tmp_path, print_fn=lambda s: None).log_iteration(0, {"x": [2.0]})
+    assert table.read_bytes() == b"Iteration,seed_index,x\r\n0,0,2.0\r\n"
     # damage in the middle is not what a kill leaves: say so instead of guessing
     jsonl.write_text(json.dumps(rows[0]) + "\nGARBAGE\n" + json.dumps(rows[1]) + "\n")
     with pytest.raises(BcjaxError, match="line 2 is damaged"):
