@@ -43,9 +43,9 @@ def hopper_cfg(logdir: Path, **kw) -> Config:
                   quiet=True, rollout_workers=0).replace(**kw)
 
 
-def train(cfg: Config, expert, paths: list[dict], pool=None) -> RunResult:
+def train(cfg: Config, expert, paths: list[dict]) -> RunResult:
     """A run without a run directory: `open_run`, then `iterate`."""
-    with open_run(cfg, expert, paths, pool) as run:
+    with open_run(cfg, expert, paths) as run:
         return iterate(run)
 
 

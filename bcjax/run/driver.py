@@ -215,13 +215,14 @@ class Run:
 
 
 @contextlib.contextmanager
-def open_run(cfg: Config, expert: Expert | None, paths: list[Trajectory], pool: Rollouts | None = None,
-             info: EnvInfo | None = None, logged: bool = False, on_row: Callable[[dict, Path], None] | None = None,
+def open_run(cfg: Config, expert: Expert | None, paths: list[Trajectory], info: EnvInfo | None = None,
+             logged: bool = False, on_row: Callable[[dict, Path], None] | None = None,
              print_fn: Callable[[str], None] = print, check_return: bool = False) -> Iterator[Run]:
     """The one place a run is built: the task's dimensions (`info`, made here if not given), the checks of the
     expert and its data (with `check_return`, also one episode of the expert), the memory check, the rollout pool
-    (`pool`, else one opened for the run), with `logged` the run directory (new, or cfg.resume's), its lock and its
-    logger, then the learner and the subscribers. Everything is closed again when the block ends."""
+    (--rollout_workers threads, by default one per core this process may use), with `logged` the run directory
+    (new, or cfg.resume's), its lock and its logger, then the learner and the subscribers. Everything is closed
+    again when the block ends (also on Ctrl-C and errors: no evaluation thread outlives the run)."""
     start, compile_start = time.time(), compile_seconds()
     info = task_info(cfg.env_name) if info is None else info
     check_expert_data(paths, info)
@@ -231,9 +232,7 @@ def open_run(cfg: Config, expert: Expert | None, paths: list[Trajectory], pool: 
             check_expert_return(expert, cfg, paths)
     check_run_fits_memory(cfg, info, sum(len(p["observation"]) for p in paths))
     with contextlib.ExitStack() as stack:
-        if pool is None:  # --rollout_workers threads, by default one per core this process may use
-            pool = stack.enter_context(Rollouts(default_threads() if cfg.rollout_workers is None
-                                                else cfg.rollout_workers))
+        pool = stack.enter_context(Rollouts(default_threads() if cfg.rollout_workers is None else cfg.rollout_workers))
         logger = stack.enter_context(run_directory(cfg, on_row, print_fn)) if logged else None
         run = _learner(cfg, info, expert, paths, pool, start, compile_start)
         run.run_dir, run.evals = logger and logger.run_dir, EvalLog(run, logger)

@@ -40,32 +40,28 @@ def run(cfg: Config, on_row: Callable[[dict, Path], None] | None = None, limit_t
     limit_threads (scripts/train.py only): size JAX's CPU pool to `cfg.cpu_threads`; a library caller's
     process keeps its own.
     """
-    from bcjax.acting.runner import Rollouts, default_threads
+    _start_jax(cfg, limit_threads)
+    from bcjax.acting.gl import check_mujoco_gl_setting
+    from bcjax.data.files import check_writable_dir
+    from bcjax.run.driver import iterate, open_run, task_info
+    from bcjax.run.perf import cache_hits
+    from bcjax.run.signals import Stopped, stop_on_signals
 
-    # Closed also on Ctrl-C and errors: no evaluation thread outlives the run.
-    with Rollouts(default_threads() if cfg.rollout_workers is None else cfg.rollout_workers) as pool:
-        _start_jax(cfg, limit_threads)
-        from bcjax.acting.gl import check_mujoco_gl_setting
-        from bcjax.data.files import check_writable_dir
-        from bcjax.run.driver import iterate, open_run, task_info
-        from bcjax.run.perf import cache_hits
-        from bcjax.run.signals import Stopped, stop_on_signals
-
-        check_mujoco_gl_setting()
-        info = task_info(cfg.env_name)
-        check_writable_dir(cfg.resume or cfg.logdir, "--resume" if cfg.resume else "--logdir")
-        given_data = cfg.expert_data is not None
-        cfg, expert, paths = load_inputs(cfg, info)
-        try:
-            with stop_on_signals(), open_run(cfg, expert, paths, pool, info, logged=True, on_row=on_row,
-                                             check_return=given_data and not cfg.resume) as job:
-                result = iterate(job)
-        except Stopped as stop:
-            how = (f"resume with: python scripts/train.py --resume {job.run_dir}" if cfg.save_params else
-                   f"its policy is saved in {job.run_dir} (for scripts/evaluate.py); it cannot be resumed "
-                   "(trained without --save_params)")
-            print(f"{stop} of {cfg.n_iter}; {how}", file=sys.stderr)
-            return stop.exit_code
+    check_mujoco_gl_setting()
+    info = task_info(cfg.env_name)
+    check_writable_dir(cfg.resume or cfg.logdir, "--resume" if cfg.resume else "--logdir")
+    given_data = cfg.expert_data is not None
+    cfg, expert, paths = load_inputs(cfg, info)
+    try:
+        with stop_on_signals(), open_run(cfg, expert, paths, info, logged=True, on_row=on_row,
+                                         check_return=given_data and not cfg.resume) as job:
+            result = iterate(job)
+    except Stopped as stop:
+        how = (f"resume with: python scripts/train.py --resume {job.run_dir}" if cfg.save_params else
+               f"its policy is saved in {job.run_dir} (for scripts/evaluate.py); it cannot be resumed "
+               "(trained without --save_params)")
+        print(f"{stop} of {cfg.n_iter}; {how}", file=sys.stderr)
+        return stop.exit_code
     # "compile" is tracing, lowering and compiling, or loading from the persistent cache: say how many loaded.
     cached = f" ({cache_hits()} programs from the compilation cache)" if cache_hits() else ""
     print("time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()) + cached
