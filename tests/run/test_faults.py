@@ -156,6 +156,7 @@ def test_non_finite_metrics_are_written_as_valid_json(tmp_path):
 
     row = json.loads(line, parse_constant=refuse)  # NaN / Infinity are not JSON
     assert row["Eval_AverageReturn"] is None and row["per_seed"]["Training Loss"] == [None]
+    assert (tmp_path / "metrics.csv").read_text().splitlines()[1] == "0,0,,"  # empty cells, as a rebuilt CSV has them
 
 
 # ---------------------------------------------------------------- flags
