@@ -32,7 +32,6 @@ class EnvInfo:
     act_dim: int  # number of discrete actions for a Discrete space
     discrete: bool
     max_episode_steps: int
-    fps: float
 
 
 _MUJOCO_SEEN: set[str] = set()
@@ -103,16 +102,5 @@ def env_info(env: gym.Env) -> EnvInfo:
         act_dim=act_dim,
         discrete=discrete,
         max_episode_steps=int(env.spec.max_episode_steps or 1000) if env.spec else 1000,
-        fps=video_fps(env),
     )
-
-
-def video_fps(env: gym.Env) -> float:
-    """Real-time fps: MuJoCo timestep x frame skip, else the env's render_fps metadata."""
-    base = env.unwrapped
-    model = getattr(base, "model", None)
-    frame_skip = getattr(base, "frame_skip", None)
-    if model is not None and frame_skip:
-        return float(1.0 / (model.opt.timestep * frame_skip))
-    return float(env.metadata.get("render_fps") or 30)
 

@@ -29,7 +29,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from bcjax.acting.envs import TASK_KWARGS, video_fps
+from bcjax.acting.envs import TASK_KWARGS
 from bcjax.acting.gl import configure_gl, gl_problem
 from bcjax.acting.rollout import Actor, Trajectory, sample_trajectory
 
@@ -100,6 +100,16 @@ def render_episodes(env: gym.Env, actor: Actor, n: int, ep_len: int, seed: int, 
 
         paths.append(sample_trajectory(env, rendering, ep_len))
     return paths
+
+
+def video_fps(env: gym.Env) -> float:
+    """Real-time fps: MuJoCo timestep x frame skip, else the env's render_fps metadata."""
+    base = env.unwrapped
+    model = getattr(base, "model", None)
+    frame_skip = getattr(base, "frame_skip", None)
+    if model is not None and frame_skip:
+        return float(1.0 / (model.opt.timestep * frame_skip))
+    return float(env.metadata.get("render_fps") or 30)
 
 
 def frame_stride(fps: float, max_fps: float = MAX_FPS) -> int:
