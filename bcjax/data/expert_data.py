@@ -13,8 +13,7 @@ from bcjax.acting.envs import EnvInfo, env_info, make_env
 from bcjax.acting.rollout import Trajectory, sample_n_trajectories
 from bcjax.data.files import write_atomic
 from bcjax.data.minari import is_minari_source, load_minari
-from bcjax.data.safe_pickle import load_pickle
-from bcjax.data.trajectories import check_trajectory_count, validate_paths
+from bcjax.data.safe_pickle import check_trajectory_count, load_pickle, validate_paths
 from bcjax.errors import BcjaxError
 
 

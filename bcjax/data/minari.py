@@ -21,8 +21,7 @@ import numpy as np
 
 from bcjax.acting.envs import EnvInfo, make_env
 from bcjax.acting.rollout import Trajectory
-from bcjax.data.safe_pickle import UNREADABLE, describe, memory_budget
-from bcjax.data.trajectories import check_trajectory_count, validate_paths
+from bcjax.data.safe_pickle import UNREADABLE, check_trajectory_count, describe, memory_budget, validate_paths
 from bcjax.errors import BcjaxError
 
 PREFIX = "minari:"
