@@ -35,8 +35,9 @@ def _trajectory(obs: list, acs: list, rews: list, last_ob: np.ndarray) -> Trajec
     }
 
 
-def sample_trajectory(env: gym.Env, actor: Actor, ep_len: int) -> Trajectory:
-    """Run one episode until terminated, truncated or `ep_len` steps; terminal is 1 on its last step."""
+def sample_trajectory(env: gym.Env, actor: Actor, ep_len: int) -> tuple[Trajectory, bool]:
+    """Run one episode until terminated, truncated or `ep_len` steps; terminal is 1 on its last step. Also
+    whether the env terminated it (else it was truncated or cut at ep_len): Minari keeps that, CS285 does not."""
     ob, _ = env.reset()
     obs, acs, rews = [], [], []
     # The loop body is all the per-step overhead a rollout adds to env.step: keep it this small.
@@ -49,12 +50,12 @@ def sample_trajectory(env: gym.Env, actor: Actor, ep_len: int) -> Trajectory:
         rews.append(rew)
         if terminated or truncated:
             break
-    return _trajectory(obs, acs, rews, ob)
+    return _trajectory(obs, acs, rews, ob), bool(terminated)
 
 
 def sample_n_trajectories(env: gym.Env, actor: Actor, n: int, ep_len: int) -> list[Trajectory]:
     """Exactly `n` episodes."""
-    return [sample_trajectory(env, actor, ep_len) for _ in range(n)]
+    return [sample_trajectory(env, actor, ep_len)[0] for _ in range(n)]
 
 
 StreamsActor = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (K, n, obs_dim) obs, (K,) active -> (K, n, ...)

@@ -98,7 +98,7 @@ def render_episodes(env: gym.Env, actor: Actor, n: int, ep_len: int, seed: int, 
                 on_frame(i, env.render())
             return actor(obs)
 
-        paths.append(sample_trajectory(env, rendering, ep_len))
+        paths.append(sample_trajectory(env, rendering, ep_len)[0])
     return paths
 
 

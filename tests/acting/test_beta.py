@@ -42,9 +42,9 @@ def test_beta_one_is_the_experts_rollout():
     mixed = MixedActor(_zero_policy, expert.mean_action_np, 1.0, np.random.default_rng(0))
     env = make_env("Hopper-v4")
     env.reset(seed=5)
-    got = sample_trajectory(env, mixed, 40)
+    got, _ = sample_trajectory(env, mixed, 40)
     env.reset(seed=5)
-    want = sample_trajectory(env, expert.mean_action_np, 40)
+    want, _ = sample_trajectory(env, expert.mean_action_np, 40)
     for key in ("observation", "action", "reward"):
         np.testing.assert_array_equal(got[key], want[key])
     assert mixed.expert_steps == mixed.steps == len(want["reward"])

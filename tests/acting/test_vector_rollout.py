@@ -125,7 +125,7 @@ def gymnasium_rollout(env_name: str, n: int, actor, seed: int, min_steps: int, e
         env, paths = make_env(env_name), []
         env.reset(seed=seed)
         while sum(len(p["reward"]) for p in paths) < min_steps:
-            paths.append(sample_trajectory(env, actor, ep_len))
+            paths.append(sample_trajectory(env, actor, ep_len)[0])
         return paths, sum(len(p["reward"]) for p in paths)
     venv = gym.vector.SyncVectorEnv([lambda: make_env(env_name)] * n, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
     venv.reset(seed=seed)
