@@ -11,10 +11,7 @@ import numpy as np
 from bcjax.errors import BcjaxError
 
 # Keyword arguments the CS285 experts and data were made with.
-TASK_KWARGS: dict[str, dict] = {
-    "Ant-v4": {"use_contact_forces": False},
-}
-
+TASK_KWARGS: dict[str, dict] = {"Ant-v4": {"use_contact_forces": False}}
 
 
 def ignore_outdated_task_warnings() -> None:

@@ -226,11 +226,6 @@ class MixedActor:
 def episode_stats(paths: list[Trajectory], prefix: str) -> dict[str, float]:
     """CS285 return/length statistics of a list of trajectories."""
     returns = np.array([p["reward"].sum() for p in paths], np.float64)
-    lengths = np.array([len(p["reward"]) for p in paths], np.float64)
-    return {
-        f"{prefix}_AverageReturn": float(returns.mean()),
-        f"{prefix}_StdReturn": float(returns.std()),
-        f"{prefix}_MaxReturn": float(returns.max()),
-        f"{prefix}_MinReturn": float(returns.min()),
-        f"{prefix}_AverageEpLen": float(lengths.mean()),
-    }
+    stats = {f"{prefix}_{name}Return": float(f(returns)) for name, f in
+             (("Average", np.mean), ("Std", np.std), ("Max", np.max), ("Min", np.min))}
+    return {**stats, f"{prefix}_AverageEpLen": float(np.mean([len(p["reward"]) for p in paths], dtype=np.float64))}

@@ -103,12 +103,9 @@ def render_episodes(env: gym.Env, actor: Actor, n: int, ep_len: int, seed: int, 
 
 
 def video_fps(env: gym.Env) -> float:
-    """Real-time fps: MuJoCo timestep x frame skip, else the env's render_fps metadata."""
-    base = env.unwrapped
-    model = getattr(base, "model", None)
-    frame_skip = getattr(base, "frame_skip", None)
-    if model is not None and frame_skip:
-        return float(1.0 / (model.opt.timestep * frame_skip))
+    """Real-time fps: 1 / (MuJoCo timestep x frame skip), else the env's render_fps metadata."""
+    if getattr(env.unwrapped, "frame_skip", None):  # a MujocoEnv: its dt is timestep x frame skip
+        return float(1.0 / env.unwrapped.dt)
     return float(env.metadata.get("render_fps") or 30)
 
 
@@ -217,11 +214,8 @@ class VideoLogger:
     for the rest of the run: a video is never worth a crashed training run.
     """
 
-    def __init__(self, env_name: str, run_dir: str | Path, ep_len: int, writer: Any = None,
-                 n: int = MAX_NVIDEO, size: int = VIDEO_SIZE, warn: Callable[[str], None] | None = None):
-        self.env_name, self.run_dir, self.ep_len, self.writer, self.n = env_name, Path(run_dir), ep_len, writer, n
-        self.size = size
-        self.warn = warn or (lambda msg: print(msg, file=sys.stderr))
+    def __init__(self, env_name: str, run_dir: str | Path, ep_len: int, writer: Any = None, size: int = VIDEO_SIZE):
+        self.env_name, self.run_dir, self.ep_len, self.writer, self.size = env_name, Path(run_dir), ep_len, writer, size
         self.enabled = True
 
     def log(self, itr: int, kind: str, actor: Actor, seed: int) -> list[Path]:
@@ -229,7 +223,7 @@ class VideoLogger:
         if not self.enabled:
             return []
         try:
-            files, gif = render_videos(self.env_name, actor, self.n, self.ep_len, seed,
+            files, gif = render_videos(self.env_name, actor, MAX_NVIDEO, self.ep_len, seed,
                                        lambda i: self.run_dir / "videos" / f"itr{itr:03d}_{kind}_{i}.mp4", self.size,
                                        gif=self.writer is not None)
             if gif is not None:
@@ -237,12 +231,10 @@ class VideoLogger:
             return files
         except Exception as e:  # noqa: BLE001 - any backend failure only costs the video
             self.enabled = False
-            msg = str(e).splitlines()[0] if str(e) else ""
-            hint = ""
-            if _is_mujoco(self.env_name):
-                hint = (f"; MUJOCO_GL={os.environ.get('MUJOCO_GL', '')}: install GL with scripts/setup_gl.sh "
-                        "or try MUJOCO_GL=osmesa")
-            self.warn(f"warning: video off for this run ({type(e).__name__}: {msg}){hint}")
+            hint = (f"; MUJOCO_GL={os.environ.get('MUJOCO_GL', '')}: install GL with scripts/setup_gl.sh or try "
+                    "MUJOCO_GL=osmesa") if _is_mujoco(self.env_name) else ""
+            msg = (str(e).splitlines() or [""])[0]
+            print(f"warning: video off for this run ({type(e).__name__}: {msg}){hint}", file=sys.stderr)
             return []
 
 
