@@ -63,20 +63,10 @@ def make_render_env(env_name: str, size: int = VIDEO_SIZE) -> gym.Env:
         kwargs.update(width=size, height=size, camera_name="track")
     env = gym.make(env_name, **kwargs)
     model = getattr(env.unwrapped, "model", None)
-    if model is not None:
-        model.vis.quality.offsamples = 0  # read when the render context is made, i.e. on the first render
+    if model is not None:  # the render env's own model: no anti-aliasing (read on the first render), shadows, reflections
+        model.vis.quality.offsamples = 0
+        model.light_castshadow[:], model.mat_reflectance[:] = 0, 0
     return env
-
-
-def _fast_scene(env: gym.Env) -> None:
-    renderer = getattr(env.unwrapped, "mujoco_renderer", None)
-    if renderer is None:
-        return
-    import mujoco
-
-    viewer = renderer._get_viewer("rgb_array")  # made on the first render; flags stay set
-    viewer.scn.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
-    viewer.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
 
 
 def render_episodes(env: gym.Env, actor: Actor, n: int, ep_len: int, seed: int, on_frame: FrameSink,
@@ -87,8 +77,6 @@ def render_episodes(env: gym.Env, actor: Actor, n: int, ep_len: int, seed: int, 
     The first reset uses `seed`; a frame shows the state the action at that step sees.
     """
     env.reset(seed=seed)
-    env.render()
-    _fast_scene(env)
     paths = []
     for i in range(n):
         steps = itertools.count()
