@@ -52,10 +52,17 @@ def route_mujoco_warnings() -> None:
         mujoco.set_mju_user_warning(_mujoco_warning)
 
 
+def is_mujoco(env_name: str) -> bool:
+    try:
+        return "mujoco" in str(gym.spec(env_name).entry_point)
+    except gym.error.Error:
+        return False
+
+
 def make_env(env_name: str, seed: int | None = None) -> gym.Env:
     """gym.make with the task's kwargs (video makes its rendering envs in bcjax.acting.video)."""
     try:
-        if "mujoco" in str(gym.spec(env_name).entry_point):  # before the model loads (it may warn)
+        if is_mujoco(env_name):  # before the model loads (it may warn)
             route_mujoco_warnings()
         with warnings.catch_warnings():
             ignore_outdated_task_warnings()

@@ -29,7 +29,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from bcjax.acting.envs import TASK_KWARGS
+from bcjax.acting.envs import TASK_KWARGS, is_mujoco
 from bcjax.acting.gl import configure_gl, gl_problem
 from bcjax.acting.rollout import Actor, Trajectory, sample_trajectory
 
@@ -40,24 +40,17 @@ GIF_MAX_FPS = 10  # the TensorBoard preview: Pillow's GIF palette step costs ~0.
 FrameSink = Callable[[int, np.ndarray], None]  # (episode index, (H, W, 3) uint8 frame)
 
 
-def _is_mujoco(env_name: str) -> bool:
-    try:
-        return "mujoco" in str(gym.spec(env_name).entry_point)
-    except gym.error.Error:
-        return False
-
-
 def make_render_env(env_name: str, size: int = VIDEO_SIZE) -> gym.Env:
     """An rgb_array env for video; MuJoCo tasks render at `size`² without anti-aliasing.
 
     Raises RuntimeError (one line, why) where no GL context can be made for a MuJoCo task.
     """
     backend = configure_gl()
-    problem = gl_problem(backend) if _is_mujoco(env_name) else None
+    problem = gl_problem(backend) if is_mujoco(env_name) else None
     if problem:  # probed first: a viewer that fails half-way also fails in its destructor, at exit
         raise RuntimeError(problem)
     kwargs: dict = {**TASK_KWARGS.get(env_name, {}), "render_mode": "rgb_array"}
-    if _is_mujoco(env_name):
+    if is_mujoco(env_name):
         # The model's "track" camera follows the body; gymnasium's default free camera stays put
         # (its trackbodyid is ignored), so a hopper walks out of the picture. No such camera: free view.
         kwargs.update(width=size, height=size, camera_name="track")
@@ -220,7 +213,7 @@ class VideoLogger:
         except Exception as e:  # noqa: BLE001 - any backend failure only costs the video
             self.enabled = False
             hint = (f"; MUJOCO_GL={os.environ.get('MUJOCO_GL', '')}: install GL with scripts/setup_gl.sh or try "
-                    "MUJOCO_GL=osmesa") if _is_mujoco(self.env_name) else ""
+                    "MUJOCO_GL=osmesa") if is_mujoco(self.env_name) else ""
             msg = (str(e).splitlines() or [""])[0]
             print(f"warning: video off for this run ({type(e).__name__}: {msg}){hint}", file=sys.stderr)
             return []

@@ -15,7 +15,7 @@ import numpy as np
 from bcjax.core.mlp import MLPSpec, NumpyMLP
 from bcjax.core.model import apply
 from bcjax.data.files import write_atomic
-from bcjax.data.safe_pickle import as_array, finite, load_pickle
+from bcjax.data.safe_pickle import as_array, load_pickle
 from bcjax.errors import BcjaxError
 
 CS285_ACTIVATIONS = {"tanh": "tanh", "lrelu": "leaky_relu"}  # CS285's nonlin_type -> bcjax.core.mlp.ACTIVATIONS
@@ -56,12 +56,12 @@ def _get(d: Any, key: str, where: str) -> Any:
 
 def _vector(d: Any, key: str, where: str, dtype: type = np.float32) -> np.ndarray:
     """A finite real array of `d[key]`, flattened, in `dtype`."""
-    return finite(as_array(_get(d, key, where), f"{where}: {key}").astype(dtype).reshape(-1), f"{where}: {key}")
+    return as_array(_get(d, key, where), f"{where}: {key}", dtype=dtype).reshape(-1)
 
 
 def _affine(d: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
     layer = _get(d, "AffineLayer", where)
-    w = finite(as_array(_get(layer, "W", where), f"{where}: W", 2).astype(np.float32), f"{where}: W")
+    w = as_array(_get(layer, "W", where), f"{where}: W", 2, np.float32)
     b = _vector(layer, "b", where)
     if w.shape[1] != b.shape[0]:
         raise BcjaxError(f"{where}: W {w.shape} and b {b.shape} do not fit together")

@@ -214,8 +214,9 @@ def load_pickle(path: str | Path, what: str, flag: str) -> Any:
         raise BcjaxError(f"{what} file {path} is not a readable pickle ({describe(e)}); check {flag}") from None
 
 
-def as_array(x: Any, where: str, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
-    """Check that a value from a pickle is a real-valued numeric numpy array (of `ndim` dims)."""
+def as_array(x: Any, where: str, ndim: int | tuple[int, ...] | None = None, dtype: type | None = None) -> np.ndarray:
+    """A value from an untrusted file checked to be a real-valued numeric numpy array (of `ndim` dims), in
+    `dtype` if given, and finite (in that dtype)."""
     if not isinstance(x, np.ndarray) or x.dtype.kind not in "biuf":
         kind = f"a {x.dtype} array" if isinstance(x, np.ndarray) else type(x).__name__
         raise BcjaxError(f"{where} should be a real-valued numeric numpy array, got {kind}")
@@ -223,11 +224,7 @@ def as_array(x: Any, where: str, ndim: int | tuple[int, ...] | None = None) -> n
     if allowed is not None and x.ndim not in allowed:
         want = " or ".join(str(d) for d in allowed)
         raise BcjaxError(f"{where} should have {want} dimensions, got shape {x.shape}")
-    return x
-
-
-def finite(x: np.ndarray, where: str) -> np.ndarray:
-    """`x`, refused if it holds NaN or infinite values."""
+    x = x if dtype is None else x.astype(dtype)
     if not np.all(np.isfinite(x)):
         raise BcjaxError(f"{where} contains NaN or infinite values")
     return x
@@ -249,8 +246,7 @@ def validate_paths(data: object, where: str) -> list[Trajectory]:
         if missing := [k for k in REQUIRED_KEYS if k not in traj]:
             raise BcjaxError(f"{where}: trajectory {i} lacks {', '.join(missing)} (CS285 expert data has {', '.join(REQUIRED_KEYS)})")
         # Shapes first: len() of a 0-d array raises, and a bad shape would fail deep inside the buffer.
-        path = {k: finite(as_array(traj[k], f"{where}: trajectory {i} '{k}'", _NDIM[k]), f"{where}: trajectory {i} '{k}'")
-                for k in REQUIRED_KEYS}
+        path = {k: as_array(traj[k], f"{where}: trajectory {i} '{k}'", _NDIM[k]) for k in REQUIRED_KEYS}
         path["image_obs"] = np.zeros((0,), np.uint8)  # never used for training; not copied from untrusted input
         n = len(path["observation"])
         if n == 0 or any(len(path[k]) != n for k in REQUIRED_KEYS):
