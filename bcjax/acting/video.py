@@ -16,7 +16,6 @@ at fps/s (Hopper: every 5th step, 25 fps), which also makes rendering s times ch
 from __future__ import annotations
 
 import contextlib
-import io
 import itertools
 import math
 import os
@@ -122,13 +121,12 @@ def gif_stride(fps: float) -> int:
 def tile_episodes(frames: list[np.ndarray]) -> np.ndarray:
     """Episodes side by side, (T, H, W*n, 3); shorter ones hold their last frame (as CS285 pads)."""
     t = max(len(f) for f in frames)
-    padded = [np.concatenate([f, np.repeat(f[-1:], t - len(f), axis=0)]) for f in frames]
-    return np.concatenate(padded, axis=2)
+    return np.concatenate([np.pad(f, [(0, t - len(f))] + [(0, 0)] * 3, mode="edge") for f in frames], axis=2)
 
 
 class GifPreview:
     """The TensorBoard video of a call's episodes, side by side, as tensorboardX add_video writes it (an
-    animated GIF image summary, encoded with Pillow: add_video needs moviepy). A real-time preview at half
+    animated GIF image summary, encoded by imageio: add_video needs moviepy). A real-time preview at half
     size and <= GIF_MAX_FPS: only every s-th frame of each episode is kept, halved."""
 
     def __init__(self, fps: float) -> None:
@@ -147,15 +145,13 @@ class GifPreview:
 
     def write(self, writer: Any, tag: str, step: int) -> None:
         """Encode the episodes and add them to `writer` (a tensorboardX SummaryWriter)."""
-        from PIL import Image
+        import imageio.v3 as iio
         from tensorboardX.proto.summary_pb2 import Summary
 
         frames = tile_episodes([np.stack(e) for e in self.episodes])
-        images = (Image.fromarray(f) for f in frames)  # one at a time into Pillow
-        buf = io.BytesIO()
-        next(images).save(buf, format="GIF", save_all=True, append_images=images, duration=round(1000 / self.fps), loop=0)
+        gif = iio.imwrite("<bytes>", frames, extension=".gif", duration=round(1000 / self.fps), loop=0)  # by Pillow
         _, h, w, c = frames.shape
-        image = Summary.Image(height=h, width=w, colorspace=c, encoded_image_string=buf.getvalue())
+        image = Summary.Image(height=h, width=w, colorspace=c, encoded_image_string=gif)
         writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
 
