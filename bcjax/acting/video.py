@@ -124,64 +124,53 @@ def tile_episodes(frames: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([np.pad(f, [(0, t - len(f))] + [(0, 0)] * 3, mode="edge") for f in frames], axis=2)
 
 
-class GifPreview:
-    """The TensorBoard video of a call's episodes, side by side, as tensorboardX add_video writes it (an
-    animated GIF image summary, encoded by imageio: add_video needs moviepy). A real-time preview at half
-    size and <= GIF_MAX_FPS: only every s-th frame of each episode is kept, halved."""
+def add_gif(writer: Any, tag: str, step: int, episodes: list[np.ndarray], fps: float) -> None:
+    """The episodes ((T, H, W, 3) uint8 each) side by side in TensorBoard, as tensorboardX add_video writes
+    them (an animated GIF image summary, here encoded by imageio: add_video needs moviepy), shown at `fps`."""
+    import imageio.v3 as iio
+    from tensorboardX.proto.summary_pb2 import Summary
 
-    def __init__(self, fps: float) -> None:
-        self.stride = gif_stride(fps)
-        self.fps = fps / self.stride
-        self.episodes: list[list[np.ndarray]] = []
-
-    def add(self, i: int, frame: np.ndarray) -> None:
-        """The next frame of episode `i`."""
-        if i == len(self.episodes):
-            self.episodes.append([])
-            self.seen = 0
-        if self.seen % self.stride == 0:
-            self.episodes[i].append(np.ascontiguousarray(frame[::2, ::2]))  # a copy: the frame is not kept
-        self.seen += 1
-
-    def write(self, writer: Any, tag: str, step: int) -> None:
-        """Encode the episodes and add them to `writer` (a tensorboardX SummaryWriter)."""
-        import imageio.v3 as iio
-        from tensorboardX.proto.summary_pb2 import Summary
-
-        frames = tile_episodes([np.stack(e) for e in self.episodes])
-        gif = iio.imwrite("<bytes>", frames, extension=".gif", duration=round(1000 / self.fps), loop=0)  # by Pillow
-        _, h, w, c = frames.shape
-        image = Summary.Image(height=h, width=w, colorspace=c, encoded_image_string=gif)
-        writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+    frames = tile_episodes(episodes)
+    gif = iio.imwrite("<bytes>", frames, extension=".gif", duration=round(1000 / fps), loop=0)  # by Pillow
+    _, h, w, c = frames.shape
+    image = Summary.Image(height=h, width=w, colorspace=c, encoded_image_string=gif)
+    writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
 
 def render_videos(env_name: str, actor: Actor, n: int, ep_len: int, seed: int, mp4_path: Callable[[int], Path],
-                  size: int = VIDEO_SIZE, gif: bool = False) -> tuple[list[Path], GifPreview | None]:
+                  size: int = VIDEO_SIZE, gif: bool = False) -> tuple[list[Path], list[np.ndarray], float]:
     """`n` episodes of `actor` rendered to an mp4 each (`mp4_path(i)`) and, with `gif`, their TensorBoard
-    preview; the render env lives only during the call, so no GL context outlives it."""
+    preview and its fps: real time at half size and <= GIF_MAX_FPS, only every s-th frame kept (the mp4s
+    keep every frame). The render env lives only during the call, so no GL context outlives it."""
     env = make_render_env(env_name, size)
     mp4: list[Generator] = []
     try:
         stride = frame_stride(video_fps(env))
         fps = video_fps(env) / stride
-        preview = GifPreview(fps) if gif else None
+        every, preview, seen = gif_stride(fps), [], []
 
         def on_frame(i: int, frame: np.ndarray) -> None:
             if i == len(mp4):  # the episode's first frame: its own file
                 mp4.append(open_mp4(mp4_path(i), fps, (frame.shape[1], frame.shape[0])))
+                preview.append([])
+                seen.append(0)
             mp4[i].send(np.ascontiguousarray(frame))  # gymnasium's frames are flipped views
-            if preview is not None:
-                preview.add(i, frame)
+            if gif and seen[i] % every == 0:
+                preview[i].append(np.ascontiguousarray(frame[::2, ::2]))  # a copy: the frame is not kept
+            seen[i] += 1
 
         render_episodes(env, actor, n, ep_len, seed, on_frame, stride)
         for w in mp4:
             w.close()
-        return [mp4_path(i) for i in range(len(mp4))], preview
+        return [mp4_path(i) for i in range(len(mp4))], [np.stack(e) for e in preview if e], fps / every
     finally:
         for w in mp4:  # closed already, or a failure mid-episode: close what was opened (the file stays, shorter)
             with contextlib.suppress(Exception):
                 w.close()
-        _close_quietly(env)
+        try:
+            env.close()
+        except Exception as e:  # noqa: BLE001 - a broken GL context must not mask the run's result
+            print(f"warning: closing the render env failed ({type(e).__name__})", file=sys.stderr)
 
 
 class VideoLogger:
@@ -200,11 +189,11 @@ class VideoLogger:
         if not self.enabled:
             return []
         try:
-            files, gif = render_videos(self.env_name, actor, MAX_NVIDEO, self.ep_len, seed,
-                                       lambda i: self.run_dir / "videos" / f"itr{itr:03d}_{kind}_{i}.mp4", self.size,
-                                       gif=self.writer is not None)
-            if gif is not None:
-                gif.write(self.writer, f"{kind}_rollouts", itr)
+            files, preview, fps = render_videos(self.env_name, actor, MAX_NVIDEO, self.ep_len, seed,
+                                                lambda i: self.run_dir / "videos" / f"itr{itr:03d}_{kind}_{i}.mp4",
+                                                self.size, gif=self.writer is not None)
+            if self.writer is not None:
+                add_gif(self.writer, f"{kind}_rollouts", itr, preview, fps)
             return files
         except Exception as e:  # noqa: BLE001 - any backend failure only costs the video
             self.enabled = False
@@ -213,10 +202,3 @@ class VideoLogger:
             msg = (str(e).splitlines() or [""])[0]
             print(f"warning: video off for this run ({type(e).__name__}: {msg}){hint}", file=sys.stderr)
             return []
-
-
-def _close_quietly(env: gym.Env) -> None:
-    try:
-        env.close()
-    except Exception as e:  # noqa: BLE001 - a broken GL context must not mask the run's result
-        print(f"warning: closing the render env failed ({type(e).__name__})", file=sys.stderr)

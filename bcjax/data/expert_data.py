@@ -12,7 +12,7 @@ import numpy as np
 from bcjax.acting.envs import EnvInfo, env_info, make_env
 from bcjax.acting.rollout import Trajectory, sample_trajectory
 from bcjax.data.files import write_atomic
-from bcjax.data.minari import is_minari_source, load_minari
+from bcjax.data.minari import PREFIX, load_minari
 from bcjax.data.safe_pickle import check_trajectory_count, load_pickle, validate_paths
 from bcjax.errors import BcjaxError
 
@@ -21,7 +21,7 @@ def load_expert_data(source: str | Path, flag: str = "--expert_data", n_traj: in
                      info: EnvInfo | None = None) -> list[Trajectory]:
     """The first `n_traj` (default all) trajectories of CS285 expert data (restricted unpickler), or of
     a Minari dataset (`minari:DATASET_ID` or its directory; `info` checks its spaces against the task)."""
-    if is_minari_source(source):
+    if str(source).startswith(PREFIX) or Path(source).is_dir():  # a Minari dataset, not a CS285 pickle
         return load_minari(str(source), n_traj, info)
     paths = validate_paths(load_pickle(source, "expert data", flag), f"expert data {source}")
     check_trajectory_count(n_traj, len(paths), f"expert data {source}")

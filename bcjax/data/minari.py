@@ -29,11 +29,6 @@ INSTALL = "pip install -e '.[minari]'"
 FIELDS = ("observations", "actions", "rewards", "terminations", "truncations")  # every Minari episode's
 
 
-def is_minari_source(source: str | Path) -> bool:
-    """`minari:DATASET_ID`, or a dataset directory (Minari's layout), rather than a CS285 pickle."""
-    return str(source).startswith(PREFIX) or Path(source).is_dir()
-
-
 def import_minari() -> ModuleType:
     try:
         import minari

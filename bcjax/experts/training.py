@@ -83,10 +83,9 @@ class _Run:
 
         self.ns, self.logdir = ns, Path(ns.logdir or f"data/experts/{ns.env_name}_s{ns.seed}")
         self.ckpt_dir = self.logdir / "checkpoints"
-        if ns.resume and not checkpoint_steps(self.ckpt_dir):
-            raise BcjaxError(f"--resume: no checkpoint in {self.ckpt_dir}; train without --resume first")
-        if not ns.resume and checkpoint_steps(self.ckpt_dir):
-            raise BcjaxError(f"{self.logdir} already holds a run: add --resume to continue it, or pick another --logdir")
+        if ns.resume != bool(checkpoint_steps(self.ckpt_dir)):
+            raise BcjaxError(f"--resume: no checkpoint in {self.ckpt_dir}; train without --resume first" if ns.resume else
+                             f"{self.logdir} already holds a run: add --resume to continue it, or pick another --logdir")
         self.logdir.mkdir(parents=True, exist_ok=True)
         self.env = gym.wrappers.RecordEpisodeStatistics(make_env(ns.env_name, ns.seed))  # its info has each return
         self.eval_env = make_env(ns.env_name, ns.seed + 10_000)
