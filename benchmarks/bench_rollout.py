@@ -46,7 +46,7 @@ def bench_env(env_name: str, args: argparse.Namespace) -> list[dict]:
             env.reset(seed=1)
             actor, done, start = NumpyMLP(spec, params, np.random.default_rng(0)), 0, time.perf_counter()
             while done < steps:
-                done += len(sample_trajectory(env, actor, ep_len)["reward"])
+                done += len(sample_trajectory(env, actor, ep_len)[0]["reward"])
             return done / (time.perf_counter() - start)
         return run
 

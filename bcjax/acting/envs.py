@@ -11,10 +11,7 @@ import numpy as np
 from bcjax.errors import BcjaxError
 
 # Keyword arguments the CS285 experts and data were made with.
-TASK_KWARGS: dict[str, dict] = {
-    "Ant-v4": {"use_contact_forces": False},
-}
-
+TASK_KWARGS: dict[str, dict] = {"Ant-v4": {"use_contact_forces": False}}
 
 
 def ignore_outdated_task_warnings() -> None:
@@ -32,7 +29,6 @@ class EnvInfo:
     act_dim: int  # number of discrete actions for a Discrete space
     discrete: bool
     max_episode_steps: int
-    fps: float
 
 
 _MUJOCO_SEEN: set[str] = set()
@@ -56,10 +52,17 @@ def route_mujoco_warnings() -> None:
         mujoco.set_mju_user_warning(_mujoco_warning)
 
 
+def is_mujoco(env_name: str) -> bool:
+    try:
+        return "mujoco" in str(gym.spec(env_name).entry_point)
+    except gym.error.Error:
+        return False
+
+
 def make_env(env_name: str, seed: int | None = None) -> gym.Env:
     """gym.make with the task's kwargs (video makes its rendering envs in bcjax.acting.video)."""
     try:
-        if "mujoco" in str(gym.spec(env_name).entry_point):  # before the model loads (it may warn)
+        if is_mujoco(env_name):  # before the model loads (it may warn)
             route_mujoco_warnings()
         with warnings.catch_warnings():
             ignore_outdated_task_warnings()
@@ -103,16 +106,5 @@ def env_info(env: gym.Env) -> EnvInfo:
         act_dim=act_dim,
         discrete=discrete,
         max_episode_steps=int(env.spec.max_episode_steps or 1000) if env.spec else 1000,
-        fps=video_fps(env),
     )
-
-
-def video_fps(env: gym.Env) -> float:
-    """Real-time fps: MuJoCo timestep x frame skip, else the env's render_fps metadata."""
-    base = env.unwrapped
-    model = getattr(base, "model", None)
-    frame_skip = getattr(base, "frame_skip", None)
-    if model is not None and frame_skip:
-        return float(1.0 / (model.opt.timestep * frame_skip))
-    return float(env.metadata.get("render_fps") or 30)
 

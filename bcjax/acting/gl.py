@@ -10,6 +10,7 @@ import functools
 import importlib
 import os
 import warnings
+from ctypes.util import find_library
 
 from bcjax.errors import BcjaxError
 
@@ -27,15 +28,9 @@ def check_mujoco_gl_setting() -> None:
     # `import mujoco` loads the backend's library at once and fails with a traceback without it,
     # even for runs that never render: look for the library first.
     library = {"egl": "EGL", "osmesa": "OSMesa"}.get(value)
-    if library and not os.environ.get(f"PYOPENGL_{value.upper()}_LIB_PATH") and not _find_library(library):
+    if library and not os.environ.get(f"PYOPENGL_{value.upper()}_LIB_PATH") and not find_library(library):
         raise BcjaxError(f"MUJOCO_GL={value} but lib{library} is not installed: install it (scripts/setup_gl.sh), "
                          "use another MUJOCO_GL (egl, osmesa), or unset it")
-
-
-def _find_library(name: str) -> str | None:
-    import ctypes.util
-
-    return ctypes.util.find_library(name)
 
 
 def configure_gl() -> str:

@@ -35,8 +35,9 @@ def _trajectory(obs: list, acs: list, rews: list, last_ob: np.ndarray) -> Trajec
     }
 
 
-def sample_trajectory(env: gym.Env, actor: Actor, ep_len: int) -> Trajectory:
-    """Run one episode until terminated, truncated or `ep_len` steps; terminal is 1 on its last step."""
+def sample_trajectory(env: gym.Env, actor: Actor, ep_len: int) -> tuple[Trajectory, bool]:
+    """Run one episode until terminated, truncated or `ep_len` steps; terminal is 1 on its last step. Also
+    whether the env terminated it (else it was truncated or cut at ep_len): Minari keeps that, CS285 does not."""
     ob, _ = env.reset()
     obs, acs, rews = [], [], []
     # The loop body is all the per-step overhead a rollout adds to env.step: keep it this small.
@@ -49,12 +50,12 @@ def sample_trajectory(env: gym.Env, actor: Actor, ep_len: int) -> Trajectory:
         rews.append(rew)
         if terminated or truncated:
             break
-    return _trajectory(obs, acs, rews, ob)
+    return _trajectory(obs, acs, rews, ob), bool(terminated)
 
 
 def sample_n_trajectories(env: gym.Env, actor: Actor, n: int, ep_len: int) -> list[Trajectory]:
     """Exactly `n` episodes."""
-    return [sample_trajectory(env, actor, ep_len) for _ in range(n)]
+    return [sample_trajectory(env, actor, ep_len)[0] for _ in range(n)]
 
 
 StreamsActor = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (K, n, obs_dim) obs, (K,) active -> (K, n, ...)
@@ -157,10 +158,12 @@ def sample_streams(env: Any, act: StreamsActor, seeds: list[int], n: int, min_st
 
 class SeedPolicies:
     """K seeds' policies of one spec (the student's: no input adapter) as one batched forward per step, then
-    each seed's own noise (as its NumpyMLP draws it) and beta-mixing (`mix[k]`: expert, beta, draw generator).
+    each seed's own noise (as its NumpyMLP draws it) and beta-mixing (`mix[k]`: expert, beta, draw generator):
+    per row the expert's action with probability beta; `expert_steps[k]` counts the rows the expert drove.
 
     core.mlp's forward over the stacked params gives each seed's rows the bits it gives them alone; the noise is added
-    to all seeds at once; the draws, and an expert's call on the rows it drives, stay per seed.
+    to all seeds at once; the draws, and an expert's call on the rows it drives, stay per seed. The policy acts
+    on every row, so its noise stream does not depend on the draws.
     """
 
     def __init__(self, spec: MLPSpec, params: list[dict], rngs: list[np.random.Generator | None],
@@ -172,7 +175,7 @@ class SeedPolicies:
         self.net = Net(layers[:-1], layers[-1], norm)  # the K seeds' params stacked: one forward for all
         self.spec, self.act, self.rngs, self.acs = spec, ACTIVATIONS[spec.activation], rngs, None
         self.std = None if spec.discrete else col([np.exp(p["params"]["log_std"]) for p in params])
-        self.mixed = [None if m is None else MixedActor(lambda obs, k=k: self.acs[k], *m) for k, m in enumerate(mix)]
+        self.mix, self.expert_steps = mix, [0] * len(mix)
 
     def __call__(self, obs: np.ndarray, active: np.ndarray) -> np.ndarray:
         out = forward(self.spec, self.net, obs, self.act)
@@ -185,8 +188,12 @@ class SeedPolicies:
             out = out + (noise if self.spec.discrete else self.std * noise)
         self.acs = np.argmax(out, axis=-1) if self.spec.discrete else out
         for k in active.nonzero()[0]:
-            if self.mixed[k] is not None:
-                self.acs[k] = self.mixed[k](obs[k])
+            if self.mix[k] is not None:
+                expert, beta, draws = self.mix[k]
+                take = draws.random(obs.shape[1]) < beta
+                if take.any():
+                    self.acs[k][take] = np.asarray(expert(obs[k][take]), self.acs.dtype)
+                self.expert_steps[k] += int(take.sum())
         return self.acs
 
 
@@ -200,36 +207,9 @@ def beta_at(schedule: str, itr: int, beta0: float = 1.0, decay: float = 1.0, ite
     return 0.0
 
 
-class MixedActor:
-    """Per row of each batch, the expert's action with probability `beta`, else the policy's.
-
-    The policy is called on every batch, so its noise stream does not depend on the draws;
-    `steps` and `expert_steps` count the rows acted on and those the expert drove.
-    """
-
-    def __init__(self, policy: Actor, expert: Actor, beta: float, rng: np.random.Generator) -> None:
-        self.policy, self.expert, self.beta, self.rng = policy, expert, beta, rng
-        self.steps = self.expert_steps = 0
-
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
-        acs = self.policy(obs)
-        take = self.rng.random(len(obs)) < self.beta
-        if take.any():
-            acs = np.array(acs)
-            acs[take] = np.asarray(self.expert(obs[take]), acs.dtype)
-        self.steps += len(obs)
-        self.expert_steps += int(take.sum())
-        return acs
-
-
 def episode_stats(paths: list[Trajectory], prefix: str) -> dict[str, float]:
     """CS285 return/length statistics of a list of trajectories."""
     returns = np.array([p["reward"].sum() for p in paths], np.float64)
-    lengths = np.array([len(p["reward"]) for p in paths], np.float64)
-    return {
-        f"{prefix}_AverageReturn": float(returns.mean()),
-        f"{prefix}_StdReturn": float(returns.std()),
-        f"{prefix}_MaxReturn": float(returns.max()),
-        f"{prefix}_MinReturn": float(returns.min()),
-        f"{prefix}_AverageEpLen": float(lengths.mean()),
-    }
+    stats = {f"{prefix}_{name}Return": float(f(returns)) for name, f in
+             (("Average", np.mean), ("Std", np.std), ("Max", np.max), ("Min", np.min))}
+    return {**stats, f"{prefix}_AverageEpLen": float(np.mean([len(p["reward"]) for p in paths], dtype=np.float64))}

@@ -85,9 +85,8 @@ def run_tasks(tasks: list[RolloutTask], env: Any, stop: Callable[[], bool] | Non
     mix = [None if t.mix is None else (t.mix.expert, t.mix.beta, np.random.default_rng(t.mix.draw_seed)) for t in tasks]
     policies = SeedPolicies(t0.spec, [t.params for t in tasks], rngs, mix)
     out = sample_streams(env, policies, [t.env_seed for t in tasks], t0.num_envs, t0.min_steps, t0.ep_len, stop)
-    return [RolloutResult(paths, steps, None if rng is None else rng.bit_generator.state,
-                          0 if m is None else m.expert_steps)
-            for (paths, steps), rng, m in zip(out, rngs, policies.mixed)]
+    return [RolloutResult(paths, steps, None if rng is None else rng.bit_generator.state, expert_steps)
+            for (paths, steps), rng, expert_steps in zip(out, rngs, policies.expert_steps)]
 
 
 class Rollouts:

@@ -45,7 +45,7 @@ DEFAULT_EXPERT_TRAJECTORIES = 2
 
 def cached_expert_data(expert: Callable[[np.ndarray], np.ndarray], expert_file: str | Path, env_name: str,
                        logdir: str | Path, seed: int, ep_len: int | None = None,
-                       n_traj: int = DEFAULT_EXPERT_TRAJECTORIES, print_fn: Callable[[str], None] = print) -> Path:
+                       n_traj: int = DEFAULT_EXPERT_TRAJECTORIES) -> Path:
     """Expert data rolled out from `expert`, cached under <logdir>/expert_data/ (keyed by the
     expert file's contents, task, seed, ep_len and count) and announced; returns its path."""
     from bcjax.data.expert_data import collect_expert_paths, save_expert_data
@@ -54,13 +54,12 @@ def cached_expert_data(expert: Callable[[np.ndarray], np.ndarray], expert_file: 
     name = f"expert_data_{env_name}_{digest}_n{n_traj}_s{seed}" + (f"_len{ep_len}" if ep_len else "") + ".pkl"
     path = Path(logdir) / "expert_data" / name
     if path.is_file():
-        print_fn(f"expert data: reusing {path} (collected earlier from {expert_file})")
+        print(f"expert data: reusing {path} (collected earlier from {expert_file})")
         return path
     t0 = time.time()
     paths = collect_expert_paths(expert, env_name, n_traj, seed, ep_len)
     save_expert_data(paths, path)
     returns = np.array([p["reward"].sum() for p in paths])
-    print_fn(f"expert data: collected {n_traj} trajectories ({sum(len(p['reward']) for p in paths)} steps, "
-             f"return {returns.mean():.1f} ± {returns.std():.1f}) from {expert_file} in {time.time() - t0:.1f} s "
-             f"-> {path}")
+    print(f"expert data: collected {n_traj} trajectories ({sum(len(p['reward']) for p in paths)} steps, "
+          f"return {returns.mean():.1f} ± {returns.std():.1f}) from {expert_file} in {time.time() - t0:.1f} s -> {path}")
     return path

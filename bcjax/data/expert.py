@@ -15,7 +15,7 @@ import numpy as np
 from bcjax.core.mlp import MLPSpec, NumpyMLP
 from bcjax.core.model import apply
 from bcjax.data.files import write_atomic
-from bcjax.data.safe_pickle import as_array, finite, load_pickle
+from bcjax.data.safe_pickle import as_array, load_pickle
 from bcjax.errors import BcjaxError
 
 CS285_ACTIVATIONS = {"tanh": "tanh", "lrelu": "leaky_relu"}  # CS285's nonlin_type -> bcjax.core.mlp.ACTIVATIONS
@@ -54,10 +54,15 @@ def _get(d: Any, key: str, where: str) -> Any:
     return d[key]
 
 
+def _vector(d: Any, key: str, where: str, dtype: type = np.float32) -> np.ndarray:
+    """A finite real array of `d[key]`, flattened, in `dtype`."""
+    return as_array(_get(d, key, where), f"{where}: {key}", dtype=dtype).reshape(-1)
+
+
 def _affine(d: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
     layer = _get(d, "AffineLayer", where)
-    w = as_array(_get(layer, "W", where), f"{where}: W", 2).astype(np.float32)
-    b = as_array(_get(layer, "b", where), f"{where}: b").astype(np.float32).reshape(-1)
+    w = as_array(_get(layer, "W", where), f"{where}: W", 2, np.float32)
+    b = _vector(layer, "b", where)
     if w.shape[1] != b.shape[0]:
         raise BcjaxError(f"{where}: W {w.shape} and b {b.shape} do not fit together")
     return w, b
@@ -76,8 +81,7 @@ def expert_params_from_dict(data: Any, where: str) -> tuple[MLPSpec, dict[str, A
         raise BcjaxError(f"{where}: unknown nonlin_type {nonlin!r}; expected one of {sorted(CS285_ACTIVATIONS)}")
     pol = _get(data, "GaussianPolicy", where)
     std = _get(_get(pol, "obsnorm", where), "Standardizer", where)
-    mean = as_array(_get(std, "mean_1_D", where), f"{where}: mean_1_D").astype(np.float64).reshape(-1)
-    meansq = as_array(_get(std, "meansq_1_D", where), f"{where}: meansq_1_D").astype(np.float64).reshape(-1)
+    mean, meansq = _vector(std, "mean_1_D", where, np.float64), _vector(std, "meansq_1_D", where, np.float64)
     if mean.shape != meansq.shape:
         raise BcjaxError(f"{where}: obsnorm mean {mean.shape} and meansq {meansq.shape} differ in size")
     obs_std = np.sqrt(np.maximum(0.0, meansq - mean**2)) + 1e-6
@@ -85,19 +89,15 @@ def expert_params_from_dict(data: Any, where: str) -> tuple[MLPSpec, dict[str, A
     if not isinstance(net, dict):
         raise BcjaxError(f"{where}: hidden FeedforwardNet should be a dict of layers")
     keys = sorted(net, key=_layer_order)
-    names = [f"hidden {k}" for k in keys] + ["out"]
     hidden = [_affine(net[k], f"{where}: hidden {k}") for k in keys]
     out = _affine(_get(pol, "out", where), f"{where}: out")
-    log_std = as_array(_get(pol, "logstdevs_1_Da", where), f"{where}: logstdevs_1_Da").astype(np.float32).reshape(-1)
+    log_std = _vector(pol, "logstdevs_1_Da", where)
     # Every layer must take what the one before gives (the observation size for the first).
     gives = mean.shape[0]
-    for name, (w, _) in zip(names, hidden + [out]):
+    for name, (w, _) in zip([f"hidden {k}" for k in keys] + ["out"], hidden + [out]):
         if w.shape[0] != gives:
             raise BcjaxError(f"{where}: layer sizes do not chain ({name} takes {w.shape[0]} inputs, gets {gives})")
         gives = w.shape[1]
-    for name, x in [("mean_1_D", mean), ("meansq_1_D", meansq), ("logstdevs_1_Da", log_std),
-                    *[(f"{n} W/b", np.concatenate([w.ravel(), b])) for n, (w, b) in zip(names, hidden + [out])]]:
-        finite(x, f"{where}: {name}")
     if log_std.shape[0] != out[1].shape[0]:
         raise BcjaxError(f"{where}: logstdevs_1_Da has {log_std.shape[0]} entries for {out[1].shape[0]} actions")
     layers = {f"hidden_{i}": {"kernel": w, "bias": b} for i, (w, b) in enumerate(hidden)}

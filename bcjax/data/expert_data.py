@@ -1,20 +1,19 @@
-"""CS285 expert data: a pickled list of trajectory dicts (or a Minari dataset, see `minari_data`)."""
+"""CS285 expert data: a pickled list of trajectory dicts (or a Minari dataset, bcjax.data.minari)."""
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 from collections.abc import Callable
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 
 from bcjax.acting.envs import EnvInfo, env_info, make_env
-from bcjax.acting.rollout import Trajectory, sample_n_trajectories
+from bcjax.acting.rollout import Trajectory, sample_trajectory
 from bcjax.data.files import write_atomic
-from bcjax.data.minari import is_minari_source, load_minari
-from bcjax.data.safe_pickle import load_pickle
-from bcjax.data.trajectories import check_trajectory_count, validate_paths
+from bcjax.data.minari import PREFIX, load_minari
+from bcjax.data.safe_pickle import check_trajectory_count, load_pickle, validate_paths
 from bcjax.errors import BcjaxError
 
 
@@ -22,7 +21,7 @@ def load_expert_data(source: str | Path, flag: str = "--expert_data", n_traj: in
                      info: EnvInfo | None = None) -> list[Trajectory]:
     """The first `n_traj` (default all) trajectories of CS285 expert data (restricted unpickler), or of
     a Minari dataset (`minari:DATASET_ID` or its directory; `info` checks its spaces against the task)."""
-    if is_minari_source(source):
+    if str(source).startswith(PREFIX) or Path(source).is_dir():  # a Minari dataset, not a CS285 pickle
         return load_minari(str(source), n_traj, info)
     paths = validate_paths(load_pickle(source, "expert data", flag), f"expert data {source}")
     check_trajectory_count(n_traj, len(paths), f"expert data {source}")
@@ -41,33 +40,12 @@ def collect_expert_paths(expert: Callable[[np.ndarray], np.ndarray], env_name: s
     return collect_expert_episodes(expert, env_name, n_traj, seed, ep_len)[0]
 
 
-class _EpisodeEnds(gym.Wrapper):
-    """Records, per episode, whether the env terminated it (else it was truncated, by the
-    env's time limit or at ep_len): CS285 trajectories keep only `terminal`, Minari needs both."""
-
-    def __init__(self, env: gym.Env) -> None:
-        super().__init__(env)
-        self.terminated: list[bool] = []
-
-    def reset(self, **kwargs: object) -> tuple:
-        self.terminated.append(False)
-        return self.env.reset(**kwargs)
-
-    def step(self, action: np.ndarray) -> tuple:
-        out = self.env.step(action)
-        self.terminated[-1] = bool(out[2])
-        return out
-
-
 def collect_expert_episodes(expert: Callable[[np.ndarray], np.ndarray], env_name: str, n_traj: int, seed: int,
                             ep_len: int | None = None) -> tuple[list[Trajectory], list[bool]]:
     """`collect_expert_paths`, plus whether each episode ended in a termination (not a truncation)."""
     if n_traj <= 0:
         raise BcjaxError(f"the number of expert trajectories must be positive, got {n_traj}")
-    env = _EpisodeEnds(make_env(env_name, seed))  # wrapped after make_env's seeding reset
-    try:
+    with contextlib.closing(make_env(env_name, seed)) as env:
         actor = getattr(expert, "mean_action_np", expert)
-        paths = sample_n_trajectories(env, actor, n_traj, ep_len or env_info(env).max_episode_steps)
-        return paths, env.terminated
-    finally:
-        env.close()
+        episodes = [sample_trajectory(env, actor, ep_len or env_info(env).max_episode_steps) for _ in range(n_traj)]
+    return [path for path, _ in episodes], [terminated for _, terminated in episodes]

@@ -21,18 +21,12 @@ import numpy as np
 
 from bcjax.acting.envs import EnvInfo, make_env
 from bcjax.acting.rollout import Trajectory
-from bcjax.data.safe_pickle import UNREADABLE, describe, memory_budget
-from bcjax.data.trajectories import check_trajectory_count, validate_paths
+from bcjax.data.safe_pickle import UNREADABLE, check_trajectory_count, describe, memory_budget, validate_paths
 from bcjax.errors import BcjaxError
 
 PREFIX = "minari:"
 INSTALL = "pip install -e '.[minari]'"
 FIELDS = ("observations", "actions", "rewards", "terminations", "truncations")  # every Minari episode's
-
-
-def is_minari_source(source: str | Path) -> bool:
-    """`minari:DATASET_ID`, or a dataset directory (Minari's layout), rather than a CS285 pickle."""
-    return str(source).startswith(PREFIX) or Path(source).is_dir()
 
 
 def import_minari() -> ModuleType:

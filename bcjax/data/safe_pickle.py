@@ -1,4 +1,5 @@
-"""Restricted, bounded unpickling: CS285 pickles are untrusted input.
+"""Restricted, bounded unpickling: CS285 pickles are untrusted input; and the checks of what comes out of
+them (and of Minari datasets): real finite arrays, CS285 trajectories.
 
 Only numpy arrays, dtypes and plain containers may come out of them; any other
 global a pickle asks for is refused before it is imported. Memory is bounded
@@ -28,6 +29,7 @@ import numpy as np
 from numpy._core import multiarray as _multiarray
 from numpy._core import numeric as _numeric
 
+from bcjax.acting.rollout import Trajectory
 from bcjax.errors import BcjaxError
 
 # Decoded objects may take this many times the file's size, plus a constant (pickles of a
@@ -212,8 +214,9 @@ def load_pickle(path: str | Path, what: str, flag: str) -> Any:
         raise BcjaxError(f"{what} file {path} is not a readable pickle ({describe(e)}); check {flag}") from None
 
 
-def as_array(x: Any, where: str, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
-    """Check that a value from a pickle is a real-valued numeric numpy array (of `ndim` dims)."""
+def as_array(x: Any, where: str, ndim: int | tuple[int, ...] | None = None, dtype: type | None = None) -> np.ndarray:
+    """A value from an untrusted file checked to be a real-valued numeric numpy array (of `ndim` dims), in
+    `dtype` if given, and finite (in that dtype)."""
     if not isinstance(x, np.ndarray) or x.dtype.kind not in "biuf":
         kind = f"a {x.dtype} array" if isinstance(x, np.ndarray) else type(x).__name__
         raise BcjaxError(f"{where} should be a real-valued numeric numpy array, got {kind}")
@@ -221,12 +224,44 @@ def as_array(x: Any, where: str, ndim: int | tuple[int, ...] | None = None) -> n
     if allowed is not None and x.ndim not in allowed:
         want = " or ".join(str(d) for d in allowed)
         raise BcjaxError(f"{where} should have {want} dimensions, got shape {x.shape}")
-    return x
-
-
-def finite(x: np.ndarray, where: str) -> np.ndarray:
-    """`x`, refused if it holds NaN or infinite values."""
+    x = x if dtype is None else x.astype(dtype)
     if not np.all(np.isfinite(x)):
         raise BcjaxError(f"{where} contains NaN or infinite values")
     return x
 
+
+REQUIRED_KEYS = ("observation", "action", "reward", "next_observation", "terminal")
+# Dimensions of each field: (T, obs_dim); (T, act_dim) or (T,) for discrete actions; (T,).
+_NDIM = {"observation": 2, "next_observation": 2, "action": (1, 2), "reward": 1, "terminal": 1}
+
+
+def validate_paths(data: object, where: str) -> list[Trajectory]:
+    """Check a list of CS285 trajectory dicts and return copies with consistent lengths."""
+    if not isinstance(data, list) or not data:
+        raise BcjaxError(f"{where} is not CS285 expert data: expected a non-empty list of trajectory dicts")
+    paths = []
+    for i, traj in enumerate(data):
+        if not isinstance(traj, dict):
+            raise BcjaxError(f"{where}: trajectory {i} is a {type(traj).__name__}, expected a dict")
+        if missing := [k for k in REQUIRED_KEYS if k not in traj]:
+            raise BcjaxError(f"{where}: trajectory {i} lacks {', '.join(missing)} (CS285 expert data has {', '.join(REQUIRED_KEYS)})")
+        # Shapes first: len() of a 0-d array raises, and a bad shape would fail deep inside the buffer.
+        path = {k: as_array(traj[k], f"{where}: trajectory {i} '{k}'", _NDIM[k]) for k in REQUIRED_KEYS}
+        path["image_obs"] = np.zeros((0,), np.uint8)  # never used for training; not copied from untrusted input
+        n = len(path["observation"])
+        if n == 0 or any(len(path[k]) != n for k in REQUIRED_KEYS):
+            raise BcjaxError(f"{where}: trajectory {i} has arrays of different or zero lengths")
+        if path["next_observation"].shape != path["observation"].shape:
+            raise BcjaxError(f"{where}: trajectory {i} observations should be (T, obs_dim)")
+        paths.append(path)
+    dims = {p["observation"].shape[1] for p in paths}
+    if len(dims) != 1:
+        raise BcjaxError(f"{where}: trajectories have different observation sizes {sorted(dims)}")
+    return paths
+
+
+def check_trajectory_count(n_traj: int | None, available: int, where: str) -> None:
+    """`--expert_data_trajectories` may ask for at most what the data holds."""
+    if n_traj is not None and n_traj > available:
+        raise BcjaxError(f"--expert_data_trajectories {n_traj} but {where} holds {available} trajectories: "
+                         f"pass at most {available}, or collect more with scripts/collect_expert_data.py --n_traj")

@@ -41,9 +41,7 @@ class SACConfig:
     lr: float = 3e-4  # of actor, critics and temperature
     gamma: float = 0.99
     tau: float = 0.005
-    batch_size: int = 256
-    init_alpha: float = 1.0
-    target_entropy: float | None = None  # default: -act_dim
+    batch_size: int = 256  # the temperature starts at 1 and its target entropy is -act_dim
 
 
 class Actor(nn.Module):
@@ -111,7 +109,7 @@ def create_sac_state(key: jax.Array, obs_dim: int, act_low: np.ndarray, act_high
     actor, critic, tx = Actor(act_dim, cfg.hidden), DoubleCritic(cfg.hidden), optax.adam(cfg.lr)
     critic_params = critic.init(k_critic, obs0, act0)["params"]
     low, high = np.asarray(act_low, np.float32), np.asarray(act_high, np.float32)
-    log_alpha = {"log_alpha": jnp.asarray(np.log(cfg.init_alpha), jnp.float32)}
+    log_alpha = {"log_alpha": jnp.zeros((), jnp.float32)}  # alpha = 1
     return SACState(
         actor=TrainState.create(apply_fn=actor.apply, params=actor.init(k_actor, obs0)["params"], tx=tx),
         critic=TrainState.create(apply_fn=critic.apply, params=critic_params, tx=tx),
@@ -138,7 +136,6 @@ def sac_update(state: SACState, batch: dict[str, jax.Array], cfg: SACConfig) -> 
     key, k_next, k_pi = jax.random.split(state.key, 3)
     alpha = jnp.exp(state.log_alpha.params["log_alpha"])
     obs, act, next_obs = batch["observation"], batch["action"], batch["next_observation"]
-    target_entropy = -act.shape[-1] if cfg.target_entropy is None else cfg.target_entropy
 
     next_a, next_logp = sample_action(state.actor, state.actor.params, next_obs, k_next,
                                       state.act_scale, state.act_bias)
@@ -161,7 +158,7 @@ def sac_update(state: SACState, batch: dict[str, jax.Array], cfg: SACConfig) -> 
     (a_loss, logp), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(state.actor.params)
     actor = state.actor.apply_gradients(grads=a_grads)
 
-    entropy_gap = jax.lax.stop_gradient(logp + target_entropy)
+    entropy_gap = jax.lax.stop_gradient(logp - act.shape[-1])  # the target entropy: -act_dim
     t_loss, t_grad = jax.value_and_grad(lambda p: -jnp.mean(p["log_alpha"] * entropy_gap))(state.log_alpha.params)
     log_alpha = state.log_alpha.apply_gradients(grads=t_grad)
 

@@ -83,12 +83,12 @@ class _Run:
 
         self.ns, self.logdir = ns, Path(ns.logdir or f"data/experts/{ns.env_name}_s{ns.seed}")
         self.ckpt_dir = self.logdir / "checkpoints"
-        if ns.resume and not checkpoint_steps(self.ckpt_dir):
-            raise BcjaxError(f"--resume: no checkpoint in {self.ckpt_dir}; train without --resume first")
-        if not ns.resume and checkpoint_steps(self.ckpt_dir):
-            raise BcjaxError(f"{self.logdir} already holds a run: add --resume to continue it, or pick another --logdir")
+        if ns.resume != bool(checkpoint_steps(self.ckpt_dir)):
+            raise BcjaxError(f"--resume: no checkpoint in {self.ckpt_dir}; train without --resume first" if ns.resume else
+                             f"{self.logdir} already holds a run: add --resume to continue it, or pick another --logdir")
         self.logdir.mkdir(parents=True, exist_ok=True)
-        self.env, self.eval_env = make_env(ns.env_name, ns.seed), make_env(ns.env_name, ns.seed + 10_000)
+        self.env = gym.wrappers.RecordEpisodeStatistics(make_env(ns.env_name, ns.seed))  # its info has each return
+        self.eval_env = make_env(ns.env_name, ns.seed + 10_000)
         space = self.env.action_space
         if not isinstance(space, gym.spaces.Box):
             raise BcjaxError(f"{ns.env_name} has a {type(space).__name__} action space; SAC here needs Box")
@@ -109,7 +109,7 @@ class _Run:
         self.host, self.pending = host_actor_params(self.state), None  # pending: actor weights of the last queued update
         # A chunk's rows on the host, in FIELDS order (the ring's dict is key-sorted once it went through jit).
         self.rows = {f: np.zeros((ns.chunk, *self.buffer.data[f].shape[2:]), np.float32) for f in FIELDS}
-        self.ep_ret, self.recent, self.metrics = 0.0, [], None
+        self.recent, self.metrics = [], None
         self.t0 = self.t_last = time.time()
         self.step_last = self.step
 
@@ -140,15 +140,13 @@ class _Run:
                 act = self.env.action_space.sample()
             else:
                 act = host_act(self.host, np.asarray(self.obs, np.float32)[None], self.rng)[0]
-            next_obs, r, term, trunc, _ = self.env.step(act)
+            next_obs, r, term, trunc, info = self.env.step(act)
             for rows, value in zip(self.rows.values(), (self.obs, act, r, next_obs, float(term))):
                 rows[j] = value
-            self.ep_ret += float(r)
             self.obs = next_obs
             if term or trunc:
-                self.recent.append(self.ep_ret)
+                self.recent.append(float(info["episode"]["r"]))
                 self.episodes += 1
-                self.ep_ret = 0.0
                 self.obs, _ = self.env.reset()
         self.step += n
         rows, count = {f: v[None] for f, v in self.rows.items()}, np.array([n], np.int32)
@@ -186,10 +184,10 @@ class _Run:
     def checkpoint(self) -> None:
         from bcjax.run.checkpoint import save_checkpoint
 
-        ns = self.ns
+        keep_buffer = not self.ns.no_buffer_in_checkpoint
         meta = {"step": self.step, "episodes": self.episodes, "resumes": self.resumes, "best_eval": float(self.best),
-                "wall_time": self.wall_before + time.time() - self.t0, "has_buffer": not ns.no_buffer_in_checkpoint}
-        tree = {"sac": self.state} if ns.no_buffer_in_checkpoint else {"sac": self.state, "buffer": self.buffer}
+                "wall_time": self.wall_before + time.time() - self.t0, "has_buffer": keep_buffer}
+        tree = {"sac": self.state, "buffer": self.buffer} if keep_buffer else {"sac": self.state}
         save_checkpoint(self.ckpt_dir, self.step, tree, meta, max_to_keep=2)
 
 

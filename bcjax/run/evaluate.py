@@ -68,16 +68,10 @@ def _video(env_name: str, actor: Callable[[np.ndarray], np.ndarray], ep_len: int
            out: str | Path) -> Path | None:
     """The first evaluated episode again, rendered to the mp4 `out`; without GL or ffmpeg a warning line
     (the statistics are already computed)."""
-    from bcjax.acting.envs import video_fps
-    from bcjax.acting.video import frame_stride, make_render_env, render_episodes
-    from bcjax.acting.video_encode import Mp4Writer
+    from bcjax.acting.video import render_videos
 
     try:
-        with contextlib.closing(make_render_env(env_name)) as renv:
-            stride = frame_stride(video_fps(renv))
-            with Mp4Writer(out, video_fps(renv) / stride) as mp4:  # frames go to ffmpeg as rendered
-                render_episodes(renv, actor, 1, ep_len, seed, lambda _, f: mp4.add(f), stride)
-        return mp4.path
+        return render_videos(env_name, actor, 1, ep_len, seed, lambda _: Path(out))[0][0]
     except Exception as e:  # noqa: BLE001 - only the video is lost
         print(f"warning: no video ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
               "headless rendering needs GL: scripts/setup_gl.sh, MUJOCO_GL=egl or osmesa", file=sys.stderr)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bcjax.acting.envs import make_env
-from bcjax.acting.rollout import MixedActor, beta_at, sample_trajectory
+from bcjax.acting.rollout import SeedPolicies, beta_at
+from bcjax.core.mlp import MLPSpec
 from bcjax.data.expert import ExpertPolicy, expert_params_from_dict
 from bcjax.errors import BcjaxError
 from bcjax.run.config import parse_config
@@ -33,33 +33,31 @@ def test_schedules():
     assert beta_at("none", 0) == 0.0
 
 
-def _zero_policy(obs):
-    return np.full((len(obs), 3), 0.3, np.float32)
+def _mixed(expert: ExpertPolicy, beta: float, draws: int) -> SeedPolicies:
+    """One seed whose policy always gives 0.3, mixed with `expert`."""
+    params = {"params": {"out": {"kernel": np.zeros((11, 3), np.float32), "bias": np.full(3, 0.3, np.float32)},
+                         "log_std": np.zeros(3, np.float32)}}
+    return SeedPolicies(MLPSpec((), 3), [params], [None], [(expert.mean_action_np, beta, np.random.default_rng(draws))])
 
 
-def test_beta_one_is_the_experts_rollout():
+def test_beta_one_is_the_experts_action():
     expert = _expert()
-    mixed = MixedActor(_zero_policy, expert.mean_action_np, 1.0, np.random.default_rng(0))
-    env = make_env("Hopper-v4")
-    env.reset(seed=5)
-    got = sample_trajectory(env, mixed, 40)
-    env.reset(seed=5)
-    want = sample_trajectory(env, expert.mean_action_np, 40)
-    for key in ("observation", "action", "reward"):
-        np.testing.assert_array_equal(got[key], want[key])
-    assert mixed.expert_steps == mixed.steps == len(want["reward"])
+    mixed = _mixed(expert, 1.0, 0)
+    obs = np.random.default_rng(2).normal(size=(1, 40, 11)).astype(np.float32)
+    np.testing.assert_array_equal(mixed(obs, np.ones(1, bool))[0], expert.mean_action_np(obs[0]))
+    assert mixed.expert_steps == [40]
 
 
 def test_expert_fraction_matches_beta():
     expert = _expert()
-    mixed = MixedActor(_zero_policy, expert.mean_action_np, 0.3, np.random.default_rng(1))
-    obs = np.random.default_rng(2).normal(size=(4000, 11)).astype(np.float32)
-    acs = np.concatenate([mixed(obs[i:i + 4]) for i in range(0, 4000, 4)])
+    mixed = _mixed(expert, 0.3, 1)
+    obs = np.random.default_rng(2).normal(size=(1000, 1, 4, 11)).astype(np.float32)
+    acs = np.concatenate([mixed(o, np.ones(1, bool))[0].copy() for o in obs])
     from_expert = ~np.all(acs == 0.3, axis=1)
-    assert mixed.expert_steps == from_expert.sum()
+    assert mixed.expert_steps == [from_expert.sum()]
     # Binomial(4000, 0.3): std ~ 0.0072; 5 sigma.
-    assert abs(mixed.expert_steps / 4000 - 0.3) < 0.037
-    np.testing.assert_allclose(acs[from_expert], expert.mean_action_np(obs[from_expert]), atol=1e-5)
+    assert abs(mixed.expert_steps[0] / 4000 - 0.3) < 0.037
+    np.testing.assert_allclose(acs[from_expert], expert.mean_action_np(obs.reshape(4000, 11)[from_expert]), atol=1e-5)
 
 
 def test_beta_zero_is_todays_dagger_and_logs_fraction(tmp_path):

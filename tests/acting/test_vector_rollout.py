@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bcjax.acting.envs import GymEnvs, make_env
-from bcjax.acting.rollout import MixedActor, SeedPolicies, _trajectory, sample_streams, sample_trajectory
+from bcjax.acting.rollout import SeedPolicies, _trajectory, sample_streams, sample_trajectory
 from bcjax.acting.runner import Mixing, RolloutTask, make_rows, run_tasks
 from bcjax.core.mlp import MLPSpec, NumpyMLP
 
@@ -125,7 +125,7 @@ def gymnasium_rollout(env_name: str, n: int, actor, seed: int, min_steps: int, e
         env, paths = make_env(env_name), []
         env.reset(seed=seed)
         while sum(len(p["reward"]) for p in paths) < min_steps:
-            paths.append(sample_trajectory(env, actor, ep_len))
+            paths.append(sample_trajectory(env, actor, ep_len)[0])
         return paths, sum(len(p["reward"]) for p in paths)
     venv = gym.vector.SyncVectorEnv([lambda: make_env(env_name)] * n, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
     venv.reset(seed=seed)
@@ -160,6 +160,25 @@ def gymnasium_rollout(env_name: str, n: int, actor, seed: int, min_steps: int, e
             next_ob, _ = venv.reset(options={"reset_mask": capped})
             launch(np.flatnonzero(capped))
         resetting, ob = ended, next_ob
+
+
+class MixedActor:
+    """The oracle of beta-mixing, as the pool ran it: per row of each batch, the expert's action with probability
+    `beta`, else the policy's (called on every batch); `expert_steps` counts the rows the expert drove."""
+
+    def __init__(self, policy, expert, beta: float, rng: np.random.Generator) -> None:
+        self.policy, self.expert, self.beta, self.rng = policy, expert, beta, rng
+        self.steps = self.expert_steps = 0
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        acs = self.policy(obs)
+        take = self.rng.random(len(obs)) < self.beta
+        if take.any():
+            acs = np.array(acs)
+            acs[take] = np.asarray(self.expert(obs[take]), acs.dtype)
+        self.steps += len(obs)
+        self.expert_steps += int(take.sum())
+        return acs
 
 
 def student(obs_dim: int, act_dim: int, seed: int, normalize: bool = False, discrete: bool = False):

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 from tiny_runs import expert_data, hopper_cfg, hopper_expert, metrics_without_time, run_logged
 
-from bcjax.acting.video import VideoLogger, frame_stride, make_render_env, render_episodes
-from bcjax.acting.video_encode import GIF_MAX_FPS, gif_stride, tile_episodes
+from bcjax.acting.video import GIF_MAX_FPS, VideoLogger, frame_stride, gif_stride, make_render_env, render_episodes, tile_episodes
 from bcjax.run.logger import read_metrics
 
 
@@ -111,8 +110,8 @@ def test_rendered_episode_frames_follow_the_episode(gl):
                           on_frame=lambda i, f: frames[i].append(f.copy()))
     env.close()
     for i, ep in enumerate(eps):
-        assert ep.length < 1000  # zero torques: the hopper falls and the episode terminates
-        assert len(frames[i]) == ep.frames == ep.length  # one frame per step, the state each action saw
+        assert len(ep["reward"]) < 1000  # zero torques: the hopper falls and the episode terminates
+        assert len(frames[i]) == len(ep["reward"])  # one frame per step, the state each action saw
         assert frames[i][0].shape == (64, 64, 3) and frames[i][0].dtype == np.uint8
         assert not np.array_equal(frames[i][0], frames[i][-1])
 
@@ -121,18 +120,24 @@ def test_rendered_episode_frames_follow_the_episode(gl):
 def test_frames_are_streamed_not_stacked(gl, tmp_path, monkeypatch):
     """Each mp4 encoder gets single (H, W, 3) frames while the episode runs: no episode is held as a stack."""
     import bcjax.acting.video
-    from bcjax.acting.video_encode import Mp4Writer
 
-    seen: list[tuple[int, tuple[int, ...]]] = []
+    seen: list[tuple[int, ...]] = []
+    open_mp4 = bcjax.acting.video.open_mp4
 
-    class Recording(Mp4Writer):
-        def add(self, frame: np.ndarray) -> None:
-            seen.append((len(seen), frame.shape))
-            super().add(frame)
+    class Recording:
+        def __init__(self, *args) -> None:
+            self.mp4 = open_mp4(*args)
 
-    monkeypatch.setattr(bcjax.acting.video, "Mp4Writer", Recording)
+        def send(self, frame: np.ndarray) -> None:
+            seen.append(frame.shape)
+            self.mp4.send(frame)
+
+        def close(self) -> None:
+            self.mp4.close()
+
+    monkeypatch.setattr(bcjax.acting.video, "open_mp4", Recording)
     files = VideoLogger("Hopper-v4", tmp_path, ep_len=12, size=64).log(0, "eval", hopper_expert, seed=0)
-    assert len(files) == 2 and [shape for _, shape in seen] == [(64, 64, 3)] * (2 * math.ceil(12 / 5))
+    assert len(files) == 2 and seen == [(64, 64, 3)] * (2 * math.ceil(12 / 5))
 
 
 @pytest.mark.slow

@@ -59,7 +59,7 @@ def test_few_hundred_updates_reduce_critic_loss():
             rows[k].append(v)
         obs = env.reset()[0] if term or trunc else nxt
     rows = {k: np.asarray(v, np.float32) for k, v in rows.items()}
-    cfg = SACConfig(hidden=(64, 64), batch_size=128, target_entropy=-1.0)
+    cfg = SACConfig(hidden=(64, 64), batch_size=128)
     state = _state(hidden=(64, 64))
     buffer = empty_buffer(4096, 3, 1)
     rows = {k: v[None] for k, v in rows.items()}  # one seed's ring

@@ -593,11 +593,11 @@ def test_missing_gl_library_is_one_line_for_every_command(tmp_path, monkeypatch,
     import bcjax.acting.gl
 
     monkeypatch.setenv("MUJOCO_GL", "osmesa")
-    monkeypatch.setattr(bcjax.acting.gl, "_find_library", lambda name: None)
+    monkeypatch.setattr(bcjax.acting.gl, "find_library", lambda name: None)
     with pytest.raises(BcjaxError, match="MUJOCO_GL=osmesa but libOSMesa is not installed"):
         bcjax.acting.gl.check_mujoco_gl_setting()
     monkeypatch.setenv("MUJOCO_GL", "egl")
-    monkeypatch.setattr(bcjax.acting.gl, "_find_library", lambda name: "libEGL.so.1")
+    monkeypatch.setattr(bcjax.acting.gl, "find_library", lambda name: "libEGL.so.1")
     bcjax.acting.gl.check_mujoco_gl_setting()
 
 
