@@ -37,7 +37,8 @@ import _common
 
 TASK_FILES = {"Hopper-v4": ("Hopper.pkl", "expert_data_Hopper-v4.pkl"),
               "Ant-v4": ("Ant.pkl", "expert_data_Ant-v4.pkl")}
-PHASES = ("startup", "compile", "collection", "relabel", "training", "evaluation", "other")
+PHASES = ("start-up", "imports", "learner", "compile", "collection", "relabel", "training", "evaluation", "checkpoint",
+          "fixed cost")
 
 
 @dataclass(frozen=True)
@@ -63,16 +64,22 @@ def expert_files(cs285: Path, env: str) -> tuple[Path, Path]:
     return experts / policy, cs285 / "expert_data" / data
 
 
-def run_process(cmd: list[str], env: dict, cwd: Path) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MiB) and output of one command."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd)
-    out = proc.stdout.read()
+def run_process(cmd: list[str], env: dict, cwd: Path, first_iteration: str) -> tuple[float, float, float, str]:
+    """Wall seconds, seconds to the line that starts the first iteration (the start-up as seen from outside),
+    peak RSS (MiB) and output of one command."""
+    start, first = time.perf_counter(), None
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
+                            env={**env, "PYTHONUNBUFFERED": "1"})
+    lines = []
+    for line in proc.stdout:
+        if first is None and first_iteration in line:
+            first = time.perf_counter() - start
+        lines.append(line)
     _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
+    wall, out = time.perf_counter() - start, "".join(lines)
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{out[-3000:]}")
-    return wall, usage.ru_maxrss / 1024, out
+    return wall, first or float("nan"), usage.ru_maxrss / 1024, out
 
 
 def homework_flags(case: Case, seed: int, cs285: Path) -> list[str]:
@@ -85,12 +92,11 @@ def homework_flags(case: Case, seed: int, cs285: Path) -> list[str]:
 def bcjax_run(case: Case, seed: int, cs285: Path, logdir: str, cache_dir: str, num_seeds: int = 1) -> dict:
     cmd = [sys.executable, "scripts/train.py", "--exp_name", "e2e", *homework_flags(case, seed, cs285),
            "--num_seeds", str(num_seeds), "--logdir", logdir, "--quiet"]
-    wall, rss, out = run_process(cmd, {**os.environ, "BCJAX_CACHE_DIR": cache_dir}, _common.ROOT)
+    wall, _, rss, out = run_process(cmd, {**os.environ, "BCJAX_CACHE_DIR": cache_dir}, _common.ROOT, "itr 0/")
     line = next(x for x in out.splitlines() if x.startswith("time (s):"))
-    times = {k: float(v) for k, v in re.findall(r"(\w+) (\d+\.\d+)", line.split(";")[0])}
-    phases = {p: times.get(p, 0.0) for p in PHASES[1:-1]}
-    phases["startup"] = wall - times["total"]
-    phases["other"] = times["total"] - sum(v for k, v in phases.items() if k != "startup")
+    # "name value" pieces between the line's separators: start-up, its parts, the phases, total, fixed cost
+    times = {m[1].strip(): float(m[2]) for m in re.finditer(r"([a-z][a-z -]*?) (\d+\.\d+)", line[9:])}
+    phases = {p: times.get(p, 0.0) for p in PHASES}
     returns = re.findall(r"eval (-?\d+\.\d+)", out)
     return {"wall_s": wall, "peak_rss_mib": rss, "phases": phases, "final_eval_return": float(returns[-1])}
 
@@ -98,9 +104,10 @@ def bcjax_run(case: Case, seed: int, cs285: Path, logdir: str, cache_dir: str, n
 def homework_run(case: Case, seed: int, cs285: Path, homework: Path, python: str) -> dict:
     cmd = [python, "cs285/scripts/run_hw1.py", "--exp_name", "e2e", *homework_flags(case, seed, cs285), "--no_gpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # torch on one thread, as bcjax's default
-    wall, rss, out = run_process(cmd, env, homework)
+    wall, first, rss, out = run_process(cmd, env, homework, "********** Iteration 0")
     returns = re.findall(r"Eval_AverageReturn : (-?\d+\.?\d*)", out)
-    return {"wall_s": wall, "peak_rss_mib": rss, "final_eval_return": float(returns[-1]) if returns else None}
+    return {"wall_s": wall, "peak_rss_mib": rss, "phases": {"start-up": first},
+            "final_eval_return": float(returns[-1]) if returns else None}
 
 
 def measure(name: str, case: Case, args: argparse.Namespace, tmp: Path) -> dict:
@@ -130,7 +137,7 @@ def measure(name: str, case: Case, args: argparse.Namespace, tmp: Path) -> dict:
         out[variant] = {"wall_s": _common.median([r["wall_s"] for r in rs]),
                         "peak_rss_mib": _common.median([r["peak_rss_mib"] for r in rs]), "runs": rs}
         if "phases" in rs[0]:
-            out[variant]["phases"] = {p: _common.median([r["phases"][p] for r in rs]) for p in PHASES}
+            out[variant]["phases"] = {p: _common.median([r["phases"][p] for r in rs]) for p in rs[0]["phases"]}
     return out
 
 
@@ -173,7 +180,7 @@ def main() -> None:
         case, result = CASES[name], results[name]
         for variant, r in result.items():
             ph = r.get("phases", {})
-            rows.append([name, variant, f"{r['wall_s']:.1f}", *(f"{ph[p]:.1f}" if ph else "" for p in PHASES),
+            rows.append([name, variant, f"{r['wall_s']:.1f}", *(f"{ph[p]:.1f}" if p in ph else "" for p in PHASES),
                          f"{r['peak_rss_mib']:.0f}"])
         for what, x in ratios(case, result).items():
             rows.append([name, what, f"{x:.2f}x", *[""] * len(PHASES), case.target])

@@ -36,8 +36,9 @@ def empty(k: int, capacity: int, fields: dict[str, tuple[tuple[int, ...], Any]])
     """K empty buffers of `capacity` rows; `fields` maps a name to its row shape and dtype."""
     if capacity <= 0:
         raise ValueError("capacity must be positive")
-    return Buffer({name: jnp.zeros((k, capacity, *shape), dtype) for name, (shape, dtype) in fields.items()},
-                  jnp.zeros((k,), jnp.int32), jnp.zeros((k,), jnp.int32))
+    # numpy zeros put on the device: jnp.zeros would compile a program per shape
+    zeros = {name: np.zeros((k, capacity, *shape), dtype) for name, (shape, dtype) in fields.items()}
+    return jax.device_put(Buffer(zeros, np.zeros((k,), np.int32), np.zeros((k,), np.int32)))
 
 
 def _insert_one(data: dict[str, jax.Array], size: jax.Array, pos: jax.Array, rows: dict[str, jax.Array],

@@ -32,12 +32,11 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from flax.training.train_state import TrainState
 
 from bcjax.core.buffer import Buffer
@@ -45,6 +44,9 @@ from bcjax.core.model import MLPPolicy
 from bcjax.data.files import write_atomic
 from bcjax.errors import BcjaxError
 from bcjax.run.config import RESUME_RUNTIME_FLAGS, Config, config_from_dict
+
+if TYPE_CHECKING:
+    import orbax.checkpoint as ocp
 
 CHECKSUM_FILE = "bcjax_sha256.json"
 _TMP_MARK = ".orbax-checkpoint-tmp"
@@ -74,8 +76,17 @@ def _quiet_failed_saves() -> None:
     sys.unraisablehook = hook
 
 
+def orbax() -> Any:
+    """orbax.checkpoint, imported when a run first saves or restores (~0.2 s; a run starts importing it
+    aside while its first iteration collects, see the driver)."""
+    import orbax.checkpoint as ocp
+
+    return ocp
+
+
 def _manager(ckpt_dir: str | Path, max_to_keep: int | None = None) -> ocp.CheckpointManager:
     _quiet_failed_saves()
+    ocp = orbax()
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True)
     return ocp.CheckpointManager(Path(ckpt_dir).resolve(), options=options)
 
@@ -109,7 +120,8 @@ def save_checkpoint(ckpt_dir: str | Path, step: int, state: Any, meta: dict, max
         with _manager(ckpt_dir, max_to_keep) as mngr:
             if step in mngr.all_steps():  # orbax silently refuses to overwrite a step
                 mngr.delete(step)
-            mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+            args = orbax().args
+            mngr.save(step, args=args.Composite(state=args.StandardSave(state), meta=args.JsonSave(meta)))
             mngr.wait_until_finished()
         write_atomic(step_dir / CHECKSUM_FILE, json.dumps(_digest(step_dir)))
     except Exception as e:  # noqa: BLE001 - orbax raises OSError, ValueError, XlaRuntimeError... for a failed write
@@ -186,6 +198,7 @@ def restore_checkpoint(ckpt_dir: str | Path, template: Any, step: int | None = N
     `misfit` (what that means to the caller) a BcjaxError.
     """
     step = _pick_step(ckpt_dir, step, step_flag)
+    ocp = orbax()
     items = {} if template is None else {"state": ocp.args.StandardRestore(template)}
     try:
         with _manager(ckpt_dir) as mngr:

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import os
 import sys
+import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Iterator
@@ -41,7 +42,7 @@ from bcjax.core.devices import seed_sharding, shard_seeds
 from bcjax.core.model import MLPPolicy, host_actor
 from bcjax.core.update import Fit, compile_fit, create_train_states, with_obs_stats
 from bcjax.errors import BcjaxError
-from bcjax.run.checkpoint import LoopState, restore_resume, save_policy, save_resume
+from bcjax.run.checkpoint import LoopState, orbax, restore_resume, save_policy, save_resume
 from bcjax.run.config import Config, config_dict
 from bcjax.run.logger import BETA_METRICS, METRICS, RunLogger, run_directory, summary_line
 from bcjax.run.perf import compile_seconds, peak_rss_mib
@@ -81,7 +82,7 @@ def check_expert_data(paths: list[Trajectory], info: EnvInfo) -> None:
 
 
 def check_expert(expert: Expert, info: EnvInfo, obs: np.ndarray) -> None:
-    out = np.asarray(expert(obs[:1]))
+    out = np.asarray(getattr(expert, "mean_action_np", expert)(obs[:1]))  # numpy: a BC run compiles no expert
     want = (1,) if info.discrete else (1, info.act_dim)
     if out.shape != want:
         raise BcjaxError(f"the expert gives actions of shape {out.shape[1:]} but {info.env_name} takes {want[1:]}: "
@@ -137,23 +138,34 @@ def check_run_fits_memory(cfg: Config, info: EnvInfo, n_expert_rows: int) -> Non
 
 # ---------------------------------------------------------------- keys and host copies
 
-def _numpy_rng(key: jax.Array) -> np.random.Generator:
+def _numpy_rng(key: np.ndarray) -> np.random.Generator:
     # Rollout noise comes from the run's JAX key stream, so runs repeat exactly.
-    return np.random.default_rng(np.asarray(jax.random.key_data(key)).tolist())
+    return np.random.default_rng(key.tolist())
 
 
-def _env_seed(key: jax.Array, tag: int) -> int:
+def _env_seed(key: np.ndarray, tag: int) -> int:
     # Each phase reseeds its env from the key stream, so an iteration's rollouts depend only on
     # the keys and params (a resumed run repeats them without saving env RNG state).
-    data = np.asarray(jax.random.key_data(key)).tolist()
-    return int(np.random.SeedSequence([*data, tag]).generate_state(1)[0])
+    return int(np.random.SeedSequence([*key.tolist(), tag]).generate_state(1)[0])
 
 
 def seed_index_keys(seed: int, num_seeds: int) -> jax.Array:
     """The root key of each of a run's seeds: seed index k of `--seed S` is fold_in(PRNGKey(S), k), so runs
     with different --seed never share a stream (PRNGKey(S + k) made --seed 1's index 1 equal --seed 2)."""
+    return _index_keys(np.int32(seed), num_seeds)
+
+
+@partial(jax.jit, static_argnums=1)
+def _index_keys(seed: jax.Array, num_seeds: int) -> jax.Array:
     root = jax.random.PRNGKey(seed)
-    return jnp.stack([jax.random.fold_in(root, k) for k in range(num_seeds)])
+    return jax.vmap(partial(jax.random.fold_in, root))(jnp.arange(num_seeds))
+
+
+@partial(jax.jit, static_argnums=1)
+def _split(keys: jax.Array, n: int) -> tuple[jax.Array, ...]:
+    """n arrays of K keys: each of the K keys split in n, in one program (eager, the split, its reshaping
+    and unpacking compile several small ones)."""
+    return tuple(jnp.moveaxis(jax.vmap(lambda k: jax.random.split(k, n))(keys), 1, 0))
 
 
 def _host(params: Any) -> Any:
@@ -198,6 +210,7 @@ class Run:
     evals: EvalLog | None = None  # the metrics log: the first subscriber
     subscribers: list[Any] = field(default_factory=list)  # each called with every Iteration, in order
     checkpoint: Callable[[Iteration], None] | None = None  # the last subscriber (with a run directory)
+    startup: dict[str, float] = field(default_factory=dict)  # seconds of building it, by part
 
     @contextlib.contextmanager
     def timed(self, phase: str) -> Iterator[None]:
@@ -231,10 +244,13 @@ def open_run(cfg: Config, expert: Expert | None, paths: list[Trajectory], info: 
         if check_return:
             check_expert_return(expert, cfg, paths)
     check_run_fits_memory(cfg, info, sum(len(p["observation"]) for p in paths))
+    checked = time.time()
     with contextlib.ExitStack() as stack:
         pool = stack.enter_context(Rollouts(default_threads() if cfg.rollout_workers is None else cfg.rollout_workers))
         logger = stack.enter_context(run_directory(cfg, on_row, print_fn)) if logged else None
+        opened = time.time()
         run = _learner(cfg, info, expert, paths, pool, start, compile_start)
+        run.startup = {"checks": checked - start, "run directory": opened - checked, "learner": time.time() - opened}
         run.run_dir, run.evals = logger and logger.run_dir, EvalLog(run, logger)
         run.subscribers = [run.evals]  # with a run directory also video (unless --video_log_freq -1), checkpoints
         if logger is not None:
@@ -250,7 +266,7 @@ def _learner(cfg: Config, info: EnvInfo, expert: Expert | None, paths: list[Traj
     k, ep_len = cfg.num_seeds, cfg.ep_len or info.max_episode_steps
     policy = MLPPolicy(act_dim=info.act_dim, n_layers=cfg.n_layers, size=cfg.size, activation=cfg.activation,
                        discrete=info.discrete, init_scheme=cfg.init, normalize_obs=cfg.normalize_obs)
-    init_keys, loop_keys = jnp.moveaxis(jax.vmap(jax.random.split)(seed_index_keys(cfg.seed, k)), 1, 0)
+    init_keys, loop_keys = _split(_index_keys(np.int32(cfg.seed), k), 2)
     states = create_train_states(policy, init_keys, info.obs_dim, cfg.learning_rate)
     capacity = buffer_capacity(cfg, sum(len(p["observation"]) for p in paths), ep_len)
     act = ((), np.int32) if info.discrete else ((info.act_dim,), np.float32)
@@ -266,7 +282,7 @@ def _learner(cfg: Config, info: EnvInfo, expert: Expert | None, paths: list[Traj
     # buffer's insert, and the expert's relabelling batch.
     fit_fn = compile_fit(policy, cfg.train_batch_size, cfg.num_agent_train_steps_per_iter, states, buffer, loop_keys)
     insert_fn = compile_insert(buffer, seeds_on)
-    if expert is not None:
+    if expert is not None and cfg.n_iter > 1:  # the relabelling batch, for DAgger's iterations
         expert(paths[0]["observation"][:2].astype(np.float32))
     return Run(cfg, info, ep_len, policy, pool, expert, paths, fit_fn, insert_fn, seeds_on, first, start, compile_start)
 
@@ -291,7 +307,7 @@ class Iteration:
     fit_metrics: dict[str, np.ndarray]  # (K, num_steps) each
     collect_params: Any  # the policy that collected its data, on the host
     params: Any  # the updated policy, on the host
-    video_key: jax.Array  # seed 0's rollout key of this iteration
+    video_key: np.ndarray  # seed 0's rollout key of this iteration
     evaluation: list[Future] | None = None  # per seed, running in the pool; None when --scalar_log_freq skips it
     times: dict[str, float] = field(default_factory=dict)  # its phase times up to the evaluation
     stopping: bool = False  # a stop signal ends the run after it: its policy is saved
@@ -301,6 +317,8 @@ def iterate(run: Run) -> RunResult:
     """The iterations after `run.first`; a stop (a clear error, a signal) still logs what finished."""
     cfg, loop = run.cfg, run.first
     params, losses = _host(loop.states.params), []  # the policy the next iteration collects with
+    if run.checkpoint:  # orbax's import overlaps the first iteration instead of delaying the first save
+        threading.Thread(target=orbax, daemon=True).start()
     try:
         for itr in range(loop.iteration + 1, cfg.n_iter):
             it = iteration(run, loop, params, itr)
@@ -323,7 +341,8 @@ def iterate(run: Run) -> RunResult:
 def iteration(run: Run, loop: LoopState, collect_params: Any, itr: int) -> Iteration:
     """One iteration: collect, relabel, fit, evaluate, record."""
     before = dict(run.clock)
-    loop_keys, train_keys, roll_keys = jnp.moveaxis(jax.vmap(lambda k: jax.random.split(k, 3))(loop.loop_keys), 1, 0)
+    loop_keys, train_keys, roll_keys = _split(loop.loop_keys, 3)
+    roll_keys = np.asarray(roll_keys)  # each seed's rollout key, on the host: indexing it compiles nothing
     with run.timed("collection"):
         got = collect(run, itr, collect_params, roll_keys)
     if itr > 0:
@@ -342,7 +361,7 @@ def iteration(run: Run, loop: LoopState, collect_params: Any, itr: int) -> Itera
     return it
 
 
-def collect(run: Run, itr: int, params_np: Any, roll_keys: jax.Array) -> Collected:
+def collect(run: Run, itr: int, params_np: Any, roll_keys: np.ndarray) -> Collected:
     """Iteration 0: the expert data. Later: `batch_size` env steps per seed with the current policy
     (with beta-mixing, some of them driven by the expert)."""
     cfg, k_seeds = run.cfg, run.cfg.num_seeds
@@ -396,7 +415,7 @@ def fit(run: Run, states: TrainState, buffer: Buffer, paths_per_seed: list[list[
     return states, buffer, metrics
 
 
-def evaluate(run: Run, params_np: Any, roll_keys: jax.Array, rng_states: list[dict]) -> list[Future]:
+def evaluate(run: Run, params_np: Any, roll_keys: np.ndarray, rng_states: list[dict]) -> list[Future]:
     """Start the evaluation of the updated policy in the pool: it runs while the next iteration works."""
     cfg = run.cfg
     return run.pool.submit([run.task("eval", k, params_np, _env_seed(roll_keys[k], ENV_EVAL),

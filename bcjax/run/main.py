@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,27 +35,33 @@ def _start_jax(cfg: Config, limit_threads: bool) -> None:
         limit_cpu_threads(cfg.cpu_threads)  # before the first JAX computation sizes the CPU pool
 
 
-def run(cfg: Config, on_row: Callable[[dict, Path], None] | None = None, limit_threads: bool = False) -> int:
+def run(cfg: Config, on_row: Callable[[dict, Path], None] | None = None, limit_threads: bool = False,
+        started: float | None = None) -> int:
     """Train as `cfg` says; `on_row` gets each logged metrics row and the run directory.
 
     limit_threads (scripts/train.py only): size JAX's CPU pool to `cfg.cpu_threads`; a library caller's
-    process keeps its own.
+    process keeps its own. `started`: when the caller's work began (scripts/train.py: the process's start),
+    for the start-up the timing line reports; by default now.
     """
+    started = time.time() if started is None else started
     _start_jax(cfg, limit_threads)
     from bcjax.acting.gl import check_mujoco_gl_setting
     from bcjax.data.files import check_writable_dir
     from bcjax.run.driver import iterate, open_run, task_info
-    from bcjax.run.perf import cache_hits
     from bcjax.run.signals import Stopped, stop_on_signals
 
+    imported = time.time()
     check_mujoco_gl_setting()
     info = task_info(cfg.env_name)
     check_writable_dir(cfg.resume or cfg.logdir, "--resume" if cfg.resume else "--logdir")
     given_data = cfg.expert_data is not None
     cfg, expert, paths = load_inputs(cfg, info)
+    loaded = time.time()
     try:
         with stop_on_signals(), open_run(cfg, expert, paths, info, logged=True, on_row=on_row,
                                          check_return=given_data and not cfg.resume) as job:
+            startup = {"imports": imported - started, "inputs": loaded - imported, **job.startup}
+            startup = {"start-up": time.time() - started, **startup}
             result = iterate(job)
     except Stopped as stop:
         how = (f"resume with: python scripts/train.py --resume {job.run_dir}" if cfg.save_params else
@@ -62,11 +69,32 @@ def run(cfg: Config, on_row: Callable[[dict, Path], None] | None = None, limit_t
                "(trained without --save_params)")
         print(f"{stop} of {cfg.n_iter}; {how}", file=sys.stderr)
         return stop.exit_code
-    # "compile" is tracing, lowering and compiling, or loading from the persistent cache: say how many loaded.
-    cached = f" ({cache_hits()} programs from the compilation cache)" if cache_hits() else ""
-    print("time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()) + cached
-          + f"; peak RSS {result.peak_rss_mib:.0f} MiB")
+    print(timing_line(startup, result.timings, time.time() - started, result.peak_rss_mib))
     return 0
+
+
+def timing_line(startup: dict[str, float], timings: dict[str, float], wall: float, rss_mib: float) -> str:
+    """The closing line: start-up (to the first iteration) by part, the loop's phases, and the fixed cost,
+    everything but env steps (collection), updates (training) and waiting for evaluations."""
+    from bcjax.run.perf import cache_hits
+
+    parts = ", ".join(f"{k} {v:.1f}" for k, v in list(startup.items())[1:])
+    phases = ", ".join(f"{k} {v:.1f}" for k, v in timings.items() if k != "total")
+    fixed = wall - sum(timings.get(k, 0.0) for k in ("collection", "training", "evaluation"))
+    # "compile" is tracing, lowering and compiling, or loading from the persistent cache: say how many loaded.
+    cached = f"; {cache_hits()} programs from the compilation cache" if cache_hits() else ""
+    return (f"time (s): start-up {startup['start-up']:.1f} ({parts}), {phases}, total {wall:.1f}; fixed cost "
+            f"{fixed:.1f} (all but collection, training and evaluation){cached}; peak RSS {rss_mib:.0f} MiB")
+
+
+def process_start() -> float:
+    """When this process started (Linux: its start tick in /proc against the uptime), else now."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return time.time()
+    return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
 
 
 def load_inputs(cfg: Config, info: EnvInfo) -> tuple[Config, object, list[dict]]:
@@ -111,6 +139,8 @@ def resolve_config(given: dict) -> Config:
 
 def main(argv: list[str] | None = None) -> int:
     """scripts/train.py. Process-wide settings are made here, not in `run`, so a library caller keeps its own."""
+    started = process_start()
+
     def body() -> int:
         given = given_flags(argv)
         cfg = resolve_config(given)
@@ -118,6 +148,6 @@ def main(argv: list[str] | None = None) -> int:
         from bcjax.acting.envs import ignore_outdated_task_warnings
 
         ignore_outdated_task_warnings()
-        return run(cfg, limit_threads=True)
+        return run(cfg, limit_threads=True, started=started)
 
     return run_script(body, "interrupted: the run directory keeps what was logged so far")
