@@ -204,31 +204,43 @@ def test_failing_trial_is_reported_and_a_resumed_sweep_skips_finished_ones(tmp_p
     assert "holds a different sweep" in _error_line(capsys)
 
 
-def test_an_outcome_is_the_run_directory_of_the_last_report(tmp_path):
-    """A trial's rows are the bcjax rows of the run directory its last report names (a retried trial starts
-    its directory afresh, so only the last attempt's), without Tune's bookkeeping or extras."""
+def test_completed_trials_are_recorded_with_their_reported_rows(tmp_path):
+    """A trial's rows are what it reported (not its run directory, which may be on another node's disk), without
+    Tune's bookkeeping or extras; a completed trial is recorded (with its node and run directory), a failed or
+    interrupted one is not, and a torn last line (a killed sweep) is skipped."""
     from types import SimpleNamespace
 
-    from bcjax.sweeps.runner import _outcome
+    from bcjax.sweeps.runner import _completed, _outcome, _recorder
 
     (trial,) = build_trials(["Hopper-v4"], ["dagger"], [{}], [1], n_iter=3)
-    run_dir = tmp_path / "q2_run"
-    run_dir.mkdir()
+    tune_trial = SimpleNamespace(config={"trial": {"key": trial.key}})
     rows = [{"Iteration": i, "Eval_AverageReturn": float(20 + i), "per_seed": {"Eval_AverageReturn": [0.0]},
              "Eval_EpisodeReturns": [1.0, 2.0]} for i in range(3)]
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    last = {**rows[-1], "run_dir": str(run_dir), "wall_s": 1.5, "training_iteration": 3}
-    o = _outcome(trial, SimpleNamespace(metrics=last, error=None), "TERMINATED")
+    extras = {"run_dir": "/x/q2_run", "wall_s": 1.5, "node_id": "abc", "node_ip": "10.0.0.2", "training_iteration": 3}
+    path = tmp_path / "trials.jsonl"
+    recorder = _recorder(path)
+
+    def run(n: int, complete: bool) -> None:
+        recorder.on_trial_start(0, [], tune_trial)
+        for r in rows[:n]:
+            recorder.on_trial_result(0, [], tune_trial, {**r, **extras})
+        if complete:
+            recorder.on_trial_complete(0, [], tune_trial)
+
+    run(2, complete=False)  # failed or interrupted: nothing recorded, its rows kept for the summary
+    assert _completed(path) == {} and [r["Iteration"] for r in recorder.rows[trial.key]] == [0, 1]
+    o = _outcome(trial, None, "RuntimeError: boom", recorder.rows[trial.key])
+    assert (o.status, o.error, len(o.rows)) == ("failed", "RuntimeError: boom", 2)
+    assert _outcome(trial, None, None, []).status == "unfinished"
+    run(3, complete=True)  # the retried trial's rows start afresh
+    with path.open("a") as f:
+        f.write('{"key": "torn')
+    record = _completed(path)[trial.key]
+    o = _outcome(trial, record, None, [])
     assert [r["Iteration"] for r in o.rows] == [0, 1, 2] and o.rows[-1]["Eval_AverageReturn"] == 22.0
-    assert o.status == "finished" and o.run_dir == str(run_dir) and o.wall_s == 1.5
     assert set(o.rows[0]) == {"Iteration", "Eval_AverageReturn", "per_seed"}  # Tune's bookkeeping dropped
-    assert _outcome(trial, SimpleNamespace(metrics=last, error=None), "RUNNING").status == "unfinished"
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))
-    assert _outcome(trial, SimpleNamespace(metrics=last, error=None), "TERMINATED").status == "stopped early"
-    # A report from an attempt whose directory a retry removed, and an error: failed, with no rows.
-    gone = {**last, "run_dir": str(tmp_path / "gone")}
-    o = _outcome(trial, SimpleNamespace(metrics=gone, error=RuntimeError("boom\nat line 2")), "ERROR")
-    assert (o.status, o.rows, o.error) == ("failed", [], "RuntimeError: boom at line 2")
+    assert (o.status, o.run_dir, o.wall_s, o.node) == ("finished", "/x/q2_run", 1.5, {"ip": "10.0.0.2", "id": "abc"})
+    assert _outcome(trial, {**record, "rows": record["rows"][:2]}, None, []).status == "stopped early"
 
 
 def test_repo_relative_names_no_machine_path():
