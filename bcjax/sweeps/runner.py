@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import signal
@@ -133,7 +134,7 @@ def run_trial(config: dict) -> None:
     cfg = config_from_dict(config["trial"]["config"]).replace(logdir=str(logdir))
     logdir.mkdir(parents=True, exist_ok=True)
     # The sweep's terminal shows Tune's status; the trial's own output stays with its run.
-    with open(logdir / "trial.log", "a") as log, redirect_stdout(log), redirect_stderr(log):
+    with open(logdir / "trial.log", "w") as log, redirect_stdout(log), redirect_stderr(log):
         run(cfg, on_row=report, limit_threads=True)  # a trial owns its Ray worker process, as train.py owns its own
 
 
@@ -172,7 +173,7 @@ def run_sweep(trials: list[Trial], opts: SweepArgs) -> list[Outcome]:
     if before:
         print(f"resuming the sweep in {out}: {len(definition) - len(todo)} completed trial(s) kept, "
               f"{len(todo)} to run (delete {out} to start over)")
-    recorder, errors = _recorder(done_file), {}
+    recorder, errors = _recorder(done_file, opts.metric), {}
     if todo:
         start_ray(opts.address, opts.num_cpus)
         trainable = tune.with_resources(run_trial, {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
@@ -181,6 +182,8 @@ def run_sweep(trials: list[Trial], opts: SweepArgs) -> list[Outcome]:
         storage = f"{storage_path}/{name}" if opts.storage else None  # where Tune copies each trial's directory
         tuner = tune.Tuner(trainable, param_space={"out": str(out), "storage": storage, "trial": tune.grid_search(todo)},
                            tune_config=_tune_config(trials, opts), run_config=run_config)
+        if not opts.verbose:  # a failed trial is a line here, its error in the summary, its traceback in error.txt
+            logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
         errors = {r.config["trial"]["key"]: _one_line(r.error) for r in tuner.fit() if r.error is not None}
     done = _completed(done_file)
     return [_outcome(t, done.get(t.key), errors.get(t.key), recorder.rows.get(t.key, [])) for t in trials]
@@ -215,9 +218,10 @@ def _completed(path: Path) -> dict[str, dict]:
     return records
 
 
-def _recorder(path: Path) -> Any:
-    """A Tune callback (run in the sweep's process) keeping each trial's bcjax rows as it reports them; a trial that
-    completes (finished, or stopped by the scheduler) is appended to `path` with its rows, node and run directory."""
+def _recorder(path: Path, metric: str) -> Any:
+    """A Tune callback (run in the sweep's process) printing a line as a trial starts and completes (Tune prints
+    its errors) and keeping each trial's bcjax rows as it reports them; a trial that completes (finished, or stopped by the scheduler) is appended to `path`
+    with its rows, node and run directory."""
     from ray import tune
 
     class Recorder(tune.Callback):
@@ -227,6 +231,7 @@ def _recorder(path: Path) -> Any:
 
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.rows[trial.config["trial"]["key"]] = []
+            print(f"trial {trial.config['trial']['key']}: started", flush=True)
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
             key = trial.config["trial"]["key"]
@@ -241,6 +246,8 @@ def _recorder(path: Path) -> Any:
                       "wall_s": last.get("wall_s"), "node": {"ip": last.get("node_ip"), "id": last.get("node_id")}}
             with path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
+            final = f"{metric} {last[metric]:.1f} at iteration {last['Iteration']}, " if metric in last else ""
+            print(f"trial {key}: completed, {final}{last.get('wall_s', 0):.1f} s on {last.get('node_ip')}", flush=True)
 
     return Recorder()
 

@@ -49,7 +49,7 @@ class SweepArgs:
     metric: str = flag("Eval_AverageReturn", "the metric the summary and the scheduler use")
     mode: str = flag("max", "whether --metric is better high or low", choices=("max", "min"))
     grace_period: int = flag(1, "asha: iterations every trial runs before it may be stopped")
-    verbose: int = flag(1, "Tune's progress output (0: none)")
+    verbose: int = flag(0, "Tune's own progress tables (1, or 2 for every result) beside a line per trial event")
 
     def __post_init__(self) -> None:
         from bcjax.run.logger import METRICS
