@@ -220,8 +220,8 @@ def _completed(path: Path) -> dict[str, dict]:
 
 def _recorder(path: Path, metric: str) -> Any:
     """A Tune callback (run in the sweep's process) printing a line as a trial starts and completes (Tune prints
-    its errors) and keeping each trial's bcjax rows as it reports them; a trial that completes (finished, or stopped by the scheduler) is appended to `path`
-    with its rows, node and run directory."""
+    its errors) and keeping each trial's bcjax rows as it reports them; a trial that completes (finished, or
+    stopped by the scheduler) is appended to `path` with its rows, node and run directory."""
     from ray import tune
 
     class Recorder(tune.Callback):

@@ -258,3 +258,123 @@ def test_results_json_holds_no_machine_paths():
     commands = [c for c in json.loads(text)["bc"].values()]
     assert commands and all(c["command"].startswith("scripts/train.py ") for c in commands)
     assert " /" not in text and '": "/' not in text  # no absolute path anywhere in the file
+
+
+@pytest.mark.parametrize("address, says", [
+    ("127.0.0.1:1", "no Ray cluster answers at --address 127.0.0.1:1"),
+    ("ray://127.0.0.1:1", "pip install 'ray[client]'"),
+])
+def test_an_address_where_no_cluster_answers_is_one_line_at_once(tmp_path, capsys, address, says):
+    """Ray itself would retry for ever (and ray:// without Ray Client is a traceback)."""
+    import importlib.util
+    import time
+
+    if address.startswith("ray://") and importlib.util.find_spec("grpc") is not None:
+        says = "no Ray cluster answers"  # Ray Client is installed: the address is probed as any other
+    start = time.time()
+    assert main([*TINY, "--out", str(tmp_path / "s"), "--address", address]) == 2
+    assert says in _error_line(capsys) and time.time() - start < 30
+
+
+def _two_node_cluster(monkeypatch):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()  # an embedded Ray of an earlier test
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # the nodes' workers import this bcjax
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    return cluster
+
+
+@pytest.mark.slow
+def test_a_sweep_on_two_nodes_keeps_every_run_directory_under_its_storage(tmp_path, monkeypatch):
+    """A head and one more node (one CPU each) on this machine: the trials run on both, report their node, and
+    every run directory (with its trial.log) ends up under --storage; the summary counts every seed."""
+    import ray
+
+    cluster = _two_node_cluster(monkeypatch)
+    storage, out = tmp_path / "storage", tmp_path / "sweep"
+    try:
+        assert main([*TINY, "--seeds", "1-4", "--seeds_per_trial", "1", "--out", str(out), "--address", cluster.address,
+                     "--storage", str(storage)]) == 0
+        nodes = {n["NodeID"] for n in ray.nodes()}
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    s = _summary(out)
+    assert len(nodes) == 2 and {t["node"]["id"] for t in s["trials"]} == nodes  # ran on both nodes
+    assert s["groups"][0]["n"] == 4 and [t["status"] for t in s["trials"]] == ["finished"] * 4
+    for t in s["trials"]:
+        run_dir = _run_dir(t)
+        assert run_dir.parent == storage / "sweep" / t["key"] and read_metrics(run_dir)
+        assert "run directory:" in (run_dir.parent / "trial.log").read_text()  # the trial's output, kept
+        reported = [json.loads(line) for line in (run_dir.parent / "result.json").read_text().splitlines()]
+        assert [r["node_id"] for r in reported] == [t["node"]["id"]]
+    assert "## Run directories (node: path)" in (out / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_grown_grid_runs_only_its_new_trials_and_summarises_all(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    base = [*TINY, "--algo", "bc", "--seeds_per_trial", "1", "--out", str(out)]
+    assert main([*base, "--seeds", "1-2", "--grid", "size=32"]) == 0
+    first = {t["key"]: _run_dir(t) for t in _summary(out)["trials"]}
+    stamps = {k: (d / "metrics.jsonl").stat().st_mtime_ns for k, d in first.items()}
+    capsys.readouterr()
+
+    assert main([*base, "--seeds", "1-3", "--grid", "size=32,64"]) == 0  # one more seed, one more setting
+    assert "2 completed trial(s) kept, 4 to run" in capsys.readouterr().out
+    s = _summary(out)
+    assert [g["n"] for g in s["groups"]] == [3, 3] and len(s["trials"]) == 6
+    for key, run_dir in first.items():  # the finished trials did not run again
+        assert list((out / "runs" / key).glob("q1_*")) == [run_dir]
+        assert (run_dir / "metrics.jsonl").stat().st_mtime_ns == stamps[key]
+    done = [json.loads(line)["key"] for line in (out / "trials.jsonl").read_text().splitlines()]
+    assert sorted(done) == sorted(t["key"] for t in s["trials"])  # each trial ran once
+    # A grid that drops a finished trial is another sweep.
+    assert main([*base, "--seeds", "1-3", "--grid", "size=64"]) == 2
+    assert "holds a different sweep" in _error_line(capsys)
+
+
+def _signal_sweep(argv: list[str], out: Path, sig: int) -> tuple[int, str, list[str]]:
+    """Start scripts/sweep.py, send `sig` once a trial runs, and return its exit code, output and what is left
+    of the processes it had started a few seconds later."""
+    import subprocess
+    import time
+
+    import psutil
+
+    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "sweep.py"), *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not list(out.glob("runs/*/q2_*/metrics.jsonl")) and time.time() < deadline:
+        time.sleep(0.2)
+    started = psutil.Process(proc.pid).children(recursive=True)
+    assert {"raylet", "gcs_server"} <= {p.name() for p in started}
+    proc.send_signal(sig)
+    text = proc.communicate(timeout=120)[0]
+    deadline = time.time() + 20
+    while (left := [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]) and time.time() < deadline:
+        time.sleep(0.5)
+    return proc.returncode, text, [p.name() for p in left]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGKILL"])
+def test_a_stopped_sweep_leaves_no_ray_process_behind(tmp_path, signame):
+    """SIGTERM: Tune stops the trials, the summary says what finished, exit 143 with how to resume; SIGKILL: the
+    watchdog kills Ray's processes (its dashboard and runtime-env agents outlive a killed driver otherwise)."""
+    import signal
+
+    out = tmp_path / "sweep"
+    argv = [*TINY, "--algo", "dagger", "-n", "40", "--seeds", "1-3", "--seeds_per_trial", "1", "--out", str(out)]
+    code, text, left = _signal_sweep(argv, out, getattr(signal, signame))
+    assert left == []
+    if signame == "SIGTERM":
+        assert code == 143, text[-3000:]
+        assert f"stopped by SIGTERM: run the same command again to finish the sweep in {out}" in text
+        assert "Traceback" not in text and "unfinished" in (out / "summary.md").read_text()
+    else:
+        assert code == -signal.SIGKILL
