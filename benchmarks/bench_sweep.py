@@ -13,7 +13,7 @@
 - reproduce: `scripts/reproduce.py` (the results page) on one node (the embedded Ray on
   all cores) and on a two-node cluster on this machine (`ray.cluster_utils.Cluster`: a
   head and one more node, one CPU each, `--address`), each into a fresh folder (needs
-  ../shared/cs285).
+  ../shared/cs285), each with an empty compilation cache of its own.
 
     python benchmarks/bench_sweep.py overhead [--trials 8]
     python benchmarks/bench_sweep.py packing [--seeds 4]
@@ -105,8 +105,11 @@ def reproduce(args: argparse.Namespace, tmp: Path) -> dict:
 
     from ray.cluster_utils import Cluster
 
+    # Each its own empty compilation cache (the nodes' workers inherit it from this process, as they inherit
+    # PYTHONPATH to import this bcjax): neither run loads what the other compiled.
+    os.environ.update(BCJAX_CACHE_DIR=str(tmp / "one_node_cache"), PYTHONPATH=str(_common.ROOT))
     one_node = timed("one_node")
-    os.environ["PYTHONPATH"] = str(_common.ROOT)  # the nodes' workers import this bcjax
+    os.environ["BCJAX_CACHE_DIR"] = str(tmp / "two_nodes_cache")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     cluster.add_node(num_cpus=1)
     try:

@@ -81,26 +81,20 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 
 def _connect(ray: Any, address: str) -> None:
-    """Join the cluster at `address`, or one line naming what to check (Ray itself retries for ever)."""
-    if address.startswith("ray://"):
-        if importlib.util.find_spec("grpc") is None:
-            raise BcjaxError(f"--address {address} needs Ray Client: pip install 'ray[client]' "
-                             "(or run sweep.py on the head node with --address auto)")
-        target = address[len("ray://"):]
-    else:
-        from ray._private.services import canonicalize_bootstrap_address_or_die
+    """Join the cluster at `address` once it answers, or one line naming what to check (Ray retries for ever)."""
+    from ray._private.services import canonicalize_bootstrap_address_or_die
 
-        try:
-            target = canonicalize_bootstrap_address_or_die(address)  # auto: the cluster `ray start` recorded
-        except (ConnectionError, ValueError) as e:
-            raise BcjaxError(f"--address {address}: {e}") from None
-    host, _, port = target.rpartition(":")
-    try:
+    client = address.startswith("ray://")
+    if client and importlib.util.find_spec("grpc") is None:
+        raise BcjaxError(f"--address {address} needs Ray Client: pip install 'ray[client]' "
+                         "(or run sweep.py on the head node with --address auto)")
+    try:  # auto: the cluster `ray start` recorded on this machine
+        host, _, port = (address[len("ray://"):] if client else canonicalize_bootstrap_address_or_die(address)).rpartition(":")
         socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
-    except (OSError, ValueError) as e:
-        raise BcjaxError(f"no Ray cluster answers at --address {address} ({target}: {e}): check that Ray runs there "
-                         "(ray start --head; ray status), the host and port (the head's GCS port, 6379 by default; "
-                         "ray:// takes Ray Client's, 10001) and the firewall between") from None
+    except (OSError, ValueError) as e:  # no cluster recorded for auto is a ConnectionError, an OSError
+        raise BcjaxError(f"no Ray cluster answers at --address {address} ({e}): check that Ray runs there (ray start "
+                         "--head; ray status), the host and port (the head's GCS port, 6379 by default; ray:// takes "
+                         "Ray Client's, 10001) and the firewall between") from None
     ray.init(address=address, log_to_driver=False)
 
 
@@ -184,7 +178,7 @@ def run_sweep(trials: list[Trial], opts: SweepArgs) -> list[Outcome]:
                            tune_config=_tune_config(trials, opts), run_config=run_config)
         if not opts.verbose:  # a failed trial is a line here, its error in the summary, its traceback in error.txt
             logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
-        errors = {r.config["trial"]["key"]: _one_line(r.error) for r in tuner.fit() if r.error is not None}
+        errors = {_key(r): _one_line(r.error) for r in tuner.fit() if r.error is not None}
     done = _completed(done_file)
     return [_outcome(t, done.get(t.key), errors.get(t.key), recorder.rows.get(t.key, [])) for t in trials]
 
@@ -195,15 +189,16 @@ def _tune_config(trials: list[Trial], opts: SweepArgs) -> Any:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    def name(t: Any) -> str:
-        return t.config["trial"]["key"]
-
     asha = opts.scheduler == "asha"
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max(t.config.n_iter for t in trials),
                               grace_period=opts.grace_period, reduction_factor=2) if asha else None
     return tune.TuneConfig(scheduler=scheduler, metric=opts.metric if asha else None, mode=opts.mode if asha else None,
-                           max_concurrent_trials=opts.max_concurrent, trial_name_creator=name, trial_dirname_creator=name,
+                           max_concurrent_trials=opts.max_concurrent, trial_name_creator=_key, trial_dirname_creator=_key,
                            reuse_actors=True)
+
+
+def _key(trial: Any) -> str:  # a Tune trial's bcjax key
+    return trial.config["trial"]["key"]
 
 
 def _completed(path: Path) -> dict[str, dict]:
@@ -230,17 +225,16 @@ def _recorder(path: Path, metric: str) -> Any:
             self.last: dict[str, dict] = {}
 
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self.rows[trial.config["trial"]["key"]] = []
-            print(f"trial {trial.config['trial']['key']}: started", flush=True)
+            self.rows[_key(trial)] = []
+            print(f"trial {_key(trial)}: started", flush=True)
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-            key = trial.config["trial"]["key"]
-            self.last[key] = result
-            self.rows[key].append({k: v for k, v in result.items() if k in ("Iteration", "per_seed") or
-                                   k in result["per_seed"]})  # without Tune's bookkeeping
+            self.last[_key(trial)] = result
+            bcjax = {k: v for k, v in result.items() if k in ("Iteration", "per_seed") or k in result["per_seed"]}
+            self.rows[_key(trial)].append(bcjax)  # without Tune's bookkeeping
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            key = trial.config["trial"]["key"]
+            key = _key(trial)
             last = self.last.get(key, {})
             record = {"key": key, "rows": self.rows.get(key, []), "run_dir": last.get("run_dir"),
                       "wall_s": last.get("wall_s"), "node": {"ip": last.get("node_ip"), "id": last.get("node_id")}}

@@ -218,7 +218,7 @@ def test_completed_trials_are_recorded_with_their_reported_rows(tmp_path):
              "Eval_EpisodeReturns": [1.0, 2.0]} for i in range(3)]
     extras = {"run_dir": "/x/q2_run", "wall_s": 1.5, "node_id": "abc", "node_ip": "10.0.0.2", "training_iteration": 3}
     path = tmp_path / "trials.jsonl"
-    recorder = _recorder(path)
+    recorder = _recorder(path, "Eval_AverageReturn")
 
     def run(n: int, complete: bool) -> None:
         recorder.on_trial_start(0, [], tune_trial)
