@@ -204,7 +204,7 @@ def test_failing_trial_is_reported_and_a_resumed_sweep_skips_finished_ones(tmp_p
     assert "holds a different sweep" in _error_line(capsys)
 
 
-def test_completed_trials_are_recorded_with_their_reported_rows(tmp_path):
+def test_completed_trials_are_recorded_with_their_reported_rows(tmp_path, capsys):
     """A trial's rows are what it reported (not its run directory, which may be on another node's disk), without
     Tune's bookkeeping or extras; a completed trial is recorded (with its node and run directory), a failed or
     interrupted one is not, and a torn last line (a killed sweep) is skipped."""
@@ -241,6 +241,10 @@ def test_completed_trials_are_recorded_with_their_reported_rows(tmp_path):
     assert set(o.rows[0]) == {"Iteration", "Eval_AverageReturn", "per_seed"}  # Tune's bookkeeping dropped
     assert (o.status, o.run_dir, o.wall_s, o.node) == ("finished", "/x/q2_run", 1.5, {"ip": "10.0.0.2", "id": "abc"})
     assert _outcome(trial, {**record, "rows": record["rows"][:2]}, None, []).status == "stopped early"
+    # The sweep's terminal: a line per trial event.
+    assert capsys.readouterr().out.splitlines()[-3:] == [
+        f"trial {trial.key}: started", f"trial {trial.key}: started",
+        f"trial {trial.key}: completed, Eval_AverageReturn 22.0 at iteration 2, 1.5 s on 10.0.0.2"]
 
 
 def test_repo_relative_names_no_machine_path():
