@@ -273,6 +273,9 @@ def test_an_address_where_no_cluster_answers_is_one_line_at_once(tmp_path, capsy
     import importlib.util
     import time
 
+    import ray
+
+    ray.shutdown()  # an embedded Ray of an earlier test would be used instead
     if address.startswith("ray://") and importlib.util.find_spec("grpc") is not None:
         says = "no Ray cluster answers"  # Ray Client is installed: the address is probed as any other
     start = time.time()
