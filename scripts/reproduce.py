@@ -159,7 +159,7 @@ def main() -> None:
     if args.quick:
         args = replace(args, seeds=2, eval_batch_size=300)
     default = "reproduce_quick" if args.quick else "reproduce"
-    if args.only:  # a sweep of other trials: Tune resumes only the same set, so it gets its own folder
+    if args.only:  # a sweep of fewer trials: a sweep's folder only grows, so it gets its own folder
         default += "_only_" + args.only.replace(",", "_")
     runs_dir = Path(args.runs or REPO / "runs" / default)
     out.mkdir(parents=True, exist_ok=True)

@@ -66,6 +66,9 @@ def render_summary(summary: list[dict], outcomes: list[Outcome], metric: str) ->
     if bad:
         lines += ["", "## Trials that did not finish", ""]
         lines += [f"- `{o.trial.key}`: {o.status}" + (f": {o.error}" if o.error else "") for o in bad]
+    if len({o.node["id"] for o in outcomes if o.node}) > 1:  # run directories on the disks of several nodes
+        lines += ["", "## Run directories (node: path)", ""]
+        lines += [f"- `{o.trial.key}`: {o.node['ip']} (node {o.node['id'][:8]}): {o.run_dir}" for o in outcomes if o.node]
     return "\n".join(lines) + "\n"
 
 
@@ -139,7 +142,7 @@ def write_summary(outcomes: list[Outcome], out: Path, metric: str = "Eval_Averag
     pd.DataFrame(rows, columns=CSV_COLUMNS, dtype=object).to_csv(out / "summary.csv", index=False)
     trials = [{"key": o.trial.key, "env_name": o.trial.config.env_name, "algo": o.trial.config.algo,
                "setting": o.trial.setting, "seeds": list(o.trial.seeds), "status": o.status, "error": o.error,
-               "run_dir": o.run_dir and repo_relative(o.run_dir), "wall_s": o.wall_s,
+               "run_dir": o.run_dir and repo_relative(o.run_dir), "node": o.node, "wall_s": o.wall_s,
                "train_flags": [repo_relative(t) for t in config_argv(o.trial.config)]} for o in outcomes]
     (out / "summary.json").write_text(json.dumps({"metric": metric, "groups": summary, "trials": trials}, indent=1) + "\n")
     make_plots(outcomes, summary, out, metric)

@@ -37,7 +37,10 @@ class SweepArgs:
     search_seed: int = flag(0, "seed of the random search's draws")
     seeds_per_trial: int | None = flag(None, "seeds side by side in a trial; unset: spread over free trial slots")
     out: str = flag(REQUIRED, "the sweep's folder: run directories, Tune's results, the summary", sets=("logdir", "resume"))
-    address: str | None = flag(None, "an existing Ray cluster: auto, or ray://HOST:10001; unset: an embedded Ray")
+    address: str | None = flag(None, "an existing Ray cluster: HOST:6379, auto, or ray://HOST:10001 (with ray[client]); "
+                                     "unset: a Ray of its own")
+    storage: str | None = flag(None, "a folder all nodes share, or s3://, gs://: Tune's storage_path, where every "
+                                     "trial's run directory and Tune's results go; unset: --out", metavar="PATH_OR_URI")
     num_cpus: int | None = flag(None, "CPUs of the embedded Ray; unset: all cores")
     cpus_per_trial: float = flag(1.0, "CPUs Ray reserves for each trial")
     gpus_per_trial: float = flag(0.0, "GPUs (or a fraction) Ray reserves for each trial")
@@ -46,7 +49,7 @@ class SweepArgs:
     metric: str = flag("Eval_AverageReturn", "the metric the summary and the scheduler use")
     mode: str = flag("max", "whether --metric is better high or low", choices=("max", "min"))
     grace_period: int = flag(1, "asha: iterations every trial runs before it may be stopped")
-    verbose: int = flag(1, "Tune's progress output (0: none)")
+    verbose: int = flag(0, "Tune's own progress tables (1, or 2 for every result) beside a line per trial event")
 
     def __post_init__(self) -> None:
         from bcjax.run.logger import METRICS

@@ -204,31 +204,47 @@ def test_failing_trial_is_reported_and_a_resumed_sweep_skips_finished_ones(tmp_p
     assert "holds a different sweep" in _error_line(capsys)
 
 
-def test_an_outcome_is_the_run_directory_of_the_last_report(tmp_path):
-    """A trial's rows are the bcjax rows of the run directory its last report names (a retried trial starts
-    its directory afresh, so only the last attempt's), without Tune's bookkeeping or extras."""
+def test_completed_trials_are_recorded_with_their_reported_rows(tmp_path, capsys):
+    """A trial's rows are what it reported (not its run directory, which may be on another node's disk), without
+    Tune's bookkeeping or extras; a completed trial is recorded (with its node and run directory), a failed or
+    interrupted one is not, and a torn last line (a killed sweep) is skipped."""
     from types import SimpleNamespace
 
-    from bcjax.sweeps.runner import _outcome
+    from bcjax.sweeps.runner import _completed, _outcome, _recorder
 
     (trial,) = build_trials(["Hopper-v4"], ["dagger"], [{}], [1], n_iter=3)
-    run_dir = tmp_path / "q2_run"
-    run_dir.mkdir()
+    tune_trial = SimpleNamespace(config={"trial": {"key": trial.key}})
     rows = [{"Iteration": i, "Eval_AverageReturn": float(20 + i), "per_seed": {"Eval_AverageReturn": [0.0]},
              "Eval_EpisodeReturns": [1.0, 2.0]} for i in range(3)]
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    last = {**rows[-1], "run_dir": str(run_dir), "wall_s": 1.5, "training_iteration": 3}
-    o = _outcome(trial, SimpleNamespace(metrics=last, error=None), "TERMINATED")
+    extras = {"run_dir": "/x/q2_run", "wall_s": 1.5, "node_id": "abc", "node_ip": "10.0.0.2", "training_iteration": 3}
+    path = tmp_path / "trials.jsonl"
+    recorder = _recorder(path, "Eval_AverageReturn")
+
+    def run(n: int, complete: bool) -> None:
+        recorder.on_trial_start(0, [], tune_trial)
+        for r in rows[:n]:
+            recorder.on_trial_result(0, [], tune_trial, {**r, **extras})
+        if complete:
+            recorder.on_trial_complete(0, [], tune_trial)
+
+    run(2, complete=False)  # failed or interrupted: nothing recorded, its rows kept for the summary
+    assert _completed(path) == {} and [r["Iteration"] for r in recorder.rows[trial.key]] == [0, 1]
+    o = _outcome(trial, None, "RuntimeError: boom", recorder.rows[trial.key])
+    assert (o.status, o.error, len(o.rows)) == ("failed", "RuntimeError: boom", 2)
+    assert _outcome(trial, None, None, []).status == "unfinished"
+    run(3, complete=True)  # the retried trial's rows start afresh
+    with path.open("a") as f:
+        f.write('{"key": "torn')
+    record = _completed(path)[trial.key]
+    o = _outcome(trial, record, None, [])
     assert [r["Iteration"] for r in o.rows] == [0, 1, 2] and o.rows[-1]["Eval_AverageReturn"] == 22.0
-    assert o.status == "finished" and o.run_dir == str(run_dir) and o.wall_s == 1.5
     assert set(o.rows[0]) == {"Iteration", "Eval_AverageReturn", "per_seed"}  # Tune's bookkeeping dropped
-    assert _outcome(trial, SimpleNamespace(metrics=last, error=None), "RUNNING").status == "unfinished"
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))
-    assert _outcome(trial, SimpleNamespace(metrics=last, error=None), "TERMINATED").status == "stopped early"
-    # A report from an attempt whose directory a retry removed, and an error: failed, with no rows.
-    gone = {**last, "run_dir": str(tmp_path / "gone")}
-    o = _outcome(trial, SimpleNamespace(metrics=gone, error=RuntimeError("boom\nat line 2")), "ERROR")
-    assert (o.status, o.rows, o.error) == ("failed", [], "RuntimeError: boom at line 2")
+    assert (o.status, o.run_dir, o.wall_s, o.node) == ("finished", "/x/q2_run", 1.5, {"ip": "10.0.0.2", "id": "abc"})
+    assert _outcome(trial, {**record, "rows": record["rows"][:2]}, None, []).status == "stopped early"
+    # The sweep's terminal: a line per trial event.
+    assert capsys.readouterr().out.splitlines()[-3:] == [
+        f"trial {trial.key}: started", f"trial {trial.key}: started",
+        f"trial {trial.key}: completed, Eval_AverageReturn 22.0 at iteration 2, 1.5 s on 10.0.0.2"]
 
 
 def test_repo_relative_names_no_machine_path():
@@ -246,3 +262,126 @@ def test_results_json_holds_no_machine_paths():
     commands = [c for c in json.loads(text)["bc"].values()]
     assert commands and all(c["command"].startswith("scripts/train.py ") for c in commands)
     assert " /" not in text and '": "/' not in text  # no absolute path anywhere in the file
+
+
+@pytest.mark.parametrize("address, says", [
+    ("127.0.0.1:1", "no Ray cluster answers at --address 127.0.0.1:1"),
+    ("ray://127.0.0.1:1", "pip install 'ray[client]'"),
+])
+def test_an_address_where_no_cluster_answers_is_one_line_at_once(tmp_path, capsys, address, says):
+    """Ray itself would retry for ever (and ray:// without Ray Client is a traceback)."""
+    import importlib.util
+    import time
+
+    import ray
+
+    ray.shutdown()  # an embedded Ray of an earlier test would be used instead
+    if address.startswith("ray://") and importlib.util.find_spec("grpc") is not None:
+        says = "no Ray cluster answers"  # Ray Client is installed: the address is probed as any other
+    start = time.time()
+    assert main([*TINY, "--out", str(tmp_path / "s"), "--address", address]) == 2
+    assert says in _error_line(capsys) and time.time() - start < 30
+
+
+def _two_node_cluster(monkeypatch):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()  # an embedded Ray of an earlier test
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # the nodes' workers import this bcjax
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    return cluster
+
+
+@pytest.mark.slow
+def test_a_sweep_on_two_nodes_keeps_every_run_directory_under_its_storage(tmp_path, monkeypatch):
+    """A head and one more node (one CPU each) on this machine: the trials run on both, report their node, and
+    every run directory (with its trial.log) ends up under --storage; the summary counts every seed."""
+    import ray
+
+    cluster = _two_node_cluster(monkeypatch)
+    storage, out = tmp_path / "storage", tmp_path / "sweep"
+    try:
+        assert main([*TINY, "--seeds", "1-4", "--seeds_per_trial", "1", "--out", str(out), "--address", cluster.address,
+                     "--storage", str(storage)]) == 0
+        nodes = {n["NodeID"] for n in ray.nodes()}
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    s = _summary(out)
+    assert len(nodes) == 2 and {t["node"]["id"] for t in s["trials"]} == nodes  # ran on both nodes
+    assert s["groups"][0]["n"] == 4 and [t["status"] for t in s["trials"]] == ["finished"] * 4
+    for t in s["trials"]:
+        run_dir = _run_dir(t)
+        assert run_dir.parent == storage / "sweep" / t["key"] and read_metrics(run_dir)
+        assert "run directory:" in (run_dir.parent / "trial.log").read_text()  # the trial's output, kept
+        reported = [json.loads(line) for line in (run_dir.parent / "result.json").read_text().splitlines()]
+        assert [r["node_id"] for r in reported] == [t["node"]["id"]]
+    assert "## Run directories (node: path)" in (out / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_grown_grid_runs_only_its_new_trials_and_summarises_all(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    base = [*TINY, "--algo", "bc", "--seeds_per_trial", "1", "--out", str(out)]
+    assert main([*base, "--seeds", "1-2", "--grid", "size=32"]) == 0
+    first = {t["key"]: _run_dir(t) for t in _summary(out)["trials"]}
+    stamps = {k: (d / "metrics.jsonl").stat().st_mtime_ns for k, d in first.items()}
+    capsys.readouterr()
+
+    assert main([*base, "--seeds", "1-3", "--grid", "size=32,64"]) == 0  # one more seed, one more setting
+    assert "2 completed trial(s) kept, 4 to run" in capsys.readouterr().out
+    s = _summary(out)
+    assert [g["n"] for g in s["groups"]] == [3, 3] and len(s["trials"]) == 6
+    for key, run_dir in first.items():  # the finished trials did not run again
+        assert list((out / "runs" / key).glob("q1_*")) == [run_dir]
+        assert (run_dir / "metrics.jsonl").stat().st_mtime_ns == stamps[key]
+    done = [json.loads(line)["key"] for line in (out / "trials.jsonl").read_text().splitlines()]
+    assert sorted(done) == sorted(t["key"] for t in s["trials"])  # each trial ran once
+    # A grid that drops a finished trial is another sweep.
+    assert main([*base, "--seeds", "1-3", "--grid", "size=64"]) == 2
+    assert "holds a different sweep" in _error_line(capsys)
+
+
+def _signal_sweep(argv: list[str], out: Path, sig: int) -> tuple[int, str, list[str]]:
+    """Start scripts/sweep.py, send `sig` once a trial runs, and return its exit code, output and what is left
+    of the processes it had started a few seconds later."""
+    import subprocess
+    import time
+
+    import psutil
+
+    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "sweep.py"), *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not list(out.glob("runs/*/q2_*/metrics.jsonl")) and time.time() < deadline:
+        time.sleep(0.2)
+    started = psutil.Process(proc.pid).children(recursive=True)
+    assert {"raylet", "gcs_server"} <= {p.name() for p in started}
+    proc.send_signal(sig)
+    text = proc.communicate(timeout=120)[0]
+    deadline = time.time() + 20
+    while (left := [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]) and time.time() < deadline:
+        time.sleep(0.5)
+    return proc.returncode, text, [p.name() for p in left]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGKILL"])
+def test_a_stopped_sweep_leaves_no_ray_process_behind(tmp_path, signame):
+    """SIGTERM: Tune stops the trials, the summary says what finished, exit 143 with how to resume; SIGKILL: the
+    watchdog kills Ray's processes (its dashboard and runtime-env agents outlive a killed driver otherwise)."""
+    import signal
+
+    out = tmp_path / "sweep"
+    argv = [*TINY, "--algo", "dagger", "-n", "40", "--seeds", "1-3", "--seeds_per_trial", "1", "--out", str(out)]
+    code, text, left = _signal_sweep(argv, out, getattr(signal, signame))
+    assert left == []
+    if signame == "SIGTERM":
+        assert code == 143, text[-3000:]
+        assert f"stopped by SIGTERM: run the same command again to finish the sweep in {out}" in text
+        assert "Traceback" not in text and "unfinished" in (out / "summary.md").read_text()
+    else:
+        assert code == -signal.SIGKILL
