@@ -51,13 +51,8 @@ def create_train_states(policy: MLPPolicy, keys: jax.Array, obs_dim: int, learni
 
 def with_obs_stats(states: TrainState, obs_per_seed: list) -> TrainState:
     """The K-stacked states with each seed's obs_mean / obs_std set from its buffer's observation rows."""
-    stats = [obs_stats(o) for o in obs_per_seed]
-    params = dict(states.params)
-    inner = dict(params["params"])
-    inner["obs_mean"] = jnp.asarray(np.stack([m for m, _ in stats]))
-    inner["obs_std"] = jnp.asarray(np.stack([s for _, s in stats]))
-    params["params"] = inner
-    return states.replace(params=params)
+    mean, std = (jnp.asarray(np.stack(x)) for x in zip(*map(obs_stats, obs_per_seed)))
+    return states.replace(params={**states.params, "params": {**states.params["params"], "obs_mean": mean, "obs_std": std}})
 
 
 def minibatch_indices(key: jax.Array, size: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
