@@ -54,7 +54,7 @@ ENV_COLLECT, ENV_EVAL, VIDEO_TRAIN, VIDEO_EVAL, VIDEO_NOISE, BETA_DRAWS = range(
 
 @dataclass
 class RunResult:
-    policy: MLPPolicy  # what acts: with --ensemble, the one MLP of its merged members (core.model.ensemble_policy)
+    policy: MLPPolicy  # what acts (Run.policy)
     states: TrainState  # K-stacked
     buffer: Buffer  # K-stacked, on the device
     rows: list[dict[str, list[float]]]  # per logged iteration: metric -> per-seed values
