@@ -60,7 +60,8 @@ DATA_SEED = 1000  # collection seed: the study's expert episodes are not the tra
 BCSTUDY_TASKS = ("Hopper-v4", "Ant-v4", "HalfCheetah-v4")
 BCSTUDY_SEEDS = 20
 _NORM = {"normalize_obs": True}
-_ROBUST = {**_NORM, "num_agent_train_steps_per_iter": 5000, "lr_schedule": "cosine"}
+_N5C = {**_NORM, "num_agent_train_steps_per_iter": 5000, "lr_schedule": "cosine"}
+_ROBUST = {**_N5C, "num_agent_train_steps_per_iter": 20000}
 BCSTUDY_ROWS = {
     "homework defaults": {}, "--normalize_obs": _NORM,
     "5k updates": {"num_agent_train_steps_per_iter": 5000}, "20k updates": {"num_agent_train_steps_per_iter": 20000},
@@ -69,11 +70,11 @@ BCSTUDY_ROWS = {
     "mean action at evaluation": {"deterministic_eval": True},
     "normalize + 5k": {**_NORM, "num_agent_train_steps_per_iter": 5000},
     "normalize + 20k": {**_NORM, "num_agent_train_steps_per_iter": 20000},
-    "normalize + 5k + cosine = --recipe robust": _ROBUST,
-    "normalize + 20k + cosine": {**_ROBUST, "num_agent_train_steps_per_iter": 20000},
-    "robust + AdamW 0.1": {**_ROBUST, "weight_decay": 0.1},
-    "robust + ensemble of 5": {**_ROBUST, "ensemble": 5},
-    "robust + mean action": {**_ROBUST, "deterministic_eval": True},
+    "normalize + 5k + cosine": _N5C,
+    "normalize + 20k + cosine = --recipe robust": _ROBUST,
+    "normalize + 5k + cosine + AdamW 0.1": {**_N5C, "weight_decay": 0.1},
+    "normalize + 5k + cosine + ensemble of 5": {**_N5C, "ensemble": 5},
+    "normalize + 5k + cosine + mean action": {**_N5C, "deterministic_eval": True},
 }
 assert RECIPES["robust"] == _ROBUST, "--recipe robust is the study's row of that name"
 DART_NOISE = (0.1, 0.3)  # std of the action noise the expert collects with (its actions are O(1))
@@ -299,7 +300,7 @@ def bcstudy_trials(args: ReproduceArgs, task: str, runs_dir: Path) -> dict[str, 
         data = collect(runs_dir / "expert_data" / f"dart_{task}_sigma{sigma}_s{DATA_SEED}.pkl", "--env_name", task,
                        "-epf", epf, "--n_traj", "2", "--seed", str(DATA_SEED), "--action_noise", str(sigma))
         dart = {"expert_policy_file": epf, "expert_data": str(data)}
-        rows[f"DART σ={sigma}"], rows[f"DART σ={sigma} + robust"] = (dart, {}), (dart, _ROBUST)
+        rows[f"DART σ={sigma}"], rows[f"DART σ={sigma} + normalize + 5k + cosine"] = (dart, {}), (dart, _N5C)
     quick = {"num_agent_train_steps_per_iter": 50} if args.quick else {}
     return {name: build_trials([task], ["bc"], [{}], seeds, {**files, **common, **fields, **quick}, f"bcstudy{i}")[0]
             for i, (name, (files, fields)) in enumerate(rows.items())}

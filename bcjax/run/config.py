@@ -29,7 +29,8 @@ ACTIVATION_NAMES = ("identity", "leaky_relu", "relu", "selu", "sigmoid", "softpl
 # JAX keys take 32-bit seeds (PRNGKey(2**32) == PRNGKey(0)): refuse the seeds that would alias.
 SEED_MAX = 2**32 - 1
 # --recipe: presets of flags (docs/BC_STUDY.md measured them); flags given explicitly win over a preset's.
-RECIPES = {"homework": {}, "robust": {"normalize_obs": True, "num_agent_train_steps_per_iter": 5000, "lr_schedule": "cosine"}}
+RECIPES = {"homework": {}, "robust": {"normalize_obs": True, "num_agent_train_steps_per_iter": 20000,
+                                     "lr_schedule": "cosine"}}
 
 
 @dataclass(frozen=True)
