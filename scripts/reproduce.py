@@ -10,6 +10,9 @@ Runs, with the CS285 sample experts and data and the homework defaults
   5. BC with --normalize_obs on each task;
   6. BC on Ant-v4 vs the number of expert trajectories (1 to 24, collected from the
      bundled expert with scripts/collect_expert_data.py).
+`--only bcstudy` is a study of its own (docs/BC_STUDY.md, issue 23): what makes BC from the homework's two
+trajectories reliable, 20 seeds per recipe on each task, one sweep per task (Hopper first); it rewrites the
+page's tables, docs/bc_study.json and docs/bc_study.png after each task.
 Each run is one trial of one sweep (bcjax.sweeps.sweep): an embedded Ray runs as many at
 once as the machine has cores (--address: an existing Ray cluster). Writes
 docs/results.json (every number with its run directory, command and wall time),
@@ -19,6 +22,7 @@ interrupted run of this script resumes.
 
     python scripts/reproduce.py            # everything
     python scripts/reproduce.py --quick    # a smoke test with tiny settings
+    python scripts/reproduce.py --only bcstudy   # docs/BC_STUDY.md (--redraw: its tables and figure from bc_study.json)
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from bcjax.data.bundled import bundled_expert_path  # noqa: E402
 from bcjax.errors import BcjaxError  # noqa: E402
-from bcjax.run.config import config_argv  # noqa: E402
+from bcjax.run.config import RECIPES, config_argv  # noqa: E402
 from bcjax.run.flags import flag, parse  # noqa: E402
 from bcjax.sweeps.runner import Outcome, run_sweep  # noqa: E402
 from bcjax.sweeps.summary import repo_relative, write_summary  # noqa: E402
@@ -52,6 +56,28 @@ BETA_ITERS = 5  # beta falls 1, 0.8, ..., 0 over the first half of the 10 iterat
 DATA_TASK = "Ant-v4"  # the data study uses the bundled expert, which can give any number of trajectories
 DATA_TRAJECTORIES = (1, 2, 4, 8, 16, 24)
 DATA_SEED = 1000  # collection seed: the study's expert episodes are not the training runs' evaluation episodes
+# --only bcstudy: each candidate alone, then the combinations the single results suggested (docs/BC_STUDY.md)
+BCSTUDY_TASKS = ("Hopper-v4", "Ant-v4", "HalfCheetah-v4")
+BCSTUDY_SEEDS = 20
+_NORM = {"normalize_obs": True}
+_N5C = {**_NORM, "num_agent_train_steps_per_iter": 5000, "lr_schedule": "cosine"}
+_ROBUST = {**_N5C, "num_agent_train_steps_per_iter": 20000}
+BCSTUDY_ROWS = {
+    "homework defaults": {}, "--normalize_obs": _NORM,
+    "5k updates": {"num_agent_train_steps_per_iter": 5000}, "20k updates": {"num_agent_train_steps_per_iter": 20000},
+    "AdamW, weight decay 0.1": {"weight_decay": 0.1}, "cosine step size": {"lr_schedule": "cosine"},
+    "width 256 (-s 256)": {"size": 256}, "depth 3 (-l 3)": {"n_layers": 3}, "ensemble of 5": {"ensemble": 5},
+    "mean action at evaluation": {"deterministic_eval": True},
+    "normalize + 5k": {**_NORM, "num_agent_train_steps_per_iter": 5000},
+    "normalize + 20k": {**_NORM, "num_agent_train_steps_per_iter": 20000},
+    "normalize + 5k + cosine": _N5C,
+    "normalize + 20k + cosine = --recipe robust": _ROBUST,
+    "normalize + 5k + cosine + AdamW 0.1": {**_N5C, "weight_decay": 0.1},
+    "normalize + 5k + cosine + ensemble of 5": {**_N5C, "ensemble": 5},
+    "normalize + 5k + cosine + mean action": {**_N5C, "deterministic_eval": True},
+}
+assert RECIPES["robust"] == _ROBUST, "--recipe robust is the study's row of that name"
+DART_NOISE = (0.1, 0.3)  # std of the action noise the expert collects with (its actions are O(1))
 
 
 @dataclass(frozen=True)
@@ -70,7 +96,8 @@ class ReproduceArgs:
     address: str | None = flag(None, "an existing Ray cluster (auto, ray://HOST:10001); unset: an embedded Ray")
     only: str | None = flag(None, "run only these tables' runs (comma-separated, of bc, dagger, beta, normalize, "
                                   "study, data) and report their wall time; writes no results page (unset --runs: "
-                                  "runs/reproduce_only_TABLES)", metavar="TABLES")
+                                  "runs/reproduce_only_TABLES); bcstudy: the BC study alone, docs/BC_STUDY.md",
+                            metavar="TABLES")
     max_concurrent: int | None = flag(None, "at most this many runs at once (1: one at a time)")
 
 
@@ -115,9 +142,13 @@ def collect_data(args: ReproduceArgs, runs_dir: Path) -> Path:
     """The data study's expert trajectories (the bundled expert), collected once; each run takes the first N."""
     n = max(data_counts(args))
     data = runs_dir / "expert_data" / f"expert_data_{DATA_TASK}_bundled_n{n}_s{DATA_SEED}.pkl"
+    return collect(data, "--env_name", DATA_TASK, "--n_traj", str(n), "--seed", str(DATA_SEED))
+
+
+def collect(data: Path, *flags: str) -> Path:
+    """scripts/collect_expert_data.py with `flags`, once: an existing `data` is kept."""
     if not data.is_file():
-        cmd = [sys.executable, str(REPO / "scripts" / "collect_expert_data.py"), "--env_name", DATA_TASK,
-               "--n_traj", str(n), "--seed", str(DATA_SEED), "--output", str(data)]
+        cmd = [sys.executable, str(REPO / "scripts" / "collect_expert_data.py"), *flags, "--output", str(data)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             sys.exit(f"error: {' '.join(cmd)} failed:\n{proc.stderr.strip()}")
@@ -149,6 +180,8 @@ def machine() -> str:
 def main() -> None:
     args = parse(ReproduceArgs)
     out = Path(args.out)
+    if args.only == "bcstudy":  # a study of its own, with its own page
+        return bc_study(replace(args, eval_batch_size=300) if args.quick else args, out)
     if args.redraw:
         results = json.loads((out / "results.json").read_text())
         (out / "results_tables.md").write_text(render_tables(results))
@@ -251,6 +284,105 @@ def make_figures(results: dict, out: Path) -> None:
     path = plot_hparam(data, "expert_data_trajectories", out / f"bc_data_{DATA_TASK}.png",
                        title=f"BC on {DATA_TASK}: return vs expert trajectories ({k} seeds, mean ± std)")
     print(f"wrote {path}")
+
+
+# ---------------------------------------------------------------- --only bcstudy (docs/BC_STUDY.md)
+
+def bcstudy_trials(args: ReproduceArgs, task: str, runs_dir: Path) -> dict[str, Trial]:
+    """The task's rows: each recipe on the homework's 2 expert trajectories, then DART's noisy data."""
+    shared, base = Path(args.shared), task.split("-")[0]
+    epf = str(shared / "experts" / f"{base}.pkl")
+    homework = {"expert_policy_file": epf, "expert_data": str(shared / "expert_data" / f"expert_data_{task}.pkl")}
+    common = {"eval_batch_size": args.eval_batch_size, "video_log_freq": -1}
+    seeds = list(range(1, (2 if args.quick else BCSTUDY_SEEDS) + 1))
+    rows = {name: (homework, fields) for name, fields in BCSTUDY_ROWS.items()}
+    for sigma in DART_NOISE:  # the CS285 expert's 2 trajectories again, collected with action noise (DART)
+        data = collect(runs_dir / "expert_data" / f"dart_{task}_sigma{sigma}_s{DATA_SEED}.pkl", "--env_name", task,
+                       "-epf", epf, "--n_traj", "2", "--seed", str(DATA_SEED), "--action_noise", str(sigma))
+        dart = {"expert_policy_file": epf, "expert_data": str(data)}
+        rows[f"DART σ={sigma}"], rows[f"DART σ={sigma} + normalize + 5k + cosine"] = (dart, {}), (dart, _N5C)
+    quick = {"num_agent_train_steps_per_iter": 50} if args.quick else {}
+    return {name: build_trials([task], ["bc"], [{}], seeds, {**files, **common, **fields, **quick}, f"bcstudy{i}")[0]
+            for i, (name, (files, fields)) in enumerate(rows.items())}
+
+
+def bc_study(args: ReproduceArgs, out: Path) -> None:
+    """Each task's sweep in turn (one run at a time unless --max_concurrent: wall times are compared), its
+    results into OUT/bc_study.json, and the page's tables and figure redrawn after each."""
+    from bcjax.run.stats import summarize
+
+    path = out / "bc_study.json"
+    results = json.loads(path.read_text()) if path.is_file() else {"machine": machine(), "tasks": {}}
+    for task in [] if args.redraw else BCSTUDY_TASKS[:1] if args.quick else BCSTUDY_TASKS:  # (--quick: Hopper)
+        runs_dir = Path(args.runs or REPO / "runs" / ("bcstudy_quick" if args.quick else "bcstudy")) / task
+        trials = bcstudy_trials(args, task, runs_dir)
+        outcomes = run_sweep(list(trials.values()), SweepArgs(out=str(runs_dir), address=args.address, verbose=0,
+                                                              max_concurrent=args.max_concurrent or 1))
+        if failed := [o for o in outcomes if o.status != "finished"]:
+            sys.exit("error: " + "; ".join(f"{o.trial.key} {o.status}: {o.error or ''}" for o in failed))
+        rows = {}
+        for name, o in zip(trials, outcomes):
+            x = o.rows[-1]["per_seed"]["Eval_AverageReturn"]
+            argv = config_argv(o.trial.config.replace(logdir=str(Path(o.run_dir).parent)))
+            rows[name] = {"returns": x, **summarize(x), "worst": min(x), "wall_s": round(o.wall_s, 1),
+                          "data_return": o.rows[-1]["per_seed"]["Initial_DataCollection_AverageReturn"][0],
+                          "run_dir": repo_relative(o.run_dir), "command": " ".join(["scripts/train.py", *argv])}
+        results["tasks"][task] = rows
+        path.write_text(json.dumps(results, indent=1) + "\n")
+    page = out / "BC_STUDY.md"
+    text, (start, end) = page.read_text(), ("<!-- bcstudy:tables -->", "<!-- /bcstudy:tables -->")
+    head, rest = text.split(start)
+    page.write_text(head + start + "\n" + bcstudy_tables(results) + end + rest.split(end)[1])
+    print(f"wrote {page}, {bcstudy_figure(results, out / 'bc_study.png')}")
+
+
+def bcstudy_tables(results: dict) -> str:
+    """One table per task, % of the expert data's return; DART's rows (other data) in their own table."""
+    head = ["recipe", "return (mean ± std)", "IQM [95% CI]", "IQM, % of expert", "worst seed", "wall time"]
+    lines = []
+    for title, dart in (("", False), ("DART (expert data collected with action noise)", True)):
+        for task, rows in results["tasks"].items():
+            expert = rows["homework defaults"]["data_return"]  # the homework data's return, also for DART's rows
+            lines += [f"### {task}{': ' + title if title else ''} (expert {expert:.0f}, {rows['homework defaults']['n']} "
+                      "seeds)", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+            for name, r in rows.items():
+                if name.startswith("DART") == dart:
+                    cells = [name, f"{r['mean']:.0f} ± {r['std']:.0f}",
+                             f"{r['iqm']:.0f} [{r['iqm_ci_low']:.0f}, {r['iqm_ci_high']:.0f}]",
+                             f"{100 * r['iqm'] / expert:.0f}%", f"{r['worst']:.0f} ({100 * r['worst'] / expert:.0f}%)",
+                             f"{r['wall_s']:.0f} s"]
+                    lines.append("| " + " | ".join(cells) + " |")
+            lines.append("")
+    return "\n".join(lines + [f"Machine: {results['machine']}.", ""])
+
+
+def bcstudy_figure(results: dict, path: Path) -> Path:
+    """Return (% of expert) vs recipe, one panel per task: each seed a point, the IQM a bar."""
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = results["tasks"]
+    names = list(next(iter(tasks.values())))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 0.38 * len(names) + 1.5), sharey=True, squeeze=False)
+    jitter = np.random.default_rng(0)
+    for ax, (task, rows) in zip(axes[0], tasks.items()):
+        expert = rows["homework defaults"]["data_return"]
+        for i, name in enumerate(names):
+            x = 100 * np.asarray(rows[name]["returns"]) / expert
+            ax.scatter(np.clip(x, -10, None), i + jitter.uniform(-0.2, 0.2, len(x)), s=9, alpha=0.6,
+                       color="tab:red" if name.startswith("DART") else "tab:blue")
+            ax.plot([100 * rows[name]["iqm"] / expert] * 2, [i - 0.3, i + 0.3], color="black", lw=2)
+        ax.axvline(100, color="gray", ls="--", lw=1)
+        ax.set(title=task, xlabel="return, % of expert (dots: seeds; bar: IQM)", xlim=(-10, 110))
+    axes[0][0].set_yticks(range(len(names)), names)
+    axes[0][0].invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 if __name__ == "__main__":

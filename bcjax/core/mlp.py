@@ -98,6 +98,41 @@ def forward(spec: MLPSpec, n: Net, obs: Any, act: Callable[[Any], Any], xp: Any 
     return linear(trunk(x, n.hidden, act, xp), n.out, xp)
 
 
+def merge_members(params: dict[str, Any], members: int) -> dict[str, Any]:
+    """Stacked params of K * E policies (member e of policy k at index k * E + e) as K stacked policies that each
+    act with their E members' mean output: one MLP E times as wide, whose hidden kernels are block-diagonal (a
+    member's units see only its own units), whose output kernel is the members' stacked and divided by E. An
+    ensemble is then an ordinary MLP to every consumer (rollouts, video, reloads). Its log_std is the members'
+    mean (it samples with their geometric-mean sigma); its obs statistics are member 0's (all members share a buffer)."""
+    if members == 1:
+        return params
+    split = lambda x: np.asarray(x).reshape(-1, members, *x.shape[1:])  # noqa: E731 - (K * E, ...) -> (K, E, ...)
+    merged = {}
+    for i, (w, b) in enumerate(hidden_layers(params["params"])):
+        k, e, d, h = split(w).shape
+        if i == 0:  # every member reads the same input: their kernels side by side
+            wide = split(w).transpose(0, 2, 1, 3).reshape(k, d, e * h)
+        else:  # member e's kernel in block (e, e), zeros elsewhere
+            wide = np.zeros((k, e, d, e, h), w.dtype)
+            wide[:, np.arange(e), :, np.arange(e)] = np.moveaxis(split(w), 1, 0)
+            wide = wide.reshape(k, e * d, e * h)
+        merged[f"hidden_{i}"] = {"kernel": wide, "bias": split(b).reshape(k, e * h)}
+    w, b = (split(x) for x in dense(params["params"]["out"]))
+    w = w.reshape(len(w), -1, w.shape[-1]) / members if merged else w.mean(1)  # (no hidden layer: mean kernel)
+    merged["out"] = {"kernel": w, "bias": b.mean(1)}
+    for name, v in params["params"].items():
+        if not isinstance(v, dict):  # log_std, obs_mean, obs_std
+            merged[name] = split(v).mean(1) if name == "log_std" else split(v)[:, 0]
+    return {"params": merged}
+
+
+def member_mean(tree: dict[str, Any], members: int) -> dict[str, Any]:
+    """Per-policy values (K * E, ...) as the mean over each policy's E members (K, ...)."""
+    if members == 1:
+        return tree
+    return {name: np.asarray(v).reshape(-1, members, *np.shape(v)[1:]).mean(1) for name, v in tree.items()}
+
+
 class NumpyMLP:
     """The MLP as a policy in numpy, for a (B, obs_dim) batch: its mode (the mean, or the largest logit)
     without `rng`, else a sample. Picklable and JAX-free, so a rollout worker can run it (the student,

@@ -78,6 +78,11 @@ class MLPPolicy(nn.Module):
         return apply(self, self.variables, obs)
 
 
+def ensemble_policy(policy: MLPPolicy, members: int) -> MLPPolicy:
+    """The policy `members` copies of `policy` act as, with bcjax.core.mlp.merge_members's params: `members` times as wide."""
+    return policy if members == 1 else policy.clone(size=policy.size * members)
+
+
 def apply(model: MLPPolicy | MLPSpec, params: Params, obs: jax.Array) -> jax.Array:
     """The one JAX apply (pure): the action mean (continuous) or the logits (discrete)."""
     spec = model if isinstance(model, MLPSpec) else model.spec

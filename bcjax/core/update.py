@@ -27,9 +27,20 @@ from bcjax.core.model import MLPPolicy, apply, init_params, obs_stats
 Metrics = dict[str, jax.Array]  # name -> values
 
 
-def create_train_states(policy: MLPPolicy, keys: jax.Array, obs_dim: int, learning_rate: float) -> TrainState:
-    """K TrainStates stacked on axis 0 (one per key): own init, one Adam over all params."""
-    tx = optax.adam(learning_rate)
+def optimizer(learning_rate: float, weight_decay: float = 0.0, decay_steps: int | None = None) -> optax.GradientTransformation:
+    """Adam, the homework's; with `weight_decay`, AdamW (Loshchilov & Hutter 2019) decaying only the kernels (not
+    the biases, log_std or obs statistics); with `decay_steps`, the step size cosine-decayed to 0 over that many updates."""
+    lr = optax.cosine_decay_schedule(learning_rate, decay_steps) if decay_steps else learning_rate
+    if not weight_decay:
+        return optax.adam(lr)
+    kernels = partial(jax.tree_util.tree_map_with_path, lambda path, _: path[-1].key == "kernel")
+    return optax.adamw(lr, weight_decay=weight_decay, mask=kernels)
+
+
+def create_train_states(policy: MLPPolicy, keys: jax.Array, obs_dim: int, learning_rate: float,
+                        weight_decay: float = 0.0, decay_steps: int | None = None) -> TrainState:
+    """K TrainStates stacked on axis 0 (one per key): own init, one `optimizer` over all params."""
+    tx = optimizer(learning_rate, weight_decay, decay_steps)
 
     def one(key: jax.Array) -> TrainState:
         return TrainState.create(apply_fn=policy.apply, params=init_params(policy, key, obs_dim), tx=tx)
@@ -40,13 +51,8 @@ def create_train_states(policy: MLPPolicy, keys: jax.Array, obs_dim: int, learni
 
 def with_obs_stats(states: TrainState, obs_per_seed: list) -> TrainState:
     """The K-stacked states with each seed's obs_mean / obs_std set from its buffer's observation rows."""
-    stats = [obs_stats(o) for o in obs_per_seed]
-    params = dict(states.params)
-    inner = dict(params["params"])
-    inner["obs_mean"] = jnp.asarray(np.stack([m for m, _ in stats]))
-    inner["obs_std"] = jnp.asarray(np.stack([s for _, s in stats]))
-    params["params"] = inner
-    return states.replace(params=params)
+    mean, std = (jnp.asarray(np.stack(x)) for x in zip(*map(obs_stats, obs_per_seed)))
+    return states.replace(params={**states.params, "params": {**states.params["params"], "obs_mean": mean, "obs_std": std}})
 
 
 def minibatch_indices(key: jax.Array, size: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:

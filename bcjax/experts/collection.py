@@ -2,6 +2,7 @@
 
     python scripts/collect_expert_data.py --env_name Hopper-v4 --n_traj 2 --output expert_data_Hopper-v4.pkl
     python scripts/collect_expert_data.py --env_name Hopper-v4 --n_traj 2 --minari bcjax/hopper/expert-v0
+    python scripts/collect_expert_data.py --env_name Hopper-v4 --n_traj 2 --action_noise 0.3 -o dart.pkl  # DART
 """
 
 from __future__ import annotations
@@ -30,12 +31,17 @@ class CollectArgs:
     minari: str | None = flag(None, "write a Minari dataset with this id, where Minari keeps local datasets "
                                     "(MINARI_DATASETS_PATH), instead of the default .pkl", metavar="DATASET_ID")
     no_save: bool = flag(False, "only report the returns (evaluate an expert)")
+    action_noise: float = flag(0.0, "DART (Laskey et al. 2017): the expert acts with Gaussian noise of this std added to "
+                                    "its actions; the data records its noise-free actions at the states visited",
+                               metavar="SIGMA")
 
     def __post_init__(self) -> None:
         if self.n_traj <= 0 or (self.ep_len is not None and self.ep_len <= 0):
             raise BcjaxError("--n_traj and --ep_len must be positive")
         if self.no_save and (self.output or self.minari):
             raise BcjaxError("--no_save writes nothing: drop it, or drop --output/--minari")
+        if not self.action_noise >= 0:  # NaN fails too
+            raise BcjaxError(f"--action_noise must be 0 or more, got {self.action_noise}")
         check_seed(self.seed)
 
 
@@ -61,9 +67,15 @@ def collect(ns: CollectArgs) -> int:
     expert = load_expert(epf).for_task(ns.env_name)
     info = task_info(ns.env_name)
     check_expert(expert, info, np.zeros((1, info.obs_dim), np.float32))
-    paths, terminated = collect_expert_episodes(expert, ns.env_name, ns.n_traj, ns.seed, ns.ep_len)
+    actor, rng = expert.mean_action_np, np.random.default_rng(ns.seed)
+    if ns.action_noise:  # noisy actions drive the env; the labels are the expert's own (DART)
+        actor = lambda obs: expert.mean_action_np(obs) + ns.action_noise * rng.standard_normal((len(obs), info.act_dim))  # noqa: E731
+    paths, terminated = collect_expert_episodes(actor, ns.env_name, ns.n_traj, ns.seed, ns.ep_len)
+    for p in paths if ns.action_noise else []:
+        p["action"] = expert.mean_action_np(p["observation"]).astype(np.float32)
     returns = np.array([p["reward"].sum() for p in paths])
-    print(f"{ns.env_name}: {len(paths)} trajectories, {sum(len(p['reward']) for p in paths)} steps, "
+    noted = f" (action noise {ns.action_noise})" if ns.action_noise else ""
+    print(f"{ns.env_name}: {len(paths)} trajectories{noted}, {sum(len(p['reward']) for p in paths)} steps, "
           f"return {returns.mean():.1f} ± {returns.std():.1f} (min {returns.min():.1f}, max {returns.max():.1f})")
     if ns.minari:
         where = save_minari(paths, terminated, ns.minari, ns.env_name, epf, ns.seed)

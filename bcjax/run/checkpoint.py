@@ -40,7 +40,8 @@ import numpy as np
 from flax.training.train_state import TrainState
 
 from bcjax.core.buffer import Buffer
-from bcjax.core.model import MLPPolicy
+from bcjax.core.mlp import merge_members
+from bcjax.core.model import MLPPolicy, ensemble_policy
 from bcjax.data.files import write_atomic
 from bcjax.errors import BcjaxError
 from bcjax.run.config import RESUME_RUNTIME_FLAGS, Config, config_from_dict
@@ -305,8 +306,8 @@ class SavedPolicy:
     iteration: int
     config: Config
 
-    def params(self, seed_index: int = 0) -> Any:
-        return jax.tree.map(lambda x: x[seed_index], self.states.params)
+    def params(self, seed_index: int = 0) -> Any:  # an ensemble's members merged into the MLP that acts for them
+        return jax.tree.map(lambda x: x[seed_index], merge_members(self.states.params, self.config.ensemble))
 
 
 def load_policy(run_dir: str | Path, step: int | None = None) -> SavedPolicy:
@@ -323,12 +324,12 @@ def load_policy(run_dir: str | Path, step: int | None = None) -> SavedPolicy:
         raise BcjaxError(f"checkpoint step {step} in {ckpt} has unusable metadata ({e}): pick another --step") from None
     policy = MLPPolicy(act_dim=int(meta["act_dim"]), n_layers=cfg.n_layers, size=cfg.size,
                        activation=cfg.activation, discrete=bool(meta["discrete"]), normalize_obs=cfg.normalize_obs)
-    keys = jnp.stack([jax.random.PRNGKey(k) for k in range(int(meta["num_seeds"]))])
+    keys = jnp.stack([jax.random.PRNGKey(k) for k in range(int(meta["num_seeds"]) * cfg.ensemble)])
     # Shapes only (initializing real parameters to overwrite them costs ~1 s), placed on this
     # machine's default device: the saved sharding names the devices of the machine that trained.
-    shapes = jax.eval_shape(lambda k: create_train_states(policy, k, int(meta["obs_dim"]), cfg.learning_rate), keys)
+    shapes = jax.eval_shape(lambda k: create_train_states(policy, k, int(meta["obs_dim"]), *cfg.optimizer), keys)
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shapes)
     out, meta = restore_checkpoint(ckpt, {"train_state": template}, step, misfit=f"checkpoint step {step} in {ckpt} "
                                    "does not hold the policy its metadata describes")
-    return SavedPolicy(policy, out["train_state"], meta, step, cfg)
+    return SavedPolicy(ensemble_policy(policy, cfg.ensemble), out["train_state"], meta, step, cfg)

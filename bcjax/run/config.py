@@ -28,6 +28,9 @@ DEFAULT_DAGGER_ITERS = 10
 ACTIVATION_NAMES = ("identity", "leaky_relu", "relu", "selu", "sigmoid", "softplus", "tanh")
 # JAX keys take 32-bit seeds (PRNGKey(2**32) == PRNGKey(0)): refuse the seeds that would alias.
 SEED_MAX = 2**32 - 1
+# --recipe: presets of flags (docs/BC_STUDY.md measured them); flags given explicitly win over a preset's.
+RECIPES = {"homework": {}, "robust": {"normalize_obs": True, "num_agent_train_steps_per_iter": 20000,
+                                     "lr_schedule": "cosine"}}
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class Config:
     'Training MSE' are logged beside it)."""
 
     PROG: ClassVar[str] = "train.py"
+    PRESETS: ClassVar[dict] = {"recipe": RECIPES}  # bcjax.run.flags: --recipe NAME gives these flags' values
     # Unset (None) algo and n_iter are resolved when the Config is made: bc, and 1 or DEFAULT_DAGGER_ITERS.
     algo: str | None = flag(None, "bc (one iteration) or dagger; unset: bc", choices=("bc", "dagger"),
                             alias=("--do_dagger", "dagger", "same as --algo dagger"))
@@ -54,8 +58,9 @@ class Config:
     batch_size: int = flag(1000, "env steps collected per DAgger iteration")
     eval_batch_size: int = flag(1000, "env steps of evaluation per iteration")
     train_batch_size: int = flag(100, "minibatch size of each update")
-    n_layers: int = flag(2, "hidden layers of the policy")
-    size: int = flag(64, "units per hidden layer")
+    # -l and -s as in CS285's later homeworks: without them argparse read -l 3 as an abbreviation of -lr
+    n_layers: int = flag(2, "hidden layers of the policy", "-l")
+    size: int = flag(64, "units per hidden layer", "-s")
     activation: str = flag("tanh", "hidden-layer activation", choices=ACTIVATION_NAMES)
     init: str = flag("torch", "layer initialisation: torch (the homework's nn.Linear: uniform in ±1/sqrt(fan_in)) "
                                "or flax (lecun-normal, zero bias)", choices=("torch", "flax"))
@@ -93,6 +98,12 @@ class Config:
     beta_decay: float | None = flag(None, "exponential schedule's factor per iteration, in (0, 1]")
     beta_iters: int | None = flag(None, "linear schedule: iterations until beta reaches 0")
     normalize_obs: bool = flag(False, "standardise the policy's input with the mean and std of the buffer's observations")
+    ensemble: int = flag(1, "policies per seed, trained side by side on its data (own init and minibatches), acting and "
+                            "evaluated as one policy with their mean action: --num_seeds S --ensemble E trains S x E")
+    weight_decay: float = flag(0.0, "AdamW's decoupled weight decay of the kernels (optax.adamw: each update shrinks "
+                                    "them by learning_rate x weight_decay); 0: Adam, the homework's")
+    lr_schedule: str = flag("constant", "step size over the run's updates: constant, or cosine (decayed to 0)",
+                            choices=("constant", "cosine"))
 
     def __post_init__(self) -> None:
         algo, n_iter = _resolve_iterations(self.algo, self.n_iter)
@@ -109,6 +120,12 @@ class Config:
     @property
     def is_dagger(self) -> bool:
         return self.algo == "dagger"
+
+    @property
+    def optimizer(self) -> tuple[float, float, int | None]:
+        """bcjax.core.update.optimizer's arguments: step size, weight decay, the updates a cosine schedule spans."""
+        steps = self.n_iter * self.num_agent_train_steps_per_iter if self.lr_schedule == "cosine" else None
+        return self.learning_rate, self.weight_decay, steps
 
     def replace(self, **kw: object) -> "Config":
         return dataclasses.replace(self, **kw)
@@ -185,7 +202,7 @@ MAX_THREADS = 256
 def _check(cfg: Config) -> None:
     """The checks of single flags and of combinations; each failure names the flag and the fix."""
     for name in ("num_agent_train_steps_per_iter", "batch_size", "eval_batch_size", "train_batch_size", "size",
-                 "learning_rate", "max_replay_buffer_size", "num_seeds", "num_envs", "ep_len",
+                 "learning_rate", "max_replay_buffer_size", "num_seeds", "ensemble", "num_envs", "ep_len",
                  "expert_data_trajectories", "beta_iters"):  # (None: unset)
         value = getattr(cfg, name)
         if value is not None and not (math.isfinite(value) and value > 0):  # NaN compares false with everything
@@ -200,6 +217,8 @@ def _check(cfg: Config) -> None:
     for name in ("video_log_freq", "scalar_log_freq"):
         if getattr(cfg, name) == 0 or getattr(cfg, name) < -1:
             raise BcjaxError(f"--{name} must be positive or -1 (off), got {getattr(cfg, name)}")
+    if not cfg.weight_decay >= 0:  # NaN fails too
+        raise BcjaxError(f"--weight_decay must be 0 or more, got {cfg.weight_decay}")
     check_seed(cfg.seed)
     _check_beta(cfg)
     if cfg.resume_step is not None and not cfg.resume:

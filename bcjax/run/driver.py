@@ -39,7 +39,8 @@ from bcjax.acting.rollout import Trajectory, beta_at, episode_stats
 from bcjax.acting.runner import Mixing, RolloutFailed, RolloutResult, Rollouts, RolloutTask, default_threads
 from bcjax.core.buffer import Buffer, Inserter, add, compile_insert, empty, host_rows
 from bcjax.core.devices import seed_sharding, shard_seeds
-from bcjax.core.model import MLPPolicy, host_actor
+from bcjax.core.mlp import member_mean, merge_members
+from bcjax.core.model import MLPPolicy, ensemble_policy, host_actor
 from bcjax.core.update import Fit, compile_fit, create_train_states, with_obs_stats
 from bcjax.errors import BcjaxError
 from bcjax.run.checkpoint import LoopState, orbax, restore_resume, save_policy, save_resume
@@ -54,7 +55,7 @@ ENV_COLLECT, ENV_EVAL, VIDEO_TRAIN, VIDEO_EVAL, VIDEO_NOISE, BETA_DRAWS = range(
 
 @dataclass
 class RunResult:
-    policy: MLPPolicy
+    policy: MLPPolicy  # what acts (Run.policy)
     states: TrainState  # K-stacked
     buffer: Buffer  # K-stacked, on the device
     rows: list[dict[str, list[float]]]  # per logged iteration: metric -> per-seed values
@@ -123,7 +124,7 @@ def run_memory_bytes(cfg: Config, info: EnvInfo, n_expert_rows: int) -> int:
     params = (sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:])) + info.act_dim) * 4 * _PARAM_COPIES
     capacity = buffer_capacity(cfg, n_expert_rows, cfg.ep_len or info.max_episode_steps)
     row = 4 * ((2 if cfg.normalize_obs else 1) * info.obs_dim + (1 if info.discrete else info.act_dim))
-    return cfg.num_seeds * (params + capacity * row)
+    return cfg.num_seeds * cfg.ensemble * (params + capacity * row)
 
 
 def check_run_fits_memory(cfg: Config, info: EnvInfo, n_expert_rows: int) -> None:
@@ -168,8 +169,9 @@ def _split(keys: jax.Array, n: int) -> tuple[jax.Array, ...]:
     return tuple(jnp.moveaxis(jax.vmap(lambda k: jax.random.split(k, n))(keys), 1, 0))
 
 
-def _host(params: Any) -> Any:
-    return jax.tree.map(np.asarray, jax.device_get(params))
+def _host(params: Any, members: int = 1) -> Any:
+    """The policies' params on the host, an ensemble's members merged into the one MLP that acts for them."""
+    return merge_members(jax.tree.map(np.asarray, jax.device_get(params)), members)
 
 
 def _seed_params(params_host: object, k: int) -> object:
@@ -194,7 +196,7 @@ class Run:
     cfg: Config
     info: EnvInfo
     ep_len: int
-    policy: MLPPolicy
+    policy: MLPPolicy  # what acts: with --ensemble, the one MLP of its merged members (core.model.ensemble_policy)
     pool: Rollouts
     expert: Expert | None
     expert_paths: list[Trajectory]
@@ -263,15 +265,15 @@ def open_run(cfg: Config, expert: Expert | None, paths: list[Trajectory], info: 
 def _learner(cfg: Config, info: EnvInfo, expert: Expert | None, paths: list[Trajectory], pool: Rollouts,
              start: float, compile_start: float) -> Run:
     """The K policies, their device buffer and the loop's start (resumed with `cfg.resume`), compiled for."""
-    k, ep_len = cfg.num_seeds, cfg.ep_len or info.max_episode_steps
+    k, ep_len = cfg.num_seeds * cfg.ensemble, cfg.ep_len or info.max_episode_steps  # seed s, member e: s * E + e
     policy = MLPPolicy(act_dim=info.act_dim, n_layers=cfg.n_layers, size=cfg.size, activation=cfg.activation,
                        discrete=info.discrete, init_scheme=cfg.init, normalize_obs=cfg.normalize_obs)
     init_keys, loop_keys = _split(_index_keys(np.int32(cfg.seed), k), 2)
-    states = create_train_states(policy, init_keys, info.obs_dim, cfg.learning_rate)
+    states = create_train_states(policy, init_keys, info.obs_dim, *cfg.optimizer)
     capacity = buffer_capacity(cfg, sum(len(p["observation"]) for p in paths), ep_len)
     act = ((), np.int32) if info.discrete else ((info.act_dim,), np.float32)
     buffer = empty(k, capacity, {"observation": ((info.obs_dim,), np.float32), "action": act})
-    first = LoopState(-1, states, loop_keys, buffer, np.zeros(k, np.int64), 0.0)
+    first = LoopState(-1, states, loop_keys, buffer, np.zeros(cfg.num_seeds, np.int64), 0.0)
     if cfg.resume:
         first = restore_resume(cfg.resume, first, cfg.resume_step)
         start -= first.elapsed
@@ -284,7 +286,8 @@ def _learner(cfg: Config, info: EnvInfo, expert: Expert | None, paths: list[Traj
     insert_fn = compile_insert(buffer, seeds_on)
     if expert is not None and cfg.n_iter > 1:  # the relabelling batch, for DAgger's iterations
         expert(paths[0]["observation"][:2].astype(np.float32))
-    return Run(cfg, info, ep_len, policy, pool, expert, paths, fit_fn, insert_fn, seeds_on, first, start, compile_start)
+    return Run(cfg, info, ep_len, ensemble_policy(policy, cfg.ensemble), pool, expert, paths, fit_fn, insert_fn, seeds_on,
+               first, start, compile_start)
 
 
 # ---------------------------------------------------------------- the loop
@@ -316,7 +319,7 @@ class Iteration:
 def iterate(run: Run) -> RunResult:
     """The iterations after `run.first`; a stop (a clear error, a signal) still logs what finished."""
     cfg, loop = run.cfg, run.first
-    params, losses = _host(loop.states.params), []  # the policy the next iteration collects with
+    params, losses = _host(loop.states.params, cfg.ensemble), []  # the policy the next iteration collects with
     if run.checkpoint:  # orbax's import overlaps the first iteration instead of delaying the first save
         threading.Thread(target=orbax, daemon=True).start()
     try:
@@ -351,7 +354,7 @@ def iteration(run: Run, loop: LoopState, collect_params: Any, itr: int) -> Itera
     with run.timed("training"):
         states, buffer, fit_metrics = fit(run, loop.states, loop.buffer, got.paths, train_keys, itr)
     it = Iteration(itr, LoopState(itr, states, loop_keys, buffer, loop.envsteps + got.steps, loop.elapsed), got,
-                   fit_metrics, collect_params, _host(states.params), roll_keys[0])
+                   fit_metrics, collect_params, _host(states.params, run.cfg.ensemble), roll_keys[0])
     if run.cfg.scalar_log_freq != -1 and itr % run.cfg.scalar_log_freq == 0:
         it.times = {k: v - before.get(k, 0.0) for k, v in run.clock.items()}
         with run.timed("evaluation"):  # (with --rollout_workers 0 the evaluation runs here, at once)
@@ -398,7 +401,8 @@ def relabel(expert: Expert, paths_per_seed: list[list[Trajectory]], act_dtype: A
 def fit(run: Run, states: TrainState, buffer: Buffer, paths_per_seed: list[list[Trajectory]], train_keys: jax.Array,
         itr: int) -> tuple[TrainState, Buffer, dict]:
     """The rows into each seed's device buffer, then all of the iteration's updates for all seeds in one call."""
-    rows = [{name: np.concatenate([p[name] for p in paths]) for name in ("observation", "action")} for paths in paths_per_seed]
+    rows = [{name: np.concatenate([p[name] for p in paths]) for name in ("observation", "action")} for paths in paths_per_seed
+            for _ in range(run.cfg.ensemble)]  # each member of a seed gets its rows
     buffer = add(run.insert, buffer, rows, partial(shard_seeds, sharding=run.seeds_on))
     if run.cfg.normalize_obs:  # numpy's float64 statistics of the stored rows, as the host buffer gave them
         states = with_obs_stats(states, host_rows(buffer, "observation"))
@@ -407,7 +411,7 @@ def fit(run: Run, states: TrainState, buffer: Buffer, paths_per_seed: list[list[
     steps = run.cfg.num_agent_train_steps_per_iter
     with progress(f"itr {itr} train", steps, run.cfg.quiet) as tick:
         states, metrics = run.fit(states, buffer, train_keys)
-        metrics = jax.device_get(metrics)
+        metrics = member_mean(jax.device_get(metrics), run.cfg.ensemble)  # per seed
         tick(steps)  # one fused call: the bar completes when it returns
     last_loss = np.asarray(metrics["loss"])[:, -1]
     if not np.all(np.isfinite(last_loss)):

@@ -80,6 +80,11 @@ def build_parser(cls: type, abbrev: bool = True) -> argparse.ArgumentParser:
         if m["alias"]:  # beside the flag it stands for
             option, value, alias_help = m["alias"]
             p.add_argument(option, action="store_const", const=value, dest=f"alias:{f.name}", help=alias_help)
+    for name, presets in getattr(cls, "PRESETS", {}).items():  # a preset names the flags it gives
+        sets = "; ".join(f"{key}: {' '.join(t for k, v in given.items() for t in render(k, v)) or 'no flags'}"
+                         for key, given in presets.items())
+        p.add_argument(f"--{name}", choices=list(presets), dest=f"preset:{name}",
+                       help=f"a preset of flags ({sets}); flags given explicitly win (default: {next(iter(presets))})")
     return p
 
 
@@ -101,6 +106,8 @@ def given(cls: type, argv: list[str] | None, strict: bool = False, known: bool =
             option = field_of(cls, name).metadata["alias"][0]
             raise BcjaxError(f"{option} contradicts {' '.join(render(name, out[name]))}: pass one of them")
         out[name] = value
+    for key in [k for k in out if k.startswith("preset:")]:  # under the flags given
+        out = {**cls.PRESETS[key.removeprefix("preset:")][out.pop(key)], **out}
     return {k: tuple(v) if isinstance(v, list) else v for k, v in out.items()}, rest
 
 
