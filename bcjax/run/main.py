@@ -75,16 +75,17 @@ def run(cfg: Config, on_row: Callable[[dict, Path], None] | None = None, limit_t
 
 def timing_line(startup: dict[str, float], timings: dict[str, float], wall: float, rss_mib: float) -> str:
     """The closing line: start-up (to the first iteration) by part, the loop's phases, and the fixed cost,
-    everything but env steps (collection), updates (training) and waiting for evaluations."""
+    everything but env steps (collection), updates (training), waiting for evaluations and rendering videos."""
     from bcjax.run.perf import cache_hits
 
     parts = ", ".join(f"{k} {v:.1f}" for k, v in list(startup.items())[1:])
     phases = ", ".join(f"{k} {v:.1f}" for k, v in timings.items() if k != "total")
-    fixed = wall - sum(timings.get(k, 0.0) for k in ("collection", "training", "evaluation"))
+    work = ("collection", "training", "evaluation", "video")
+    fixed = wall - sum(timings.get(k, 0.0) for k in work)
     # "compile" is tracing, lowering and compiling, or loading from the persistent cache: say how many loaded.
     cached = f"; {cache_hits()} programs from the compilation cache" if cache_hits() else ""
     return (f"time (s): start-up {startup['start-up']:.1f} ({parts}), {phases}, total {wall:.1f}; fixed cost "
-            f"{fixed:.1f} (all but collection, training and evaluation){cached}; peak RSS {rss_mib:.0f} MiB")
+            f"{fixed:.1f} (all but {', '.join(k for k in work if k in timings)}){cached}; peak RSS {rss_mib:.0f} MiB")
 
 
 def process_start() -> float:
@@ -139,7 +140,7 @@ def resolve_config(given: dict) -> Config:
 
 def main(argv: list[str] | None = None) -> int:
     """scripts/train.py. Process-wide settings are made here, not in `run`, so a library caller keeps its own."""
-    started = process_start()
+    started = process_start() if argv is None else time.time()  # argv None: this process is scripts/train.py
 
     def body() -> int:
         given = given_flags(argv)

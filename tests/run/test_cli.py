@@ -56,6 +56,17 @@ def test_tiny_dagger_run_writes_run_dir(tiny_run):
     assert "Eval_AverageReturn" in tiny_run.out
 
 
+def test_the_closing_line_gives_the_start_up_by_part_and_the_fixed_cost(tiny_run):
+    (line,) = [x for x in tiny_run.out.splitlines() if x.startswith("time (s): ")]
+    got = {m[1]: float(m[2]) for m in re.finditer(r"([a-z][a-z -]*?) (\d+\.\d+)", line[len("time (s): "):])}
+    parts = ("imports", "inputs", "checks", "run directory", "learner")
+    assert set(parts) <= set(got) and {"collection", "training", "evaluation", "total", "fixed cost"} <= set(got)
+    assert sum(got[p] for p in parts) <= got["start-up"] + 0.05 * len(parts)  # (each rounded to 0.1)
+    assert got["start-up"] <= got["total"]
+    work = got["collection"] + got["training"] + got["evaluation"]
+    assert got["fixed cost"] == pytest.approx(got["total"] - work, abs=0.25)
+
+
 def _error(capsys, argv, code=2) -> str:
     assert main(argv) == code
     err = capsys.readouterr().err.strip()
