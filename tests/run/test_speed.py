@@ -83,3 +83,11 @@ def test_cpu_thread_limit_leaves_every_thread_free_to_run_anywhere():
             "print(len(tids) > 1 and all(os.sched_getaffinity(int(t)) == before for t in tids))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="the process's start time is read from /proc")
+def test_the_start_up_counts_from_the_process_start():
+    code = ("import time; t = time.time(); time.sleep(0.5); from bcjax.run.main import process_start; "
+            "s = process_start(); print(t - 0.5 < s <= t)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
