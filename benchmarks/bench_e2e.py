@@ -7,6 +7,7 @@ compilation count; the variants alternate run by run, and the table gives median
 
 - bcjax, cold: `scripts/train.py` with an empty compile cache (a first run ever);
 - bcjax, warm: the same with the compile cache an earlier run filled (every re-run);
+- bcjax, warm, --eval_num_envs 5: the same, its evaluation's episodes on 5 envs side by side;
 - homework: `cs285/scripts/run_hw1.py` of a solved CS285 hw1 checkout (`--homework
   DIR`, run by `--homework_python`, by default DIR/.venv/bin/python), torch on one
   thread. Without `--homework`, bcjax only.
@@ -38,6 +39,7 @@ import _common
 TASK_FILES = {"Hopper-v4": ("Hopper.pkl", "expert_data_Hopper-v4.pkl"),
               "Ant-v4": ("Ant.pkl", "expert_data_Ant-v4.pkl"),
               "HalfCheetah-v4": ("HalfCheetah.pkl", "expert_data_HalfCheetah-v4.pkl")}
+SIDE_BY_SIDE = "bcjax, warm, --eval_num_envs 5"  # the evaluation's 5 episodes side by side (other episodes)
 PHASES = ("start-up", "imports", "learner", "compile", "collection", "relabel", "training", "evaluation", "checkpoint",
           "fixed cost")
 
@@ -91,9 +93,10 @@ def homework_flags(case: Case, seed: int, cs285: Path) -> list[str]:
             "--eval_batch_size", "5000", "--seed", str(seed)]
 
 
-def bcjax_run(case: Case, seed: int, cs285: Path, logdir: str, cache_dir: str, num_seeds: int = 1) -> dict:
+def bcjax_run(case: Case, seed: int, cs285: Path, logdir: str, cache_dir: str, num_seeds: int = 1,
+              flags: tuple[str, ...] = ()) -> dict:
     cmd = [sys.executable, "scripts/train.py", "--exp_name", "e2e", *homework_flags(case, seed, cs285),
-           "--num_seeds", str(num_seeds), "--logdir", logdir, "--quiet"]
+           "--num_seeds", str(num_seeds), "--logdir", logdir, "--quiet", *flags]
     wall, _, rss, out = run_process(cmd, {**os.environ, "BCJAX_CACHE_DIR": cache_dir}, _common.ROOT, "itr 0/")
     line = next(x for x in out.splitlines() if x.startswith("time (s):"))
     # "name value" pieces between the line's separators: start-up, its parts, the phases, total, fixed cost
@@ -120,13 +123,17 @@ def measure(name: str, case: Case, args: argparse.Namespace, tmp: Path) -> dict:
     if case.num_seeds > 1:
         variants = {"bcjax, 1 seed, warm": [], f"bcjax, {case.num_seeds} seeds, warm": []}
         bcjax_run(case, 1, args.cs285, str(tmp), warm, case.num_seeds)
-    elif args.homework:
-        variants["homework (PyTorch)"] = []
+    else:
+        variants[SIDE_BY_SIDE] = []
+        if args.homework:
+            variants["homework (PyTorch)"] = []
     for i in range(args.runs):
         seed = case.seeds[i % len(case.seeds)]
         for variant, rs in variants.items():
             if variant == "bcjax, cold":
                 r = bcjax_run(case, seed, args.cs285, str(tmp), str(tmp / f"cold-{i}"))
+            elif variant == SIDE_BY_SIDE:
+                r = bcjax_run(case, seed, args.cs285, str(tmp), warm, flags=("--eval_num_envs", "5"))
             elif variant.startswith("bcjax"):
                 r = bcjax_run(case, seed, args.cs285, str(tmp), warm, case.num_seeds if " 1 seed" not in variant else 1)
             else:

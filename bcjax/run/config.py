@@ -78,6 +78,8 @@ class Config:
     logdir: str = flag("data", "root of the run directories")
     num_seeds: int = flag(1, "independent policies trained side by side (vmapped)")
     num_envs: int = flag(1, "vector environments for collection and evaluation")
+    eval_num_envs: int | None = flag(None, "vector environments for evaluation alone: its episodes run side by side "
+                                           "(kept in launch order, as one env's); unset: --num_envs")
     vector_mode: str = flag("auto", "no effect: the envs of all seeds step together in one MuJoCo batch (kept so older "
                                      "command lines run)", choices=("auto", "sync", "async"))
     rollout_workers: int | None = flag(
@@ -202,7 +204,7 @@ MAX_THREADS = 256
 def _check(cfg: Config) -> None:
     """The checks of single flags and of combinations; each failure names the flag and the fix."""
     for name in ("num_agent_train_steps_per_iter", "batch_size", "eval_batch_size", "train_batch_size", "size",
-                 "learning_rate", "max_replay_buffer_size", "num_seeds", "ensemble", "num_envs", "ep_len",
+                 "learning_rate", "max_replay_buffer_size", "num_seeds", "ensemble", "num_envs", "eval_num_envs", "ep_len",
                  "expert_data_trajectories", "beta_iters"):  # (None: unset)
         value = getattr(cfg, name)
         if value is not None and not (math.isfinite(value) and value > 0):  # NaN compares false with everything

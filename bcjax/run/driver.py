@@ -225,7 +225,8 @@ class Run:
     def task(self, kind: str, k: int, params_np: Any, env_seed: int, rng_state: dict | None, steps: int,
              mix: Mixing | None = None) -> RolloutTask:
         # Every task reseeds its env from seed k's key stream: it depends on nothing else.
-        return RolloutTask(kind, k, self.cfg.env_name, self.cfg.num_envs, self.policy.spec,
+        envs = self.cfg.eval_num_envs if kind == "eval" and self.cfg.eval_num_envs else self.cfg.num_envs
+        return RolloutTask(kind, k, self.cfg.env_name, envs, self.policy.spec,
                            _seed_params(params_np, k), env_seed, rng_state, steps, self.ep_len, mix)
 
 

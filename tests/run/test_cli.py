@@ -83,6 +83,7 @@ def _error(capsys, argv, code=2) -> str:
     (["--size", "0"], "--size must be positive"),
     (["-lr", "0"], "--learning_rate must be positive"),
     (["--ep_len", "0"], "--ep_len must be positive"),
+    (["--eval_num_envs", "0"], "--eval_num_envs must be positive"),
     (["--n_layers", "-1"], "--n_layers must be 0 or more"),
     (["--rollout_workers", "300"], "--rollout_workers is a thread count, at most 256"),
     (["--env_name", "NoSuchTask-v9"], "unknown environment id 'NoSuchTask-v9'"),

@@ -10,7 +10,7 @@ from bcjax.core.model import init_params
 from bcjax.data.expert import load_expert
 from bcjax.data.expert_data import load_expert_data
 from bcjax.run.config import Config
-from tests.tiny_runs import stored, train
+from tests.tiny_runs import expert_data, hopper_cfg, hopper_expert, metrics_without_time, run_logged, stored, train
 
 TINY = dict(num_agent_train_steps_per_iter=300, eval_batch_size=200, video_log_freq=-1, rollout_workers=0)
 
@@ -93,3 +93,19 @@ def test_mujoco_warnings_go_through_python_not_a_log_file(tmp_path, monkeypatch)
     with pytest.warns(RuntimeWarning, match="MuJoCo: Nan, Inf or huge value"):
         env.step(np.zeros(6, np.float32))
     assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+
+
+def test_eval_num_envs_changes_the_evaluation_only(tmp_path):
+    """--eval_num_envs N evaluates on N envs side by side (the vector rollout, tested against gymnasium's own
+    vector env in tests/acting): collection, training and their metrics are the plain run's; 1 is the plain run."""
+    paths = expert_data("Hopper-v4", hopper_expert, ep_len=30)
+    rows = {}
+    for n in (None, 1, 3):
+        cfg = hopper_cfg(tmp_path / str(n), n_iter=2, num_seeds=2, eval_num_envs=n, eval_batch_size=90)
+        rows[n] = metrics_without_time(run_logged(cfg, hopper_expert, paths)[0])
+    assert rows[1] == rows[None]
+    for plain, side_by_side in zip(rows[None], rows[3]):
+        evals = [k for k in plain["per_seed"] if k.startswith("Eval_")]
+        assert evals and all(side_by_side["per_seed"][k] != plain["per_seed"][k] for k in evals[:1])
+        rest = lambda r: {k: v for k, v in r["per_seed"].items() if k not in evals}  # noqa: E731
+        assert rest(side_by_side) == rest(plain)
