@@ -25,6 +25,7 @@ import gymnasium as gym
 import numpy as np
 
 from bcjax.acting.envs import ignore_outdated_task_warnings, make_env
+from bcjax.acting.gl import check_mujoco_gl_setting
 from bcjax.acting.rollout import episode_stats, sample_n_trajectories
 from bcjax.data.files import append_line
 from bcjax.errors import BcjaxError, run_script
@@ -224,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         ns = parse(ExpertArgs, argv)
         select_device(ns.no_gpu)
+        check_mujoco_gl_setting()  # before gymnasium's MuJoCo envs import mujoco
         ignore_outdated_task_warnings()
         train(ns)
         return 0

@@ -35,13 +35,14 @@ def evaluate_run(run_dir: str | Path, step: int | None = None, episodes: int = 1
     first evaluated episode with rendering and writes it as an mp4. `sample` None: as the run's own
     evaluation did (sampled actions unless it trained with --deterministic_eval).
     """
-    from bcjax.acting.envs import make_env
     from bcjax.acting.gl import check_mujoco_gl_setting
+
+    check_mujoco_gl_setting()  # before anything imports mujoco
+    from bcjax.acting.envs import make_env
     from bcjax.acting.rollout import sample_n_trajectories
     from bcjax.core.model import host_actor
     from bcjax.run.checkpoint import load_policy
 
-    check_mujoco_gl_setting()
     saved = load_policy(run_dir, step)
     k_seeds = int(saved.meta["num_seeds"])
     if seed_index is not None and not 0 <= seed_index < k_seeds:

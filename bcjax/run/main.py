@@ -46,12 +46,13 @@ def run(cfg: Config, on_row: Callable[[dict, Path], None] | None = None, limit_t
     started = time.time() if started is None else started
     _start_jax(cfg, limit_threads)
     from bcjax.acting.gl import check_mujoco_gl_setting
+
+    check_mujoco_gl_setting()  # before anything imports mujoco, whose import fails without the GL asked for
     from bcjax.data.files import check_writable_dir
     from bcjax.run.driver import iterate, open_run, task_info
     from bcjax.run.signals import Stopped, stop_on_signals
 
     imported = time.time()
-    check_mujoco_gl_setting()
     info = task_info(cfg.env_name)
     check_writable_dir(cfg.resume or cfg.logdir, "--resume" if cfg.resume else "--logdir")
     given_data = cfg.expert_data is not None

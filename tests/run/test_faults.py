@@ -602,6 +602,20 @@ def test_missing_gl_library_is_one_line_for_every_command(tmp_path, monkeypatch,
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("script, args", [("train.py", ["--video_log_freq", "-1", "--logdir", "{tmp}"]),
+                                          ("evaluate.py", ["{tmp}/no_run"]),
+                                          ("collect_expert_data.py", ["--no_save"]),
+                                          ("train_expert.py", ["--total_steps", "10", "--logdir", "{tmp}/te"])])
+def test_a_bad_mujoco_gl_is_one_line_before_mujoco_is_imported(tmp_path, script, args):
+    """`import mujoco` raises (a traceback) on a MUJOCO_GL it does not know, or whose library is missing: every
+    command checks the setting first."""
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / script), *(a.format(tmp=tmp_path) for a in args)],
+                         env={**ENV, "MUJOCO_GL": "bogus"}, capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr == ("error: MUJOCO_GL='bogus' is not a value MuJoCo accepts: use egl or "
+                                                  "osmesa (headless), glfw (with a display), or unset it\n"), out.stderr
+
+
+@pytest.mark.slow
 def test_missing_osmesa_real_process(tmp_path):
     import ctypes.util
 
