@@ -21,17 +21,19 @@ import _common
 MODULES = ("ml_dtypes", "jax", "flax.training.train_state", "optax", "gymnasium", "mujoco")
 
 
-def import_seconds(module: str, path: str | None) -> float:
-    code = f"import numpy, time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+def _python(code: str, path: str | None) -> str:
+    """What `code` prints in a fresh interpreter, with `path` (if any) first on sys.path."""
     env = {**os.environ, "PYTHONPATH": path} if path else dict(os.environ)
-    return float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                                check=True).stdout)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+
+
+def import_seconds(module: str, path: str | None) -> float:
+    return float(_python(f"import numpy, time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)",
+                         path))
 
 
 def version(path: str | None) -> str:
-    env = {**os.environ, "PYTHONPATH": path} if path else dict(os.environ)
-    return subprocess.run([sys.executable, "-c", "import ml_dtypes; print(ml_dtypes.__version__)"], env=env,
-                          capture_output=True, text=True, check=True).stdout.strip()
+    return _python("import ml_dtypes; print(ml_dtypes.__version__)", path).strip()
 
 
 def main() -> None:
