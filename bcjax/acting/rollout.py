@@ -58,6 +58,7 @@ def sample_n_trajectories(env: gym.Env, actor: Actor, n: int, ep_len: int) -> li
     return [sample_trajectory(env, actor, ep_len)[0] for _ in range(n)]
 
 
+_NO_ROWS = np.zeros(0, np.int64)
 StreamsActor = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (K, n, obs_dim) obs, (K,) active -> (K, n, ...)
 
 
@@ -81,19 +82,21 @@ class _Streams:
             self.episodes[i // self.n].append([i, t, None, None])
 
     def record(self, t: int, ob: np.ndarray, acs: np.ndarray, rew: np.ndarray, next_ob: np.ndarray,
-               ended: np.ndarray) -> np.ndarray:
-        """Step t; returns the rows to reset at once: episodes cut at ep_len, with one env every ended one."""
+               ended: np.ndarray, live: np.ndarray) -> np.ndarray:
+        """Step t of the `live` rows (a mask); returns the rows to reset at once: episodes cut at ep_len, with one
+        env every ended one. Every numpy call here is paid each step: the rest runs only when an episode ends."""
         self.log.append((ob, acs, rew))
-        live = self.slot >= 0
-        self.recorded += live.reshape(-1, self.n).sum(axis=1)
-        finished = live & (ended | (t + 1 - self.start >= self.ep_len))
-        if finished.any():  # (nonzero() only then: the rollout's per-step numpy calls are its overhead)
-            for i in finished.nonzero()[0]:
-                self.episodes[i // self.n][self.slot[i]][2:] = [t + 1, np.array(next_ob[i], np.float32)]
-            self.slot[finished] = -1
-            for k in set(finished.nonzero()[0] // self.n):
-                self._keep(k)
-        return finished if self.n == 1 else finished & ~ended
+        self.recorded += live if self.n == 1 else np.add.reduce(live.reshape(-1, self.n), axis=1)
+        finished = live & (ended | (self.start <= t + 1 - self.ep_len))
+        if not finished.any():
+            return _NO_ROWS
+        rows = finished.nonzero()[0]
+        for i in rows:
+            self.episodes[i // self.n][self.slot[i]][2:] = [t + 1, np.array(next_ob[i], np.float32)]
+        self.slot[rows] = -1
+        for k in set(rows // self.n):
+            self._keep(k)
+        return rows if self.n == 1 else rows[~ended[rows]]
 
     def _keep(self, k: int) -> None:
         eps = self.episodes[k]
@@ -133,8 +136,9 @@ def sample_streams(env: Any, act: StreamsActor, seeds: list[int], n: int, min_st
         ob32 = np.asarray(ob, np.float32)
         acs = act(ob32.reshape(k, n, -1), s.active)
         acs = acs.reshape(k * n, *acs.shape[2:])
-        live = (s.slot >= 0).nonzero()[0]
-        reset = (resetting & np.repeat(s.active, n)).nonzero()[0] if resetting.any() else live[:0]
+        mask = s.slot >= 0
+        live = rows if mask.all() else mask.nonzero()[0]
+        reset = (resetting & np.repeat(s.active, n)).nonzero()[0] if n > 1 and resetting.any() else _NO_ROWS
         if len(live) == k * n:  # every row records a step (no copies)
             next_ob, rew, terminated, truncated = env.step(live, acs)
             ended = terminated | truncated
@@ -145,10 +149,10 @@ def sample_streams(env: Any, act: StreamsActor, seeds: list[int], n: int, min_st
                 ended[live] = terminated | truncated
             if len(reset):  # the autoreset step of the rows an episode ended on: reward 0, not recorded
                 next_ob[reset] = env.reset(reset)
-        at_once = s.record(t, ob32, acs, rew, next_ob, ended).nonzero()[0]
+        at_once = s.record(t, ob32, acs, rew, next_ob, ended, mask)
         if len(reset):
             s.launch(reset, t + 1)  # their episodes start from next_ob
-        resetting = ended & (n > 1)
+        resetting = ended
         if len(at_once) and len(at_once := at_once[s.recorded[at_once // n] < min_steps]):
             next_ob[at_once] = env.reset(at_once)
             s.launch(at_once, t + 1)
@@ -176,18 +180,21 @@ class SeedPolicies:
         self.spec, self.act, self.rngs, self.acs = spec, ACTIVATIONS[spec.activation], rngs, None
         self.std = None if spec.discrete else col([np.exp(p["params"]["log_std"]) for p in params])
         self.mix, self.expert_steps = mix, [0] * len(mix)
+        self.mixing = any(m is not None for m in mix)
 
     def __call__(self, obs: np.ndarray, active: np.ndarray) -> np.ndarray:
         out = forward(self.spec, self.net, obs, self.act)
+        acting = active.nonzero()[0]
         if self.rngs[0] is not None:
             noise = np.zeros(out.shape, np.float64 if self.spec.discrete else np.float32)
-            for k in active.nonzero()[0]:
-                rng = self.rngs[k]
-                noise[k] = (rng.gumbel(size=out.shape[1:]) if self.spec.discrete else
-                            rng.standard_normal(out.shape[1:], dtype=np.float32))
+            for k in acting:  # drawn in place: the draws standard_normal(shape) gives
+                if self.spec.discrete:
+                    noise[k] = self.rngs[k].gumbel(size=out.shape[1:])
+                else:
+                    self.rngs[k].standard_normal(dtype=np.float32, out=noise[k])
             out = out + (noise if self.spec.discrete else self.std * noise)
         self.acs = np.argmax(out, axis=-1) if self.spec.discrete else out
-        for k in active.nonzero()[0]:
+        for k in acting if self.mixing else ():
             if self.mix[k] is not None:
                 expert, beta, draws = self.mix[k]
                 take = draws.random(obs.shape[1]) < beta

@@ -44,7 +44,7 @@ class Task:
 
     def reward(self, r: Rows, velocity: np.ndarray, action: np.ndarray, healthy: np.ndarray | None) -> np.ndarray:
         ctrl = r.ctrl if self.ctrl_of_data else action
-        ctrl_cost = self.ctrl_weight * np.sum(np.square(ctrl), axis=1)
+        ctrl_cost = self.ctrl_weight * np.add.reduce(np.square(ctrl), axis=1)  # np.sum's reduction, without its wrapper
         rewards = self.forward_weight * velocity
         if healthy is not None:
             rewards = rewards + (self.healthy_reward if self.paid_always else healthy * self.healthy_reward)
@@ -58,11 +58,15 @@ class Task:
                              rng.uniform(low=-s, high=s, size=len(qvel)))
 
 
+def _below(x: np.ndarray, bound: float) -> np.ndarray:
+    # all(|x| < bound) per row, for every float (nan too: max propagates it, and nan < bound is False)
+    return np.maximum.reduce(np.abs(x), axis=1) < bound
+
+
 def _hopper_healthy(r: Rows) -> np.ndarray:  # hopper_v4.py / hopper_v5.py is_healthy
     # lo < x < hi with lo = -hi is |x| < hi, for every float (nan and inf too): fewer calls per step
-    z, angle = r.qpos[:, 1], r.qpos[:, 2]
-    state_ok = (np.abs(r.qpos[:, 2:]) < 100.0).all(axis=1) & (np.abs(r.qvel) < 100.0).all(axis=1)
-    return state_ok & (0.7 < z) & (z < np.inf) & (np.abs(angle) < 0.2)
+    z = r.qpos[:, 1]
+    return _below(r.qpos[:, 2:], 100.0) & _below(r.qvel, 100.0) & (0.7 < z) & (z < np.inf) & (np.abs(r.qpos[:, 2]) < 0.2)
 
 
 def _walker_healthy(r: Rows) -> np.ndarray:  # walker2d_v4.py / walker2d_v5.py is_healthy
@@ -72,7 +76,7 @@ def _walker_healthy(r: Rows) -> np.ndarray:  # walker2d_v4.py / walker2d_v5.py i
 
 def _ant_healthy(r: Rows) -> np.ndarray:  # ant_v4.py / ant_v5.py is_healthy
     z = r.qpos[:, 2]
-    return np.isfinite(np.concatenate([r.qpos, r.qvel], axis=1)).all(axis=1) & (0.2 <= z) & (z <= 1.0)
+    return np.logical_and.reduce(np.isfinite(np.concatenate([r.qpos, r.qvel], axis=1)), axis=1) & (0.2 <= z) & (z <= 1.0)
 
 
 def _humanoid_healthy(r: Rows) -> np.ndarray:  # humanoid_v4.py / humanoid_v5.py is_healthy
@@ -91,7 +95,8 @@ def _humanoid_obs(v5: bool) -> Callable[[Rows], np.ndarray]:  # humanoid_v4.py /
 
 def _tasks() -> dict[str, Task]:
     x = lambda r: r.qpos[:, 0]  # noqa: E731
-    walker_obs = lambda r: np.concatenate([r.qpos[:, 1:], np.clip(r.qvel, -10, 10)], axis=1)  # noqa: E731
+    # np.clip(qvel, -10, 10) as its two ufuncs (the same values, nan too), without np.clip's wrapper
+    walker_obs = lambda r: np.concatenate([r.qpos[:, 1:], np.minimum(np.maximum(r.qvel, -10.0), 10.0)], axis=1)  # noqa: E731
     tasks = {}
     for v in ("v4", "v5"):
         v4 = v == "v4"
@@ -147,6 +152,7 @@ class BatchEnv:
         self.rngs: list[np.random.Generator | None] = [None] * nsim
         self.elapsed = np.zeros(nsim, np.int64)  # TimeLimit's steps since the reset
         self.position = np.zeros(nsim)  # the position before the next step: the last call's
+        self.all_rows = Rows(model=self.model, cfrc_ext=self.cfrc_ext, **self.bound)  # views: always current
 
     def _sel(self, ids: np.ndarray) -> np.ndarray | slice:
         # ids are sorted and distinct: all of them is a slice, whose views copy nothing
@@ -154,6 +160,8 @@ class BatchEnv:
 
     def _rows(self, ids: np.ndarray) -> Rows:
         sel = self._sel(ids)
+        if isinstance(sel, slice):
+            return self.all_rows
         return Rows(model=self.model, cfrc_ext=self.cfrc_ext[sel], **{k: a[sel] for k, a in self.bound.items()})
 
     def reset(self, ids: np.ndarray, seeds: list[int] | None = None) -> np.ndarray:
