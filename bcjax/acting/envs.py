@@ -88,9 +88,13 @@ class GymEnvs:
     def __init__(self, envs: list[gym.Env]) -> None:
         self.envs = envs
 
-    def reset(self, ids: np.ndarray, seeds: list[int] | None = None) -> np.ndarray:
-        return np.stack([self.envs[i].reset(seed=None if seeds is None else int(seeds[j]))[0]
-                         for j, i in enumerate(ids)])
+    def reset(self, ids: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:
+        """env.reset() of row ids[j] with np_random `rngs[j]`, in order (BatchEnv's reset)."""
+        obs = []
+        for i, rng in zip(ids, rngs):
+            self.envs[i].np_random = rng
+            obs.append(self.envs[i].reset()[0])
+        return np.stack(obs)
 
     def step(self, ids: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, ...]:
         out = [self.envs[i].step(a) for i, a in zip(ids, actions)]

@@ -2,17 +2,18 @@
 
 An actor is any callable mapping a (B, obs_dim) float32 batch to B actions. `sample_streams` steps the
 rows of several streams (a seed's collection or evaluation on its n envs) together in one env of rows (a
-MuJoCo batch, bcjax.acting.tasks), with one batched policy call per step (`SeedPolicies`); each stream's
-episodes are those gymnasium's env (n = 1) or vector env (n > 1) gives from the same seeds.
+MuJoCo batch, bcjax.acting.tasks), with one batched policy call per step (`SeedPolicies`). A stream's
+episodes depend on its seeds alone, not on its number of rows: each has its own reset and noise.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.utils.seeding import np_random
 
 from bcjax.core.mlp import ACTIVATIONS, MLPSpec, Net, forward, net
 
@@ -59,7 +60,16 @@ def sample_n_trajectories(env: gym.Env, actor: Actor, n: int, ep_len: int) -> li
 
 
 _NO_ROWS = np.zeros(0, np.int64)
-StreamsActor = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (K, n, obs_dim) obs, (K,) active -> (K, n, ...)
+
+
+class StreamsActor(Protocol):
+    """Acts on all rows of K streams of n rows: `begin(rows)` when episodes start on `rows` (in launch order),
+    then once per step the (K, n, ...) actions for (K, n, obs_dim) observations (`active`: (K,) streams still
+    running), and which rows the expert drove (None: no mixing)."""
+
+    def begin(self, rows: np.ndarray) -> None: ...
+
+    def __call__(self, obs: np.ndarray, active: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]: ...
 
 
 class _Streams:
@@ -71,21 +81,24 @@ class _Streams:
         self.start = np.zeros(k * n, np.int64)
         self.recorded, self.kept_steps, self.kept = np.zeros(k, np.int64), np.zeros(k, np.int64), [0] * k
         self.episodes: list[list[list]] = [[] for _ in range(k)]  # [row, first step, end step, last obs]
-        self.results: list[tuple[list[Trajectory], int] | None] = [None] * k
+        self.results: list[tuple[list[Trajectory], int, int] | None] = [None] * k
         self.active = np.ones(k, bool)
-        self.log: list[tuple] = []  # per step: all rows' observations, actions, rewards
+        self.log: list[tuple] = []  # per step: all rows' observations, actions, rewards, expert-driven flags
+
+    def needed(self, rows: np.ndarray) -> np.ndarray:
+        # a stream may still need an episode while those launched hold fewer than min_steps steps
+        return rows[self.recorded[rows // self.n] < self.min_steps]
 
     def launch(self, rows: np.ndarray, t: int) -> None:
-        # Only while it may still be needed: the stream's launched episodes hold fewer than min_steps steps.
-        for i in rows[self.recorded[rows // self.n] < self.min_steps]:
+        for i in rows:
             self.slot[i], self.start[i] = len(self.episodes[i // self.n]), t
             self.episodes[i // self.n].append([i, t, None, None])
 
-    def record(self, t: int, ob: np.ndarray, acs: np.ndarray, rew: np.ndarray, next_ob: np.ndarray,
-               ended: np.ndarray, live: np.ndarray) -> np.ndarray:
-        """Step t of the `live` rows (a mask); returns the rows to reset at once: episodes cut at ep_len, with one
-        env every ended one. Every numpy call here is paid each step: the rest runs only when an episode ends."""
-        self.log.append((ob, acs, rew))
+    def record(self, t: int, ob: np.ndarray, acs: np.ndarray, rew: np.ndarray, took: np.ndarray | None,
+               next_ob: np.ndarray, ended: np.ndarray, live: np.ndarray) -> np.ndarray:
+        """Step t of the `live` rows (a mask); returns the rows whose episodes ended (or reached ep_len). Every
+        numpy call here is paid each step: the rest runs only when an episode ends."""
+        self.log.append((ob, acs, rew, took))
         self.recorded += live if self.n == 1 else np.add.reduce(live.reshape(-1, self.n), axis=1)
         finished = live & (ended | (self.start <= t + 1 - self.ep_len))
         if not finished.any():
@@ -96,7 +109,7 @@ class _Streams:
         self.slot[rows] = -1
         for k in set(rows // self.n):
             self._keep(k)
-        return rows if self.n == 1 else rows[~ended[rows]]
+        return rows
 
     def _keep(self, k: int) -> None:
         eps = self.episodes[k]
@@ -106,102 +119,117 @@ class _Streams:
         if self.kept_steps[k] >= self.min_steps:
             rows = slice(k * self.n, (k + 1) * self.n)
             obs, acs, rews = (np.stack([step[j][rows] for step in self.log]) for j in range(3))
+            took = None if self.log[0][3] is None else np.stack([step[3][rows] for step in self.log])
+            kept = eps[:self.kept[k]]
             self.results[k] = ([_trajectory(obs[a:b, i % self.n], acs[a:b, i % self.n], rews[a:b, i % self.n], last)
-                                for i, a, b, last in eps[:self.kept[k]]], int(self.recorded[k]))
+                                for i, a, b, last in kept], int(self.kept_steps[k]),
+                               0 if took is None else sum(int(np.add.reduce(took[a:b, i % self.n])) for i, a, b, _ in kept))
             self.slot[rows], self.active[k] = -1, False  # its rows are stepped no more
 
 
 def sample_streams(env: Any, act: StreamsActor, seeds: list[int], n: int, min_steps: int, ep_len: int,
-                   stop: Callable[[], bool] | None = None) -> list[tuple[list[Trajectory], int]]:
-    """Per stream k (rows k*n to k*n+n-1 of `env`, a BatchEnv or GymEnvs, seeded seeds[k] + i): whole
-    episodes until at least `min_steps` env steps, and the env steps taken, as gymnasium's env (n = 1) or
-    vector env with next-step autoreset (n > 1) gives them. All streams step together; `act` gives every
-    row's action once per step.
+                   stop: Callable[[], bool] | None = None) -> list[tuple[list[Trajectory], int, int]]:
+    """Per stream k (rows k*n to k*n+n-1 of `env`, a BatchEnv or GymEnvs): whole episodes until at least
+    `min_steps` env steps, those steps, and the steps the expert drove. All streams step together; `act`
+    gives every row's action once per step.
 
-    Episodes are numbered in launch order (row order when several rows free up at once) and episode j is
+    A stream's episodes are those one gymnasium env seeded seeds[k] gives (env.reset(seed=...), then an
+    unseeded reset per episode), whatever n: episodes are numbered in launch order (row order when several
+    rows free up at once), episode j takes the stream's j-th reset and `act`'s j-th episode start, and it is
     kept iff episodes 0..j-1 hold fewer than `min_steps` steps, never in the order they finish, which would
-    favour short ones. A stream is acted on for all its n rows every step, also those idle or autoresetting,
-    as the vector env is; an idle row is one no episode needs any more, and it is not stepped.
+    favour short ones. A row no episode needs any more is not stepped.
     """
     k = len(seeds)
     if min_steps <= 0:
-        return [([], 0) for _ in range(k)]
+        return [([], 0, 0) for _ in range(k)]
     s, rows = _Streams(k, n, min_steps, ep_len), np.arange(k * n)
-    env.reset(rows, [seed + i for seed in seeds for i in range(n)])  # reset(seed=...); episodes start at the next
-    ob, resetting, t = env.reset(rows), np.zeros(k * n, bool), 0
+    rngs = [np_random(int(seed))[0] for seed in seeds]  # each stream's resets, as reset(seed=...) makes them
+    row_rng = lambda ids: [rngs[i // n] for i in ids]  # noqa: E731
+    env.reset(rows[::n], row_rng(rows[::n]))  # reset(seed=...)'s draws; episodes start at the next reset
+    ob, t = env.reset(rows, row_rng(rows)), 0
     s.launch(rows, 0)
+    act.begin(rows)
     while s.active.any():
         if stop is not None and stop():
             raise InterruptedError("rollouts stopped")
         ob32 = np.asarray(ob, np.float32)
-        acs = act(ob32.reshape(k, n, -1), s.active)
+        acs, took = act(ob32.reshape(k, n, -1), s.active)
         acs = acs.reshape(k * n, *acs.shape[2:])
         mask = s.slot >= 0
-        live = rows if mask.all() else mask.nonzero()[0]
-        reset = (resetting & np.repeat(s.active, n)).nonzero()[0] if n > 1 and resetting.any() else _NO_ROWS
-        if len(live) == k * n:  # every row records a step (no copies)
-            next_ob, rew, terminated, truncated = env.step(live, acs)
+        if mask.all():  # every row records a step (no copies)
+            next_ob, rew, terminated, truncated = env.step(rows, acs)
             ended = terminated | truncated
         else:
+            live = mask.nonzero()[0]
             next_ob, rew, ended = ob.copy(), np.zeros(k * n), np.zeros(k * n, bool)
             if len(live):
                 next_ob[live], rew[live], terminated, truncated = env.step(live, acs[live])
                 ended[live] = terminated | truncated
-            if len(reset):  # the autoreset step of the rows an episode ended on: reward 0, not recorded
-                next_ob[reset] = env.reset(reset)
-        at_once = s.record(t, ob32, acs, rew, next_ob, ended, mask)
-        if len(reset):
-            s.launch(reset, t + 1)  # their episodes start from next_ob
-        resetting = ended
-        if len(at_once) and len(at_once := at_once[s.recorded[at_once // n] < min_steps]):
-            next_ob[at_once] = env.reset(at_once)
-            s.launch(at_once, t + 1)
+        done = s.record(t, ob32, acs, rew, took, next_ob, ended, mask)
+        if len(done) and len(done := s.needed(done)):
+            next_ob[done] = env.reset(done, row_rng(done))
+            s.launch(done, t + 1)
+            act.begin(done)
         ob, t = next_ob, t + 1
     return s.results
 
 
 class SeedPolicies:
-    """K seeds' policies of one spec (the student's: no input adapter) as one batched forward per step, then
-    each seed's own noise (as its NumpyMLP draws it) and beta-mixing (`mix[k]`: expert, beta, draw generator):
-    per row the expert's action with probability beta; `expert_steps[k]` counts the rows the expert drove.
+    """K seeds' policies of one spec (the student's: no input adapter) on n rows each, as one batched forward
+    per step, then each episode's own noise and beta-mixing (`mix[k]`: expert, beta, draw generator): per
+    row the expert's action with probability beta.
 
-    core.mlp's forward over the stacked params gives each seed's rows the bits it gives them alone; the noise is added
-    to all seeds at once; the draws, and an expert's call on the rows it drives, stay per seed. The policy acts
-    on every row, so its noise stream does not depend on the draws.
+    An episode draws all its noise (ep_len steps of it) from its seed's generator `rngs[k]` when it starts,
+    and all its beta draws from the seed's draw generator: episode j of a seed takes the j-th block of each,
+    so its actions depend on nothing else (not on n, nor on the steps of the episodes before it).
+    core.mlp's forward over the stacked params gives each seed's rows the bits it gives them alone.
     """
 
     def __init__(self, spec: MLPSpec, params: list[dict], rngs: list[np.random.Generator | None],
-                 mix: list[tuple | None]) -> None:
+                 mix: list[tuple | None], n: int, ep_len: int) -> None:
         nets = [net(spec, p) for p in params]
         col = lambda xs: np.stack(xs)[:, None]  # noqa: E731 - (K, 1, d): broadcast over each seed's rows
         layers = [(np.stack([w for w, _ in ls]), col([b for _, b in ls])) for ls in zip(*[[*m.hidden, m.out] for m in nets])]
         norm = None if nets[0].norm is None else tuple(col(x) for x in zip(*[m.norm for m in nets]))
         self.net = Net(layers[:-1], layers[-1], norm)  # the K seeds' params stacked: one forward for all
-        self.spec, self.act, self.rngs, self.acs = spec, ACTIVATIONS[spec.activation], rngs, None
+        self.spec, self.act, self.rngs, self.mix, self.n, self.ep_len = spec, ACTIVATIONS[spec.activation], rngs, mix, n, ep_len
         self.std = None if spec.discrete else col([np.exp(p["params"]["log_std"]) for p in params])
-        self.mix, self.expert_steps = mix, [0] * len(mix)
+        rows = len(params) * n
+        self.rows, self.t = np.arange(rows), np.zeros(rows, np.int64)  # each row's step in its episode
+        self.noise = None if rngs[0] is None else np.zeros((rows, ep_len, spec.act_dim),
+                                                           np.float64 if spec.discrete else np.float32)
         self.mixing = any(m is not None for m in mix)
+        self.draws = np.ones((rows, ep_len)) if self.mixing else None  # a seed without mixing: beta 0, never the expert
+        self.beta = np.repeat([0.0 if m is None else m[1] for m in mix], n) if self.mixing else None
 
-    def __call__(self, obs: np.ndarray, active: np.ndarray) -> np.ndarray:
-        out = forward(self.spec, self.net, obs, self.act)
-        acting = active.nonzero()[0]
-        if self.rngs[0] is not None:
-            noise = np.zeros(out.shape, np.float64 if self.spec.discrete else np.float32)
-            for k in acting:  # drawn in place: the draws standard_normal(shape) gives
+    def begin(self, rows: np.ndarray) -> None:
+        self.t[rows] = 0
+        for i in rows:
+            k = i // self.n
+            if self.noise is not None:  # the draws standard_normal((ep_len, act_dim)) gives; gumbel's for logits
                 if self.spec.discrete:
-                    noise[k] = self.rngs[k].gumbel(size=out.shape[1:])
+                    self.noise[i] = self.rngs[k].gumbel(size=self.noise.shape[1:])
                 else:
-                    self.rngs[k].standard_normal(dtype=np.float32, out=noise[k])
-            out = out + (noise if self.spec.discrete else self.std * noise)
-        self.acs = np.argmax(out, axis=-1) if self.spec.discrete else out
-        for k in acting if self.mixing else ():
+                    self.rngs[k].standard_normal(dtype=np.float32, out=self.noise[i])
             if self.mix[k] is not None:
-                expert, beta, draws = self.mix[k]
-                take = draws.random(obs.shape[1]) < beta
-                if take.any():
-                    self.acs[k][take] = np.asarray(expert(obs[k][take]), self.acs.dtype)
-                self.expert_steps[k] += int(take.sum())
-        return self.acs
+                self.draws[i] = self.mix[k][2].random(self.ep_len)
+
+    def __call__(self, obs: np.ndarray, active: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        out = forward(self.spec, self.net, obs, self.act)
+        t = np.minimum(self.t, self.ep_len - 1)  # a row past its episode's end idles: its action is not used
+        self.t += 1
+        if self.noise is not None:
+            noise = self.noise[self.rows, t].reshape(out.shape)
+            out = out + (noise if self.spec.discrete else self.std * noise)
+        acs = np.argmax(out, axis=-1) if self.spec.discrete else out
+        if not self.mixing:
+            return acs, None
+        took = self.draws[self.rows, t] < self.beta
+        for k in active.nonzero()[0]:
+            take = took[k * self.n:(k + 1) * self.n]
+            if self.mix[k] is not None and take.any():
+                acs[k][take] = np.asarray(self.mix[k][0](obs[k][take]), acs.dtype)
+        return acs, took
 
 
 def beta_at(schedule: str, itr: int, beta0: float = 1.0, decay: float = 1.0, iters: int = 1) -> float:

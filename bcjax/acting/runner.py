@@ -1,8 +1,8 @@
 """Rollout tasks (one seed's collection or evaluation) and `Rollouts`, which runs all of a phase's tasks together.
 
-A `RolloutTask` is one seed's rollout: the policy's numpy params, the env seed and the state of the noise
-generator. Its result depends on nothing else: the tasks of a call step together in one env of rows (a MuJoCo
-batch on `threads` threads), and give the same trajectories at any thread count, alone or grouped.
+A `RolloutTask` is one seed's rollout: the policy's numpy params, the env seed and the noise seed. Its result
+depends on nothing else: the tasks of a call step together in one env of rows (a MuJoCo batch on `threads`
+threads), and give the same trajectories at any thread count and number of rows, alone or grouped.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class RolloutTask:
     spec: MLPSpec
     params: dict[str, Any]  # flax variables with numpy leaves
     env_seed: int
-    rng_state: dict | None  # a PCG64 state (noise), or None: the policy's mode
+    noise_seed: int | None  # seeds the policy's noise (per episode, bcjax.acting.rollout.SeedPolicies); None: its mode
     min_steps: int
     ep_len: int
     mix: Mixing | None = None  # beta-mixed DAgger: the expert drives some steps
@@ -51,9 +51,8 @@ class RolloutTask:
 @dataclass
 class RolloutResult:
     paths: list[Trajectory]
-    steps: int  # env steps taken
-    rng_state: dict | None  # the noise generator's state afterwards (evaluation continues collection's stream)
-    expert_steps: int = 0  # steps the expert drove (beta-mixing)
+    steps: int  # env steps of the paths
+    expert_steps: int = 0  # those the expert drove (beta-mixing)
 
 
 class RolloutFailed(Exception):
@@ -77,16 +76,12 @@ def run_tasks(tasks: list[RolloutTask], env: Any, stop: Callable[[], bool] | Non
     t0 = tasks[0]
     assert all((t.env_name, t.num_envs, t.spec, t.min_steps, t.ep_len)
                == (t0.env_name, t0.num_envs, t0.spec, t0.min_steps, t0.ep_len) for t in tasks)
-    rngs = [None if t.rng_state is None else np.random.Generator(np.random.PCG64()) for t in tasks]
-    for rng, t in zip(rngs, tasks):
-        if rng is not None:
-            rng.bit_generator.state = t.rng_state
-    # beta-mixing draws from its own generator: the noise stream is the same as without mixing
+    rngs = [None if t.noise_seed is None else np.random.default_rng(t.noise_seed) for t in tasks]
+    # beta-mixing draws from its own generator: the noise is the same as without mixing
     mix = [None if t.mix is None else (t.mix.expert, t.mix.beta, np.random.default_rng(t.mix.draw_seed)) for t in tasks]
-    policies = SeedPolicies(t0.spec, [t.params for t in tasks], rngs, mix)
+    policies = SeedPolicies(t0.spec, [t.params for t in tasks], rngs, mix, t0.num_envs, t0.ep_len)
     out = sample_streams(env, policies, [t.env_seed for t in tasks], t0.num_envs, t0.min_steps, t0.ep_len, stop)
-    return [RolloutResult(paths, steps, None if rng is None else rng.bit_generator.state, expert_steps)
-            for (paths, steps), rng, expert_steps in zip(out, rngs, policies.expert_steps)]
+    return [RolloutResult(*result) for result in out]
 
 
 class Rollouts:

@@ -15,7 +15,6 @@ from types import SimpleNamespace
 import mujoco
 import mujoco.batch
 import numpy as np
-from gymnasium.utils.seeding import np_random
 
 from bcjax.acting.envs import make_env
 
@@ -135,7 +134,7 @@ class BatchEnv:
     as gymnasium's env in its TimeLimit is (bcjax.acting.rollout drives it).
 
     A row is gymnasium's MjData after the same calls: the batch steps it bit for bit as mj_step does; its
-    reset draws from the row's own generator, made by gymnasium's seeding from the row's seed. cfrc_ext
+    reset draws from the generator it is given, as gymnasium's from the env's np_random. cfrc_ext
     (Ant-v5, Humanoid) comes from mj_rnePostConstraint on each stepped row's MjData (a persistent batch).
     """
 
@@ -149,7 +148,6 @@ class BatchEnv:
         self.bound = {name: self.batch.bind(name) for name in ("qpos", "qvel", "ctrl", *self.task.fields)}
         self.cfrc_ext = np.zeros((nsim, self.model.nbody, 6))
         self.scratch = mujoco.MjData(self.model) if self.task.rne else None
-        self.rngs: list[np.random.Generator | None] = [None] * nsim
         self.elapsed = np.zeros(nsim, np.int64)  # TimeLimit's steps since the reset
         self.position = np.zeros(nsim)  # the position before the next step: the last call's
         self.all_rows = Rows(model=self.model, cfrc_ext=self.cfrc_ext, **self.bound)  # views: always current
@@ -164,13 +162,11 @@ class BatchEnv:
             return self.all_rows
         return Rows(model=self.model, cfrc_ext=self.cfrc_ext[sel], **{k: a[sel] for k, a in self.bound.items()})
 
-    def reset(self, ids: np.ndarray, seeds: list[int] | None = None) -> np.ndarray:
-        """MujocoEnv.reset (reseeded with `seeds`, as reset(seed=...)): the rows' observations."""
+    def reset(self, ids: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:
+        """MujocoEnv.reset with np_random `rngs[j]` for row ids[j], in order: the rows' observations."""
         self.batch.reset(ids, stage=mujoco.mjtStage.mjSTAGE_NONE)
-        for j, i in enumerate(ids):
-            if seeds is not None:
-                self.rngs[i] = np_random(int(seeds[j]))[0]
-            self.bound["qpos"][i], self.bound["qvel"][i] = self.task.reset_state(self.rngs[i], *self.init)
+        for i, rng in zip(ids, rngs):
+            self.bound["qpos"][i], self.bound["qvel"][i] = self.task.reset_state(rng, *self.init)
         self.batch.forward(ids)  # set_state's mj_forward: the derived fields the observation and position read
         self.cfrc_ext[ids] = 0  # mj_resetData zeroed it, and mj_forward does not compute it
         self.elapsed[ids] = 0

@@ -3,8 +3,8 @@
 An `MLPSpec` and a params tree in flax's layout ({"params": {"hidden_0": {"kernel", "bias"}, ..., "out",
 "log_std", "obs_mean", "obs_std"}}) are the student (bcjax.core.model.MLPPolicy) and a CS285 expert
 (bcjax.data.expert) alike; the SAC actor shares `trunk`. `forward` is written once over an array module:
-numpy runs it here (`NumpyMLP`, a few microseconds per env step), bcjax.core.model.apply traces it with
-jax.numpy.
+numpy runs it here (`NumpyMLP`, a few microseconds per env step; a row's bits do not depend on its batch),
+bcjax.core.model.apply traces it with jax.numpy.
 """
 
 from __future__ import annotations
@@ -71,9 +71,13 @@ def net(spec: MLPSpec, params: dict[str, Any]) -> Net:
 
 
 def linear(x: Any, layer: Layer, xp: Any = np) -> Any:
-    # np.dot, not @: on these tiny matrices the matmul ufunc's dispatch costs twice as much. A kernel stacked
-    # over K seeds, (K, d, h), takes matmul: each seed's rows get the bits np.dot gives them alone.
-    return (xp.matmul if layer[0].ndim == 3 else xp.dot)(x, layer[0]) + layer[1]
+    w, b = layer
+    if xp is np:
+        # Each row as a one-row product (a stack of them): BLAS gives a row other bits in a batch of another size
+        # or at another position, and a rollout's actions must not depend on how many rows act together. A
+        # kernel stacked over K seeds, (K, d, h), serves the K seeds' rows (K, n, d).
+        return np.matmul(x[..., None, :], w if w.ndim == 2 else w[:, None])[..., 0, :] + b
+    return (xp.matmul if w.ndim == 3 else xp.dot)(x, w) + b
 
 
 def trunk(x: Any, hidden: Sequence[Layer], act: Callable[[Any], Any], xp: Any = np) -> Any:

@@ -77,9 +77,9 @@ class Config:
     seed: int = flag(1, "seed of the run; seed index k of --num_seeds uses fold_in(PRNGKey(seed), k)")
     logdir: str = flag("data", "root of the run directories")
     num_seeds: int = flag(1, "independent policies trained side by side (vmapped)")
-    num_envs: int = flag(1, "vector environments for collection and evaluation")
-    eval_num_envs: int | None = flag(None, "vector environments for evaluation alone: its episodes run side by side "
-                                           "(kept in launch order, as one env's); unset: --num_envs")
+    num_envs: int | None = flag(None, "envs per seed stepped side by side in collection and evaluation; results do not "
+                                      "depend on it (unset: as many as whole episodes fit in the phase's steps, at most 8)")
+    eval_num_envs: int | None = flag(None, "envs per seed side by side in evaluation alone; unset: --num_envs")
     vector_mode: str = flag("auto", "no effect: the envs of all seeds step together in one MuJoCo batch (kept so older "
                                      "command lines run)", choices=("auto", "sync", "async"))
     rollout_workers: int | None = flag(

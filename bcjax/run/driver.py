@@ -50,7 +50,9 @@ from bcjax.run.perf import compile_seconds, peak_rss_mib
 from bcjax.run.signals import Stopped, check_stop, stop_requested
 
 Expert = Callable[[np.ndarray], np.ndarray]
-ENV_COLLECT, ENV_EVAL, VIDEO_TRAIN, VIDEO_EVAL, VIDEO_NOISE, BETA_DRAWS = range(6)  # tags of _env_seed
+# tags of _env_seed
+ENV_COLLECT, ENV_EVAL, VIDEO_TRAIN, VIDEO_EVAL, VIDEO_NOISE, BETA_DRAWS, NOISE_COLLECT, NOISE_EVAL = range(8)
+MAX_AUTO_ROWS = 8
 
 
 @dataclass
@@ -139,13 +141,8 @@ def check_run_fits_memory(cfg: Config, info: EnvInfo, n_expert_rows: int) -> Non
 
 # ---------------------------------------------------------------- keys and host copies
 
-def _numpy_rng(key: np.ndarray) -> np.random.Generator:
-    # Rollout noise comes from the run's JAX key stream, so runs repeat exactly.
-    return np.random.default_rng(key.tolist())
-
-
 def _env_seed(key: np.ndarray, tag: int) -> int:
-    # Each phase reseeds its env from the key stream, so an iteration's rollouts depend only on
+    # Each phase reseeds its env and noise from the run's JAX key stream, so an iteration's rollouts depend only on
     # the keys and params (a resumed run repeats them without saving env RNG state).
     return int(np.random.SeedSequence([*key.tolist(), tag]).generate_state(1)[0])
 
@@ -222,12 +219,19 @@ class Run:
         finally:
             self.clock[phase] += time.time() - t
 
-    def task(self, kind: str, k: int, params_np: Any, env_seed: int, rng_state: dict | None, steps: int,
+    def task(self, kind: str, k: int, params_np: Any, key: np.ndarray, noise: bool, steps: int,
              mix: Mixing | None = None) -> RolloutTask:
-        # Every task reseeds its env from seed k's key stream: it depends on nothing else.
-        envs = self.cfg.eval_num_envs if kind == "eval" and self.cfg.eval_num_envs else self.cfg.num_envs
-        return RolloutTask(kind, k, self.cfg.env_name, envs, self.policy.spec,
-                           _seed_params(params_np, k), env_seed, rng_state, steps, self.ep_len, mix)
+        # Every task seeds its env and noise from seed k's rollout key: it depends on nothing else.
+        env_tag, noise_tag = (ENV_EVAL, NOISE_EVAL) if kind == "eval" else (ENV_COLLECT, NOISE_COLLECT)
+        return RolloutTask(kind, k, self.cfg.env_name, self.rows(kind, steps), self.policy.spec,
+                           _seed_params(params_np, k), _env_seed(key, env_tag),
+                           _env_seed(key, noise_tag) if noise else None, steps, self.ep_len, mix)
+
+    def rows(self, kind: str, steps: int) -> int:
+        """Envs side by side per seed (results do not depend on it): the flag's, else as many as whole
+        episodes of ep_len fit in the phase's steps (at most MAX_AUTO_ROWS), so none is run for nothing."""
+        flag = self.cfg.eval_num_envs if kind == "eval" and self.cfg.eval_num_envs else self.cfg.num_envs
+        return flag or max(1, min(MAX_AUTO_ROWS, steps // self.ep_len))
 
 
 @contextlib.contextmanager
@@ -297,7 +301,6 @@ def _learner(cfg: Config, info: EnvInfo, expert: Expert | None, paths: list[Traj
 class Collected:
     paths: list[list[Trajectory]]  # per seed
     steps: np.ndarray  # (K,) env steps taken
-    rng_states: list[dict]  # each seed's noise stream afterwards: evaluation continues it
     stats: dict[str, list[float]]  # per-seed metrics of the collection itself (beta-mixing)
 
 
@@ -359,7 +362,7 @@ def iteration(run: Run, loop: LoopState, collect_params: Any, itr: int) -> Itera
     if run.cfg.scalar_log_freq != -1 and itr % run.cfg.scalar_log_freq == 0:
         it.times = {k: v - before.get(k, 0.0) for k, v in run.clock.items()}
         with run.timed("evaluation"):  # (with --rollout_workers 0 the evaluation runs here, at once)
-            it.evaluation = evaluate(run, it.params, roll_keys, got.rng_states)
+            it.evaluation = evaluate(run, it.params, roll_keys)
     for subscriber in run.subscribers:  # record
         subscriber(it)
     return it
@@ -369,25 +372,22 @@ def collect(run: Run, itr: int, params_np: Any, roll_keys: np.ndarray) -> Collec
     """Iteration 0: the expert data. Later: `batch_size` env steps per seed with the current policy
     (with beta-mixing, some of them driven by the expert)."""
     cfg, k_seeds = run.cfg, run.cfg.num_seeds
-    rng_states = [_numpy_rng(roll_keys[k]).bit_generator.state for k in range(k_seeds)]
     mixing = cfg.beta_schedule != "none"
     if itr == 0:  # the expert data: all of it the expert's
         ones = [1.0] * k_seeds
-        return Collected([run.expert_paths] * k_seeds, np.zeros(k_seeds, np.int64), rng_states,
+        return Collected([run.expert_paths] * k_seeds, np.zeros(k_seeds, np.int64),
                          {"Train_Beta": ones, "Train_ExpertStepFraction": ones} if mixing else {})
     mix = [None] * k_seeds
     if mixing:  # the expert drives some steps, on draws of their own: `none` consumes none
         beta = beta_at(cfg.beta_schedule, itr, 1.0 if cfg.beta0 is None else cfg.beta0, cfg.beta_decay or 1.0,
                        cfg.beta_iters or 1)
         mix = [Mixing(run.expert.mean_action_np, beta, _env_seed(roll_keys[k], BETA_DRAWS)) for k in range(k_seeds)]
-    tasks = [run.task("collect", k, params_np, _env_seed(roll_keys[k], ENV_COLLECT), rng_states[k], cfg.batch_size,
-                      mix[k]) for k in range(k_seeds)]
+    tasks = [run.task("collect", k, params_np, roll_keys[k], True, cfg.batch_size, mix[k]) for k in range(k_seeds)]
     with progress(f"itr {itr} collect", cfg.batch_size * k_seeds, cfg.quiet) as tick:
         results = wait_all(run.pool.submit(tasks), tick, cfg.batch_size)
     stats = {"Train_Beta": [beta] * k_seeds, "Train_ExpertStepFraction": [r.expert_steps / r.steps for r in results]
              } if mixing else {}
-    return Collected([r.paths for r in results], np.array([r.steps for r in results]), [r.rng_state for r in results],
-                     stats)
+    return Collected([r.paths for r in results], np.array([r.steps for r in results]), stats)
 
 
 def relabel(expert: Expert, paths_per_seed: list[list[Trajectory]], act_dtype: Any) -> None:
@@ -420,12 +420,11 @@ def fit(run: Run, states: TrainState, buffer: Buffer, paths_per_seed: list[list[
     return states, buffer, metrics
 
 
-def evaluate(run: Run, params_np: Any, roll_keys: np.ndarray, rng_states: list[dict]) -> list[Future]:
+def evaluate(run: Run, params_np: Any, roll_keys: np.ndarray) -> list[Future]:
     """Start the evaluation of the updated policy in the pool: it runs while the next iteration works."""
     cfg = run.cfg
-    return run.pool.submit([run.task("eval", k, params_np, _env_seed(roll_keys[k], ENV_EVAL),
-                                     None if cfg.deterministic_eval else rng_states[k], cfg.eval_batch_size)
-                            for k in range(cfg.num_seeds)])
+    return run.pool.submit([run.task("eval", k, params_np, roll_keys[k], not cfg.deterministic_eval,
+                                     cfg.eval_batch_size) for k in range(cfg.num_seeds)])
 
 
 def wait_all(futures: list[Future], tick: Callable[[int], None], steps_each: int) -> list[RolloutResult]:
