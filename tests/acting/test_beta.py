@@ -33,30 +33,35 @@ def test_schedules():
     assert beta_at("none", 0) == 0.0
 
 
-def _mixed(expert: ExpertPolicy, beta: float, draws: int) -> SeedPolicies:
-    """One seed whose policy always gives 0.3, mixed with `expert`."""
+def _mixed(expert: ExpertPolicy, beta: float, draws: int, n: int, ep_len: int) -> SeedPolicies:
+    """One seed on n rows whose policy always gives 0.3, mixed with `expert`; its episodes start on every row."""
     params = {"params": {"out": {"kernel": np.zeros((11, 3), np.float32), "bias": np.full(3, 0.3, np.float32)},
                          "log_std": np.zeros(3, np.float32)}}
-    return SeedPolicies(MLPSpec((), 3), [params], [None], [(expert.mean_action_np, beta, np.random.default_rng(draws))])
+    mixed = SeedPolicies(MLPSpec((), 3), [params], [None], [(expert.mean_action_np, beta, np.random.default_rng(draws))],
+                         n, ep_len)
+    mixed.begin(np.arange(n))
+    return mixed
 
 
 def test_beta_one_is_the_experts_action():
     expert = _expert()
-    mixed = _mixed(expert, 1.0, 0)
+    mixed = _mixed(expert, 1.0, 0, 40, 1)
     obs = np.random.default_rng(2).normal(size=(1, 40, 11)).astype(np.float32)
-    np.testing.assert_array_equal(mixed(obs, np.ones(1, bool))[0], expert.mean_action_np(obs[0]))
-    assert mixed.expert_steps == [40]
+    acs, took = mixed(obs, np.ones(1, bool))
+    np.testing.assert_array_equal(acs[0], expert.mean_action_np(obs[0]))
+    assert took.sum() == 40
 
 
 def test_expert_fraction_matches_beta():
     expert = _expert()
-    mixed = _mixed(expert, 0.3, 1)
+    mixed = _mixed(expert, 0.3, 1, 4, 1000)
     obs = np.random.default_rng(2).normal(size=(1000, 1, 4, 11)).astype(np.float32)
-    acs = np.concatenate([mixed(o, np.ones(1, bool))[0].copy() for o in obs])
+    steps = [mixed(o, np.ones(1, bool)) for o in obs]
+    acs, took = np.concatenate([a[0].copy() for a, _ in steps]), np.concatenate([t for _, t in steps])
     from_expert = ~np.all(acs == 0.3, axis=1)
-    assert mixed.expert_steps == [from_expert.sum()]
+    np.testing.assert_array_equal(took, from_expert)
     # Binomial(4000, 0.3): std ~ 0.0072; 5 sigma.
-    assert abs(mixed.expert_steps[0] / 4000 - 0.3) < 0.037
+    assert abs(took.sum() / 4000 - 0.3) < 0.037
     np.testing.assert_allclose(acs[from_expert], expert.mean_action_np(obs.reshape(4000, 11)[from_expert]), atol=1e-5)
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gymnasium.utils.seeding import np_random
 
 from bcjax.acting.envs import make_env
 from bcjax.acting.tasks import TASKS, BatchEnv
@@ -32,8 +33,9 @@ def assert_same_as_gymnasium(name: str, policy, steps: int, seeds=(3, 11), nthre
     (gymnasium's way: unseeded, continuing the stream) when an episode ends; returns the resets seen."""
     envs = [make_env(name) for _ in seeds]
     batch, ids = BatchEnv(name, len(seeds), nthread), np.arange(len(seeds))
+    rngs = [np_random(s)[0] for s in seeds]  # reset(seed=s)'s generator, which later resets continue
     want = np.stack([e.reset(seed=s)[0] for e, s in zip(envs, seeds)])
-    np.testing.assert_array_equal(batch.reset(ids, list(seeds)), want)
+    np.testing.assert_array_equal(batch.reset(ids, rngs), want)
     resets = 0
     for t in range(steps):
         actions = policy(want.astype(np.float32))
@@ -45,7 +47,8 @@ def assert_same_as_gymnasium(name: str, policy, steps: int, seeds=(3, 11), nthre
         ended = np.flatnonzero(got[2] | got[3])
         if len(ended):
             want[ended] = np.stack([envs[i].reset()[0] for i in ended])
-            np.testing.assert_array_equal(batch.reset(ended), want[ended], err_msg=f"{name} reset after step {t}")
+            np.testing.assert_array_equal(batch.reset(ended, [rngs[i] for i in ended]), want[ended],
+                                          err_msg=f"{name} reset after step {t}")
             resets += len(ended)
     return resets
 
@@ -55,7 +58,7 @@ def test_every_family_and_version_is_a_task():
     for name in TASKS:
         env = make_env(name)
         obs, _ = env.reset(seed=0)
-        assert BatchEnv(name, 1, 1).reset(np.arange(1), [0]).shape == (1, *obs.shape)
+        assert BatchEnv(name, 1, 1).reset(np.arange(1), [np_random(0)[0]]).shape == (1, *obs.shape)
 
 
 @pytest.mark.parametrize("name", ["Hopper-v4", "Walker2d-v5", "HalfCheetah-v4", "Ant-v5", "Humanoid-v4"])
@@ -88,7 +91,7 @@ def test_thread_count_does_not_change_a_bit():
     for nthread in (1, 3):
         policy = random_policy("Hopper-v5", 4)
         batch, ids = BatchEnv("Hopper-v5", 5, nthread), np.arange(5)
-        obs, out = batch.reset(ids, list(range(5))), []
+        obs, out = batch.reset(ids, [np_random(s)[0] for s in range(5)]), []
         for _ in range(60):
             out.append(batch.step(ids, policy(obs))[:2])
             obs = out[-1][0]

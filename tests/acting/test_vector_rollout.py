@@ -1,27 +1,28 @@
-"""Streams of n envs keep exactly the episodes one env would, in launch order, and exactly those gymnasium's own
-env (n = 1) or vector env (n > 1) gave the pool's rollouts before the batch."""
+"""A stream's rollouts are the same on any number of envs side by side: the episodes one gymnasium env gives,
+in launch order, each with its own noise and beta draws."""
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import gymnasium as gym
 import numpy as np
 import pytest
 
 from bcjax.acting.envs import GymEnvs, make_env
-from bcjax.acting.rollout import SeedPolicies, _trajectory, sample_streams, sample_trajectory
+from bcjax.acting.rollout import SeedPolicies, sample_streams, sample_trajectory
 from bcjax.acting.runner import Mixing, RolloutTask, make_rows, run_tasks
-from bcjax.core.mlp import MLPSpec, NumpyMLP
+from bcjax.core.mlp import ACTIVATIONS, MLPSpec, NumpyMLP, forward, linear, net
 
 LENGTHS = [3, 1, 7, 2, 5, 4, 6, 1, 9, 2, 2, 8, 3, 5, 1, 6, 4, 7, 2, 3] * 5
 
 
 class Countdown(gym.Env):
-    """Episode k (k-th unseeded reset over all copies sharing `counter`) lasts LENGTHS[k] steps.
+    """Episode k (the k-th reset over all copies sharing `counter`) lasts LENGTHS[k] steps.
 
-    The observation is (k, t); the reward echoes the action, so a misaligned row shows. A seeded reset (a
-    rollout's first, whose episode is never recorded) starts no numbered episode.
+    The observation is (k, t); the reward echoes the action, so a misaligned row shows. The counter starts
+    at -1: a rollout's first reset (reset(seed=...)'s, whose episode is never recorded) takes no LENGTHS entry.
     """
 
     observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
@@ -33,7 +34,7 @@ class Countdown(gym.Env):
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
-        self.k, self.t = (-1 if seed is not None else next(self.counter)), 0
+        self.k, self.t = next(self.counter), 0
         return np.array([self.k, 0], np.float32), {}
 
     def step(self, action):
@@ -48,14 +49,27 @@ def echo_actor(obs: np.ndarray) -> np.ndarray:
 
 
 def countdowns(n: int, max_steps: int | None = None) -> GymEnvs:
-    counter = itertools.count()  # one launch numbering for all copies, as one env would have
+    counter = itertools.count(-1)  # one launch numbering for all copies, as one env would have
     envs = [Countdown(counter) for _ in range(n)]
     return GymEnvs(envs if max_steps is None else [gym.wrappers.TimeLimit(e, max_steps) for e in envs])
 
 
+class OneStream:
+    """sample_streams' actor for one stream driven by `actor` (no noise of its own, no mixing)."""
+
+    def __init__(self, actor) -> None:
+        self.actor = actor
+
+    def begin(self, rows: np.ndarray) -> None:
+        pass
+
+    def __call__(self, obs: np.ndarray, active: np.ndarray):
+        return np.asarray(self.actor(obs[0]))[None], None
+
+
 def sample(env, actor, n: int, min_steps: int, ep_len: int, seed: int = 0):
-    """One stream driven by `actor` (sample_streams takes one function acting on all streams' rows)."""
-    return sample_streams(env, lambda obs, active: np.asarray(actor(obs[0]))[None], [seed], n, min_steps, ep_len)[0]
+    paths, steps, _ = sample_streams(env, OneStream(actor), [seed], n, min_steps, ep_len)[0]
+    return paths, steps
 
 
 def assert_same_paths(got: list[dict], want: list[dict]) -> None:
@@ -73,15 +87,14 @@ def test_vector_keeps_the_single_env_episodes(n, min_steps, ep_len, max_steps):
     want, want_steps = sample(countdowns(1, max_steps), echo_actor, 1, min_steps, ep_len)
     got, got_steps = sample(countdowns(n, max_steps), echo_actor, n, min_steps, ep_len)
     assert_same_paths(got, want)
-    # the same episodes kept; the steps taken also count the episodes launched and then dropped
-    assert got_steps >= want_steps == sum(len(p["reward"]) for p in got)
+    assert got_steps == want_steps == sum(len(p["reward"]) for p in got)  # the kept episodes' steps
 
 
 def test_episodes_by_hand():
     # LENGTHS start 3, 1, 7, 2: 3 + 1 < 5, so episodes 0, 1, 2 are kept and the short 3 is not.
     paths, steps = sample(countdowns(4), echo_actor, 4, 5, 1000)
     assert [len(p["reward"]) for p in paths] == [3, 1, 7]
-    assert steps > 11  # 11 kept, plus the steps of the episode launched and dropped
+    assert steps == 11  # the episode launched on the fourth row and dropped does not count
     p = paths[0]
     np.testing.assert_array_equal(p["observation"], [[0, 0], [0, 1], [0, 2]])
     np.testing.assert_array_equal(p["next_observation"], [[0, 1], [0, 2], [0, 3]])
@@ -107,7 +120,7 @@ def test_hopper_returns_lengths_and_flags():
     rng = np.random.default_rng(0)
     paths, steps = sample(envs, lambda obs: rng.uniform(-1, 1, (len(obs), 3)).astype(np.float32), 3, 300, 1000)
     lengths = [len(p["reward"]) for p in paths]
-    assert sum(lengths[:-1]) < 300 <= sum(lengths) <= steps
+    assert sum(lengths[:-1]) < 300 <= sum(lengths) == steps
     seen = {(n, round(r, 4)) for e in envs.envs for n, r in zip(e.length_queue, e.return_queue)}
     for p in paths:
         assert (len(p["reward"]), round(float(p["reward"].astype(np.float64).sum()), 4)) in seen
@@ -116,69 +129,38 @@ def test_hopper_returns_lengths_and_flags():
         assert p["observation"].dtype == np.float32 and p["action"].shape == (len(p["reward"]), 3)
 
 
-# ---------------------------------------------------------------- the gymnasium path, as the pool ran it
+# ---------------------------------------------------------------- against one gymnasium env, by hand
 
-def gymnasium_rollout(env_name: str, n: int, actor, seed: int, min_steps: int, ep_len: int):
-    """The pool's rollout, kept as the oracle: env.reset(seed=...), then whole episodes of one gymnasium env
-    (n = 1), or of gymnasium's vector env with next-step autoreset, kept by the one-env rule."""
-    if n == 1:
-        env, paths = make_env(env_name), []
-        env.reset(seed=seed)
-        while sum(len(p["reward"]) for p in paths) < min_steps:
-            paths.append(sample_trajectory(env, actor, ep_len)[0])
-        return paths, sum(len(p["reward"]) for p in paths)
-    venv = gym.vector.SyncVectorEnv([lambda: make_env(env_name)] * n, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
-    venv.reset(seed=seed)
-    ob, _ = venv.reset()
-    episodes, slots, recorded, kept, kept_steps = [], [None] * n, 0, 0, 0
+def one_env_rollout(env_name: str, spec: MLPSpec, params: dict, seed: int, noise_seed: int | None, mix: Mixing | None,
+                    min_steps: int, ep_len: int):
+    """The oracle: env.reset(seed=...), then whole episodes of one gymnasium env until min_steps; episode j draws
+    its noise, (ep_len, act_dim) standard normals (Gumbel for logits), as the j-th block of default_rng(noise_seed),
+    and its beta draws as the j-th ep_len uniforms of default_rng(mix.draw_seed). Returns paths, steps, expert steps."""
+    env, paths, expert_steps = make_env(env_name), [], 0
+    env.reset(seed=seed)
+    mlp, act = net(spec, params), ACTIVATIONS[spec.activation]
+    std = None if spec.discrete else np.exp(params["params"]["log_std"])
+    rng = None if noise_seed is None else np.random.default_rng(noise_seed)
+    draws = None if mix is None else np.random.default_rng(mix.draw_seed)
+    while sum(len(p["reward"]) for p in paths) < min_steps:
+        shape = (ep_len, spec.act_dim)
+        noise = None if rng is None else (rng.gumbel(size=shape) if spec.discrete else
+                                          rng.standard_normal(shape, dtype=np.float32))
+        u, t = None if draws is None else draws.random(ep_len), itertools.count()
 
-    def launch(rows):
-        for i in rows:
-            if recorded < min_steps:
-                slots[i] = {"obs": [], "acs": [], "rews": [], "last": None}
-                episodes.append(slots[i])
+        def actor(obs):
+            nonlocal expert_steps
+            i, out = next(t), forward(spec, mlp, obs, act)
+            if noise is not None:
+                out = out + (noise[i] if spec.discrete else std * noise[i])
+            a = np.argmax(out, axis=-1) if spec.discrete else out
+            if u is not None and u[i] < mix.beta:
+                expert_steps += 1
+                a = np.asarray(mix.expert(obs), a.dtype)
+            return a
 
-    launch(range(n))
-    resetting = np.zeros(n, bool)
-    while True:
-        ob32 = np.array(ob, np.float32)
-        acs = actor(ob32)
-        next_ob, rew, terminated, truncated, _ = venv.step(acs)
-        ended, capped = terminated | truncated, np.zeros(n, bool)
-        for i, ep in enumerate(slots):
-            if ep is not None:
-                ep["obs"].append(ob32[i]), ep["acs"].append(acs[i]), ep["rews"].append(rew[i])
-                recorded += 1
-                if ended[i] or len(ep["rews"]) >= ep_len:
-                    ep["last"], slots[i], capped[i] = np.array(next_ob[i], np.float32), None, not ended[i]
-        while kept < len(episodes) and episodes[kept]["last"] is not None and kept_steps < min_steps:
-            kept_steps, kept = kept_steps + len(episodes[kept]["rews"]), kept + 1
-        if kept_steps >= min_steps:
-            return [_trajectory(e["obs"], e["acs"], e["rews"], e["last"]) for e in episodes[:kept]], recorded
-        launch(np.flatnonzero(resetting))
-        if capped.any() and recorded < min_steps:
-            next_ob, _ = venv.reset(options={"reset_mask": capped})
-            launch(np.flatnonzero(capped))
-        resetting, ob = ended, next_ob
-
-
-class MixedActor:
-    """The oracle of beta-mixing, as the pool ran it: per row of each batch, the expert's action with probability
-    `beta`, else the policy's (called on every batch); `expert_steps` counts the rows the expert drove."""
-
-    def __init__(self, policy, expert, beta: float, rng: np.random.Generator) -> None:
-        self.policy, self.expert, self.beta, self.rng = policy, expert, beta, rng
-        self.steps = self.expert_steps = 0
-
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
-        acs = self.policy(obs)
-        take = self.rng.random(len(obs)) < self.beta
-        if take.any():
-            acs = np.array(acs)
-            acs[take] = np.asarray(self.expert(obs[take]), acs.dtype)
-        self.steps += len(obs)
-        self.expert_steps += int(take.sum())
-        return acs
+        paths.append(sample_trajectory(env, actor, ep_len)[0])
+    return paths, sum(len(p["reward"]) for p in paths), expert_steps
 
 
 def student(obs_dim: int, act_dim: int, seed: int, normalize: bool = False, discrete: bool = False):
@@ -193,51 +175,52 @@ def student(obs_dim: int, act_dim: int, seed: int, normalize: bool = False, disc
 
 
 def linear_expert(obs_dim: int, act_dim: int):
-    """A fixed numpy 'expert' for beta-mixing (a BLAS product whose bits depend on its row count, as an MLP's)."""
+    """A fixed numpy 'expert' for beta-mixing, called on however many rows it drives at a step (core.mlp's
+    linear: a row's bits do not depend on them)."""
     w = np.linspace(-1, 1, obs_dim * act_dim, dtype=np.float32).reshape(obs_dim, act_dim)
-    return lambda obs: np.tanh(obs @ w)
+    return lambda obs: np.tanh(linear(obs, (w, np.zeros(act_dim, np.float32))))
 
 
-@pytest.mark.parametrize("env_name,n,noise,mix", [
-    ("Hopper-v4", 1, True, False), ("Hopper-v4", 3, True, True), ("HalfCheetah-v5", 2, False, False),
-    ("Ant-v5", 2, True, True), ("CartPole-v1", 1, True, False), ("CartPole-v1", 4, True, True)])
-def test_batched_tasks_are_the_gymnasium_path(env_name, n, noise, mix):
+@pytest.mark.parametrize("env_name,noise,mix", [
+    ("Hopper-v4", True, False), ("Hopper-v4", True, True), ("HalfCheetah-v5", False, False), ("Ant-v5", True, True),
+    ("CartPole-v1", True, False), ("CartPole-v1", False, False)])
+def test_any_number_of_rows_gives_one_gymnasium_envs_rollout(env_name, noise, mix):
     info = make_env(env_name)
     discrete = isinstance(info.action_space, gym.spaces.Discrete)
-    act_dim = int(info.action_space.n) if discrete else info.action_space.shape[0]
+    act_dim, obs_dim = int(info.action_space.n) if discrete else info.action_space.shape[0], info.observation_space.shape[0]
     ep_len, min_steps, seeds = (40, 150, [5, 9, 77]) if env_name != "HalfCheetah-v5" else (60, 130, [5, 9])
     tasks, want = [], []
     for k, seed in enumerate(seeds):
-        spec, params = student(info.observation_space.shape[0], act_dim, k, normalize=n > 1, discrete=discrete)
-        state = np.random.default_rng(100 + k).bit_generator.state if noise else None
-        m = Mixing(linear_expert(info.observation_space.shape[0], act_dim), 0.4, 1000 + k) if mix and not discrete else None
-        tasks.append(RolloutTask("collect", k, env_name, n, spec, params, seed, state, min_steps, ep_len, m))
-        rng = None if state is None else np.random.default_rng(0)
-        if rng is not None:
-            rng.bit_generator.state = state
-        actor = NumpyMLP(spec, params, rng)
-        if m is not None:
-            actor = MixedActor(actor, m.expert, m.beta, np.random.default_rng(m.draw_seed))
-        want.append((*gymnasium_rollout(env_name, n, actor, seed, min_steps, ep_len), rng, actor))
-    got = run_tasks(tasks, make_rows(env_name, n * len(tasks), 2))
-    for g, (paths, steps, rng, actor) in zip(got, want):
-        assert_same_paths(g.paths, paths)
-        assert g.steps == steps
-        assert g.rng_state == (None if rng is None else rng.bit_generator.state)
-        assert g.expert_steps == getattr(actor, "expert_steps", 0)
-        if mix and not discrete:
-            assert 0 < g.expert_steps < g.steps
+        spec, params = student(obs_dim, act_dim, k, normalize=mix, discrete=discrete)
+        m = Mixing(linear_expert(obs_dim, act_dim), 0.4, 1000 + k) if mix else None
+        noise_seed = 100 + k if noise else None
+        tasks.append(RolloutTask("collect", k, env_name, 1, spec, params, seed, noise_seed, min_steps, ep_len, m))
+        want.append(one_env_rollout(env_name, spec, params, seed, noise_seed, m, min_steps, ep_len))
+    for n in (1, 2, 5):
+        got = run_tasks([replace(t, num_envs=n) for t in tasks], make_rows(env_name, n * len(tasks), 2))
+        for g, (paths, steps, expert_steps) in zip(got, want):
+            assert_same_paths(g.paths, paths)
+            assert (g.steps, g.expert_steps) == (steps, expert_steps)
+            if mix:
+                assert 0 < g.expert_steps < g.steps
 
 
-@pytest.mark.parametrize("k,n", [(1, 1), (3, 1), (2, 2), (4, 5)])
+@pytest.mark.parametrize("k,n", [(1, 1), (2, 2), (3, 7), (5, 1)])
 @pytest.mark.parametrize("normalize,discrete", [(False, False), (True, False), (False, True)])
-def test_one_batched_forward_is_each_seeds_numpy_mlp(k, n, normalize, discrete):
+def test_a_rows_action_does_not_depend_on_the_other_rows(k, n, normalize, discrete):
+    # BLAS gives a row other bits in a batch of another size or at another position (a 64-wide layer does):
+    # SeedPolicies' one forward for K seeds' n rows must give each row its one-row NumpyMLP bits
     pairs = [student(11, 3, s, normalize, discrete) for s in range(k)]
-    policies = SeedPolicies(pairs[0][0], [p for _, p in pairs], [np.random.default_rng(s) for s in range(k)], [None] * k)
-    alone = [NumpyMLP(spec, params, np.random.default_rng(s)) for s, (spec, params) in enumerate(pairs)]
-    for step in range(3):  # the last seed idle at step 1: it draws no noise then, as a finished stream
-        obs = np.random.default_rng(step).normal(size=(k, n, 11)).astype(np.float32)
-        active = np.arange(k) != (k - 1 if step == 1 else k)
-        acs = policies(obs, active)
-        for s in np.flatnonzero(active):
-            np.testing.assert_array_equal(acs[s], alone[s](obs[s]))
+    pairs = [(spec._replace(hidden=(64,)), {"params": {**p["params"], "hidden_0": {
+        "kernel": np.random.default_rng(s).normal(0, 0.3, (11, 64)).astype(np.float32), "bias": np.zeros(64, np.float32)},
+        "out": {"kernel": np.random.default_rng(s).normal(0, 0.3, (64, 3)).astype(np.float32),
+                "bias": np.zeros(3, np.float32)}}}) for s, (spec, p) in enumerate(pairs)]
+    policies = SeedPolicies(pairs[0][0], [p for _, p in pairs], [None] * k, [None] * k, n, 10)
+    alone = [NumpyMLP(spec, params) for spec, params in pairs]
+    obs = np.random.default_rng(1).normal(size=(k, n, 11)).astype(np.float32)
+    acs, took = policies(obs, np.ones(k, bool))
+    assert took is None
+    for s in range(k):
+        for i in range(n):
+            np.testing.assert_array_equal(acs[s, i], alone[s](obs[s, i:i + 1])[0])
+        np.testing.assert_array_equal(alone[s](obs[s]), acs[s])  # NumpyMLP on the n rows at once too
