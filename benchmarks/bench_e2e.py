@@ -7,7 +7,8 @@ compilation count; the variants alternate run by run, and the table gives median
 
 - bcjax, cold: `scripts/train.py` with an empty compile cache (a first run ever);
 - bcjax, warm: the same with the compile cache an earlier run filled (every re-run);
-- bcjax, warm, --eval_num_envs 5: the same, its evaluation's episodes on 5 envs side by side;
+- bcjax, warm, --num_envs 1: the same on one env per seed, one episode after another (the same metrics:
+  what running a seed's episodes side by side, the default, gains);
 - homework: `cs285/scripts/run_hw1.py` of a solved CS285 hw1 checkout (`--homework
   DIR`, run by `--homework_python`, by default DIR/.venv/bin/python), torch on one
   thread. Without `--homework`, bcjax only.
@@ -39,7 +40,7 @@ import _common
 TASK_FILES = {"Hopper-v4": ("Hopper.pkl", "expert_data_Hopper-v4.pkl"),
               "Ant-v4": ("Ant.pkl", "expert_data_Ant-v4.pkl"),
               "HalfCheetah-v4": ("HalfCheetah.pkl", "expert_data_HalfCheetah-v4.pkl")}
-SIDE_BY_SIDE = "bcjax, warm, --eval_num_envs 5"  # the evaluation's 5 episodes side by side (other episodes)
+ONE_ENV = "bcjax, warm, --num_envs 1"  # each seed's episodes one after another (the same metrics)
 PHASES = ("start-up", "imports", "learner", "compile", "collection", "relabel", "training", "evaluation", "checkpoint",
           "fixed cost")
 
@@ -124,7 +125,7 @@ def measure(name: str, case: Case, args: argparse.Namespace, tmp: Path) -> dict:
         variants = {"bcjax, 1 seed, warm": [], f"bcjax, {case.num_seeds} seeds, warm": []}
         bcjax_run(case, 1, args.cs285, str(tmp), warm, case.num_seeds)
     else:
-        variants[SIDE_BY_SIDE] = []
+        variants[ONE_ENV] = []
         if args.homework:
             variants["homework (PyTorch)"] = []
     for i in range(args.runs):
@@ -132,8 +133,8 @@ def measure(name: str, case: Case, args: argparse.Namespace, tmp: Path) -> dict:
         for variant, rs in variants.items():
             if variant == "bcjax, cold":
                 r = bcjax_run(case, seed, args.cs285, str(tmp), str(tmp / f"cold-{i}"))
-            elif variant == SIDE_BY_SIDE:
-                r = bcjax_run(case, seed, args.cs285, str(tmp), warm, flags=("--eval_num_envs", "5"))
+            elif variant == ONE_ENV:
+                r = bcjax_run(case, seed, args.cs285, str(tmp), warm, flags=("--num_envs", "1"))
             elif variant.startswith("bcjax"):
                 r = bcjax_run(case, seed, args.cs285, str(tmp), warm, case.num_seeds if " 1 seed" not in variant else 1)
             else:
