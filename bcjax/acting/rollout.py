@@ -119,11 +119,13 @@ class _Streams:
         if self.kept_steps[k] >= self.min_steps:
             rows = slice(k * self.n, (k + 1) * self.n)
             obs, acs, rews = (np.stack([step[j][rows] for step in self.log]) for j in range(3))
-            took = None if self.log[0][3] is None else np.stack([step[3][rows] for step in self.log])
-            kept = eps[:self.kept[k]]
-            self.results[k] = ([_trajectory(obs[a:b, i % self.n], acs[a:b, i % self.n], rews[a:b, i % self.n], last)
-                                for i, a, b, last in kept], int(self.kept_steps[k]),
-                               0 if took is None else sum(int(np.add.reduce(took[a:b, i % self.n])) for i, a, b, _ in kept))
+            kept = [(i % self.n, a, b, last) for i, a, b, last in eps[:self.kept[k]]]
+            expert_steps = 0
+            if self.log[0][3] is not None:  # beta-mixing: the kept steps the expert drove
+                took = np.stack([step[3][rows] for step in self.log])
+                expert_steps = sum(int(took[a:b, j].sum()) for j, a, b, _ in kept)
+            self.results[k] = ([_trajectory(obs[a:b, j], acs[a:b, j], rews[a:b, j], last) for j, a, b, last in kept],
+                               int(self.kept_steps[k]), expert_steps)
             self.slot[rows], self.active[k] = -1, False  # its rows are stepped no more
 
 
@@ -182,7 +184,7 @@ class SeedPolicies:
     An episode draws all its noise (ep_len steps of it) from its seed's generator `rngs[k]` when it starts,
     and all its beta draws from the seed's draw generator: episode j of a seed takes the j-th block of each,
     so its actions depend on nothing else (not on n, nor on the steps of the episodes before it).
-    core.mlp's forward over the stacked params gives each seed's rows the bits it gives them alone.
+    core.mlp's forward over the stacked params gives each row the bits it gives that row alone.
     """
 
     def __init__(self, spec: MLPSpec, params: list[dict], rngs: list[np.random.Generator | None],
@@ -212,7 +214,8 @@ class SeedPolicies:
                 else:
                     self.rngs[k].standard_normal(dtype=np.float32, out=self.noise[i])
             if self.mix[k] is not None:
-                self.draws[i] = self.mix[k][2].random(self.ep_len)
+                _, _, draws = self.mix[k]
+                self.draws[i] = draws.random(self.ep_len)
 
     def __call__(self, obs: np.ndarray, active: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         out = forward(self.spec, self.net, obs, self.act)
@@ -228,7 +231,8 @@ class SeedPolicies:
         for k in active.nonzero()[0]:
             take = took[k * self.n:(k + 1) * self.n]
             if self.mix[k] is not None and take.any():
-                acs[k][take] = np.asarray(self.mix[k][0](obs[k][take]), acs.dtype)
+                expert, _, _ = self.mix[k]
+                acs[k][take] = np.asarray(expert(obs[k][take]), acs.dtype)
         return acs, took
 
 
