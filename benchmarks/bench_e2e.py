@@ -41,7 +41,7 @@ TASK_FILES = {"Hopper-v4": ("Hopper.pkl", "expert_data_Hopper-v4.pkl"),
               "Ant-v4": ("Ant.pkl", "expert_data_Ant-v4.pkl"),
               "HalfCheetah-v4": ("HalfCheetah.pkl", "expert_data_HalfCheetah-v4.pkl")}
 ONE_ENV = "bcjax, warm, --num_envs 1"  # each seed's episodes one after another (the same metrics)
-PHASES = ("start-up", "imports", "learner", "compile", "collection", "relabel", "training", "evaluation", "checkpoint",
+PHASES = ("start-up", "imports", "learner", "compile", "rollouts", "relabel", "training", "evaluation", "checkpoint",
           "fixed cost")
 
 

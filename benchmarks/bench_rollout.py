@@ -5,6 +5,8 @@
   policy in numpy in the loop: the rollout of one seed as the worker pool ran it.
 - batch K x n, T threads: bcjax's rollouts (`run_tasks`): K seeds' tasks of n envs each, all K*n
   simulations stepped together in one mujoco.batch.Batch on T threads, one batched policy call per step.
+- collection + evaluation: a DAgger iteration's rollouts as the loop runs them, each seed's evaluation
+  (5 envs) in one batch with its next collection (1 env); the baseline runs both phases' steps on one env.
 
 Collection is `--batch_size` steps per seed, evaluation `--eval_batch_size` (both sampled actions, as
 the homework's defaults). The policy is the bundled expert's network with log_std -1 (episodes of a
@@ -52,10 +54,22 @@ def bench_env(env_name: str, args: argparse.Namespace) -> list[dict]:
 
     def batch(k: int, n: int, threads: int, steps: int) -> Callable[[], float]:
         env = make_rows(env_name, k * n, threads)
-        state = np.random.default_rng(0).bit_generator.state
 
         def run() -> float:
-            tasks = [RolloutTask("collect", i, env_name, n, spec, params, 1 + i, state, steps, ep_len) for i in range(k)]
+            tasks = [RolloutTask("collect", i, env_name, n, spec, params, 1 + i, 100 + i, steps, ep_len) for i in range(k)]
+            out: list = []
+            seconds = _common.timed(lambda: out.extend(run_tasks(tasks, env)))
+            return sum(len(p["reward"]) for r in out for p in r.paths) / seconds
+        return run
+
+    def loop(k: int, threads: int) -> Callable[[], float]:
+        """A DAgger iteration's rollouts: each seed's evaluation (5 envs) with its next collection (1 env)."""
+        env = make_rows(env_name, 6 * k, threads)
+
+        def run() -> float:
+            tasks = [RolloutTask("eval", i, env_name, 5, spec, params, 1 + i, 100 + i, args.eval_batch_size, ep_len)
+                     for i in range(k)] + [RolloutTask("collect", i, env_name, 1, spec, params, 50 + i, 150 + i,
+                                                       args.batch_size, ep_len) for i in range(k)]
             out: list = []
             seconds = _common.timed(lambda: out.extend(run_tasks(tasks, env)))
             return sum(len(p["reward"]) for r in out for p in r.paths) / seconds
@@ -66,6 +80,10 @@ def bench_env(env_name: str, args: argparse.Namespace) -> list[dict]:
         for config in args.configs:
             k, n, threads = (int(x) for x in config.split("x"))
             variants[f"{phase}: batch {k} seeds x {n} envs, {threads} threads"] = batch(k, n, threads, steps)
+    gym_both = gymnasium(args.batch_size + args.eval_batch_size)
+    variants["collection + evaluation: gymnasium env"] = gym_both
+    for k, threads in ((1, 1), (1, 2), (5, 2)):
+        variants[f"collection + evaluation: batch {k} seeds x (1 + 5) envs, {threads} threads"] = loop(k, threads)
     for run in variants.values():  # warm-up
         run()
     rates = _common.interleaved(variants, args.rounds)

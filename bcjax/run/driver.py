@@ -7,8 +7,8 @@ subscribers. `iterate` is the loop. An iteration is five phases: collect
 (iteration 0: the expert data; later: `batch_size` env steps per seed with the
 current policy, all seeds in one MuJoCo batch), relabel (the expert's actions), fit (the
 rows into each seed's device buffer, then the iteration's updates as one
-compiled call over all seeds), evaluate (started in its own thread: it runs while the
-next iteration collects and trains) and record: each subscriber (the metrics
+compiled call over all seeds), evaluate (its rows step in the same MuJoCo batch as the
+next iteration's collection, whose policy it is) and record: each subscriber (the metrics
 log, video, checkpoints) gets what the iteration produced, as Brax's progress_fn.
 """
 
@@ -94,17 +94,26 @@ def check_expert(expert: Expert, info: EnvInfo, obs: np.ndarray) -> None:
 
 def check_expert_return(expert: Expert, cfg: Config, paths: list[Trajectory]) -> None:
     """One episode of the expert before training: far below its data's return means it does not fit the task
-    (another task version, another observation layout), and a student would learn from it in silence."""
+    (another task version, another observation layout), and a student would learn from it in silence. A fitting
+    expert also stumbles now and then (the CS285 Ant expert, from some resets), so a weak episode is checked
+    against the best of CHECK_EPISODES: a misfit is weak on all of them."""
     from bcjax.data.expert_data import collect_expert_paths
 
     data_return = float(np.mean([p["reward"].sum() for p in paths]))
+    weak = lambda r: r < data_return - 0.5 * abs(data_return)  # noqa: E731
     (ep,) = collect_expert_paths(expert, cfg.env_name, 1, cfg.seed, cfg.ep_len)
-    got = float(ep["reward"].sum())
-    print(f"expert check: one episode returns {got:.1f} in {len(ep['reward'])} steps (expert data: {data_return:.1f})")
-    if got < data_return - 0.5 * abs(data_return) and not cfg.allow_weak_expert:
-        raise BcjaxError(f"the expert returns {got:.1f} on {cfg.env_name}, under half of its data's {data_return:.1f}: "
-                         "it does not fit this task (another task version or observation layout?); use the matching "
-                         "--env_name or expert, or pass --allow_weak_expert to train anyway")
+    got, what = float(ep["reward"].sum()), f"one episode returns {float(ep['reward'].sum()):.1f} in {len(ep['reward'])} steps"
+    if weak(got):  # the same env stream: its first episode is the one above
+        got = max(float(e["reward"].sum()) for e in collect_expert_paths(expert, cfg.env_name, CHECK_EPISODES, cfg.seed, cfg.ep_len))
+        what += f", the best of {CHECK_EPISODES} {got:.1f}"
+    print(f"expert check: {what} (expert data: {data_return:.1f})")
+    if weak(got) and not cfg.allow_weak_expert:
+        raise BcjaxError(f"the expert returns {got:.1f} on {cfg.env_name} (the best of {CHECK_EPISODES} episodes), under half "
+                         f"of its data's {data_return:.1f}: it does not fit this task (another task version or observation "
+                         "layout?); use the matching --env_name or expert, or pass --allow_weak_expert to train anyway")
+
+
+CHECK_EPISODES = 3
 
 
 # Copies of the parameters a run holds: the params, Adam's two moments, the gradients, and
@@ -239,10 +248,10 @@ def open_run(cfg: Config, expert: Expert | None, paths: list[Trajectory], info: 
              logged: bool = False, on_row: Callable[[dict, Path], None] | None = None,
              print_fn: Callable[[str], None] = print, check_return: bool = False) -> Iterator[Run]:
     """The one place a run is built: the task's dimensions (`info`, made here if not given), the checks of the
-    expert and its data (with `check_return`, also one episode of the expert), the memory check, the rollout pool
-    (--rollout_workers threads, by default one per core this process may use), with `logged` the run directory
+    expert and its data (with `check_return`, also one episode of the expert), the memory check, the rollouts
+    (their MuJoCo batch on --rollout_workers threads, by default one per core this process may use), with `logged` the run directory
     (new, or cfg.resume's), its lock and its logger, then the learner and the subscribers. Everything is closed
-    again when the block ends (also on Ctrl-C and errors: no evaluation thread outlives the run)."""
+    again when the block ends (also on Ctrl-C and errors)."""
     start, compile_start = time.time(), compile_seconds()
     info = task_info(cfg.env_name) if info is None else info
     check_expert_data(paths, info)
@@ -350,7 +359,7 @@ def iteration(run: Run, loop: LoopState, collect_params: Any, itr: int) -> Itera
     before = dict(run.clock)
     loop_keys, train_keys, roll_keys = _split(loop.loop_keys, 3)
     roll_keys = np.asarray(roll_keys)  # each seed's rollout key, on the host: indexing it compiles nothing
-    with run.timed("collection"):
+    with run.timed("rollouts"):  # also steps the evaluation before it (bcjax.acting.runner.Rollouts)
         got = collect(run, itr, collect_params, roll_keys)
     if itr > 0:
         with run.timed("relabel"):
@@ -361,8 +370,7 @@ def iteration(run: Run, loop: LoopState, collect_params: Any, itr: int) -> Itera
                    fit_metrics, collect_params, _host(states.params, run.cfg.ensemble), roll_keys[0])
     if run.cfg.scalar_log_freq != -1 and itr % run.cfg.scalar_log_freq == 0:
         it.times = {k: v - before.get(k, 0.0) for k, v in run.clock.items()}
-        with run.timed("evaluation"):  # (with --rollout_workers 0 the evaluation runs here, at once)
-            it.evaluation = evaluate(run, it.params, roll_keys)
+        it.evaluation = evaluate(run, it.params, roll_keys)  # runs with the next collection, or when waited for
     for subscriber in run.subscribers:  # record
         subscriber(it)
     return it
@@ -421,7 +429,7 @@ def fit(run: Run, states: TrainState, buffer: Buffer, paths_per_seed: list[list[
 
 
 def evaluate(run: Run, params_np: Any, roll_keys: np.ndarray) -> list[Future]:
-    """Start the evaluation of the updated policy in the pool: it runs while the next iteration works."""
+    """The evaluation of the updated policy: it steps with the next iteration's collection (the same policy's)."""
     cfg = run.cfg
     return run.pool.submit([run.task("eval", k, params_np, roll_keys[k], not cfg.deterministic_eval,
                                      cfg.eval_batch_size) for k in range(cfg.num_seeds)])
@@ -478,6 +486,9 @@ class EvalLog:
     def flush(self, wait: bool) -> None:
         """Log the finished evaluations, oldest first; with `wait`, all of them."""
         cfg = self.run.cfg
+        if wait:
+            with self.run.timed("evaluation"):  # an evaluation waiting for a collection runs now, alone
+                self.run.pool.finish()
         while self.pending and (wait or all(f.done() for f in self.pending[0].evaluation)):
             it = self.pending.popleft()
             with self.run.timed("evaluation"), progress(f"itr {it.itr} eval", cfg.eval_batch_size * cfg.num_seeds,

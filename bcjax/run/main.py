@@ -76,12 +76,13 @@ def run(cfg: Config, on_row: Callable[[dict, Path], None] | None = None, limit_t
 
 def timing_line(startup: dict[str, float], timings: dict[str, float], wall: float, rss_mib: float) -> str:
     """The closing line: start-up (to the first iteration) by part, the loop's phases, and the fixed cost,
-    everything but env steps (collection), updates (training), waiting for evaluations and rendering videos."""
+    everything but env steps (rollouts: collection, with the evaluation before it), updates (training), the
+    evaluations stepped alone (evaluation: the last one, and those a save waits for) and rendering videos."""
     from bcjax.run.perf import cache_hits
 
     parts = ", ".join(f"{k} {v:.1f}" for k, v in list(startup.items())[1:])
     phases = ", ".join(f"{k} {v:.1f}" for k, v in timings.items() if k != "total")
-    work = ("collection", "training", "evaluation", "video")
+    work = ("rollouts", "training", "evaluation", "video")
     fixed = wall - sum(timings.get(k, 0.0) for k in work)
     # "compile" is tracing, lowering and compiling, or loading from the persistent cache: say how many loaded.
     cached = f"; {cache_hits()} programs from the compilation cache" if cache_hits() else ""

@@ -38,7 +38,7 @@ def _mixed(expert: ExpertPolicy, beta: float, draws: int, n: int, ep_len: int) -
     params = {"params": {"out": {"kernel": np.zeros((11, 3), np.float32), "bias": np.full(3, 0.3, np.float32)},
                          "log_std": np.zeros(3, np.float32)}}
     mixed = SeedPolicies(MLPSpec((), 3), [params], [None], [(expert.mean_action_np, beta, np.random.default_rng(draws))],
-                         n, ep_len)
+                         [n], ep_len)
     mixed.begin(np.arange(n))
     return mixed
 
@@ -46,18 +46,18 @@ def _mixed(expert: ExpertPolicy, beta: float, draws: int, n: int, ep_len: int) -
 def test_beta_one_is_the_experts_action():
     expert = _expert()
     mixed = _mixed(expert, 1.0, 0, 40, 1)
-    obs = np.random.default_rng(2).normal(size=(1, 40, 11)).astype(np.float32)
+    obs = np.random.default_rng(2).normal(size=(40, 11)).astype(np.float32)
     acs, took = mixed(obs, np.ones(1, bool))
-    np.testing.assert_array_equal(acs[0], expert.mean_action_np(obs[0]))
+    np.testing.assert_array_equal(acs, expert.mean_action_np(obs))
     assert took.sum() == 40
 
 
 def test_expert_fraction_matches_beta():
     expert = _expert()
     mixed = _mixed(expert, 0.3, 1, 4, 1000)
-    obs = np.random.default_rng(2).normal(size=(1000, 1, 4, 11)).astype(np.float32)
+    obs = np.random.default_rng(2).normal(size=(1000, 4, 11)).astype(np.float32)
     steps = [mixed(o, np.ones(1, bool)) for o in obs]
-    acs, took = np.concatenate([a[0].copy() for a, _ in steps]), np.concatenate([t for _, t in steps])
+    acs, took = np.concatenate([a.copy() for a, _ in steps]), np.concatenate([t for _, t in steps])
     from_expert = ~np.all(acs == 0.3, axis=1)
     np.testing.assert_array_equal(took, from_expert)
     # Binomial(4000, 0.3): std ~ 0.0072; 5 sigma.

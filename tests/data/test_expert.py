@@ -1,6 +1,7 @@
 """The CS285 expert loader (both applies) against a plain numpy forward pass, the restricted unpickler, real experts."""
 
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -103,3 +104,16 @@ def test_real_expert_reaches_its_data_return(name, task):
     paths = collect_expert_paths(expert, task, 2, 0, 1000)  # the numpy apply
     mean_return = np.mean([p["reward"].sum() for p in paths])
     assert mean_return >= 0.9 * data_return, (mean_return, data_return)
+
+
+def test_a_fitting_expert_that_stumbles_once_passes_the_check(capsys):
+    # The CS285 Ant expert's first episode from seed 5 returns ~900 (it stumbles) against its data's 4682; a misfit
+    # would be weak on every episode, this expert is not: the best of 3 passes.
+    from bcjax.run.config import Config
+    from bcjax.run.driver import check_expert_return
+
+    expert = load_expert(cs285_file("experts", "Ant.pkl")).for_task("Ant-v4")
+    data = load_expert_data(cs285_file("expert_data", "expert_data_Ant-v4.pkl"))
+    check_expert_return(expert, Config(env_name="Ant-v4", seed=5), data)
+    out = capsys.readouterr().out
+    assert re.search(r"one episode returns \d+\.\d in 1000 steps, the best of 3 \d{4}\.\d", out), out

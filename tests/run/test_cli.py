@@ -60,10 +60,10 @@ def test_the_closing_line_gives_the_start_up_by_part_and_the_fixed_cost(tiny_run
     (line,) = [x for x in tiny_run.out.splitlines() if x.startswith("time (s): ")]
     got = {m[1]: float(m[2]) for m in re.finditer(r"([a-z][a-z -]*?) (\d+\.\d+)", line[len("time (s): "):])}
     parts = ("imports", "inputs", "checks", "run directory", "learner")
-    assert set(parts) <= set(got) and {"collection", "training", "evaluation", "total", "fixed cost"} <= set(got)
+    assert set(parts) <= set(got) and {"rollouts", "training", "evaluation", "total", "fixed cost"} <= set(got)
     assert sum(got[p] for p in parts) <= got["start-up"] + 0.05 * len(parts)  # (each rounded to 0.1)
     assert got["start-up"] <= got["total"]
-    work = got["collection"] + got["training"] + got["evaluation"]
+    work = got["rollouts"] + got["training"] + got["evaluation"]
     assert got["fixed cost"] == pytest.approx(got["total"] - work, abs=0.25)
 
 
@@ -154,7 +154,7 @@ def test_an_expert_that_does_not_fit_its_data_is_refused(tmp_path, capsys):
             "--num_agent_train_steps_per_iter", "5", "--eval_batch_size", "20", "--rollout_workers", "0"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
-    assert re.fullmatch(r"error: the expert returns -?[\d.]+ on Hopper-v4, under half of its data's [\d.]+: .*"
+    assert re.fullmatch(r"error: the expert returns -?[\d.]+ on Hopper-v4 \(the best of 3 episodes\), under half of its data's [\d.]+: .*"
                         r"--allow_weak_expert to train anyway", err)
     assert not list((tmp_path / "runs").glob("q*"))  # no run directory
     assert main([*args, "--allow_weak_expert"]) == 0
