@@ -84,7 +84,7 @@ class Config:
                                      "command lines run)", choices=("auto", "sync", "async"))
     rollout_workers: int | None = flag(
         None, "threads that step the MuJoCo batch of collection and evaluation (default: one per core, at most 8; 0: "
-              "one, with evaluation in the main thread); results do not depend on it", metavar="N")
+              "one); results do not depend on it", metavar="N")
     cpu_threads: int = flag(1, "threads of JAX's CPU pool, set by scripts/train.py (1 is faster for small nets on a "
                                 "small shared CPU; 0: all cores)", resumable=True)
     deterministic_eval: bool = flag(False, "evaluate the mean action instead of sampling")
