@@ -282,8 +282,12 @@ def _learner(cfg: Config, info: EnvInfo, expert: Expert | None, paths: list[Traj
     k, ep_len = cfg.num_seeds * cfg.ensemble, cfg.ep_len or info.max_episode_steps  # seed s, member e: s * E + e
     policy = MLPPolicy(act_dim=info.act_dim, n_layers=cfg.n_layers, size=cfg.size, activation=cfg.activation,
                        discrete=info.discrete, init_scheme=cfg.init, normalize_obs=cfg.normalize_obs)
-    init_keys, loop_keys = _split(seed_index_keys(cfg.seed, k), 2)
-    states = create_train_states(policy, init_keys, info.obs_dim, *cfg.optimizer)
+
+    def initial(seed: jax.Array) -> tuple[TrainState, jax.Array]:
+        init_keys, loop_keys = _split(_index_keys(seed, k), 2)
+        return create_train_states(policy, init_keys, info.obs_dim, *cfg.optimizer), loop_keys
+
+    states, loop_keys = jax.jit(initial)(np.int32(cfg.seed))  # one program (a warm run loads one, not three)
     capacity = buffer_capacity(cfg, sum(len(p["observation"]) for p in paths), ep_len)
     act = ((), np.int32) if info.discrete else ((info.act_dim,), np.float32)
     buffer = empty(k, capacity, {"observation": ((info.obs_dim,), np.float32), "action": act})
