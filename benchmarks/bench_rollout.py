@@ -2,7 +2,7 @@
 """Rollout throughput: env steps/s of collection and evaluation, one gymnasium env vs bcjax's MuJoCo batch.
 
 - gymnasium env: one gymnasium env, reset(seed=...) then whole episodes (`sample_trajectory`), the
-  policy in numpy in the loop: the rollout of one seed as the worker pool ran it.
+  policy in numpy in the loop: one seed's rollout, one episode after another.
 - batch K x n, T threads: bcjax's rollouts (`run_tasks`): K seeds' tasks of n envs each, all K*n
   simulations stepped together in one mujoco.batch.Batch on T threads, one batched policy call per step.
 - collection + evaluation: a DAgger iteration's rollouts as the loop runs them, each seed's evaluation

@@ -92,6 +92,9 @@ def check_expert(expert: Expert, info: EnvInfo, obs: np.ndarray) -> None:
                          "use the expert policy made for this task (--expert_policy_file)")
 
 
+CHECK_EPISODES = 3  # a weak first check episode is judged by the best of this many
+
+
 def check_expert_return(expert: Expert, cfg: Config, paths: list[Trajectory]) -> None:
     """One episode of the expert before training: far below its data's return means it does not fit the task
     (another task version, another observation layout), and a student would learn from it in silence. A fitting
@@ -100,20 +103,18 @@ def check_expert_return(expert: Expert, cfg: Config, paths: list[Trajectory]) ->
     from bcjax.data.expert_data import collect_expert_paths
 
     data_return = float(np.mean([p["reward"].sum() for p in paths]))
-    weak = lambda r: r < data_return - 0.5 * abs(data_return)  # noqa: E731
     (ep,) = collect_expert_paths(expert, cfg.env_name, 1, cfg.seed, cfg.ep_len)
-    got, what = float(ep["reward"].sum()), f"one episode returns {float(ep['reward'].sum()):.1f} in {len(ep['reward'])} steps"
-    if weak(got):  # the same env stream: its first episode is the one above
-        got = max(float(e["reward"].sum()) for e in collect_expert_paths(expert, cfg.env_name, CHECK_EPISODES, cfg.seed, cfg.ep_len))
-        what += f", the best of {CHECK_EPISODES} {got:.1f}"
+    got = float(ep["reward"].sum())
+    what = f"one episode returns {got:.1f} in {len(ep['reward'])} steps"
+    if weak := got < data_return - 0.5 * abs(data_return):  # the same env stream: its first episode is the one above
+        got = max(float(e["reward"].sum()) for e in collect_expert_paths(expert, cfg.env_name, CHECK_EPISODES, cfg.seed,
+                                                                         cfg.ep_len))
+        weak, what = got < data_return - 0.5 * abs(data_return), f"{what}, the best of {CHECK_EPISODES} {got:.1f}"
     print(f"expert check: {what} (expert data: {data_return:.1f})")
-    if weak(got) and not cfg.allow_weak_expert:
+    if weak and not cfg.allow_weak_expert:
         raise BcjaxError(f"the expert returns {got:.1f} on {cfg.env_name} (the best of {CHECK_EPISODES} episodes), under half "
                          f"of its data's {data_return:.1f}: it does not fit this task (another task version or observation "
                          "layout?); use the matching --env_name or expert, or pass --allow_weak_expert to train anyway")
-
-
-CHECK_EPISODES = 3
 
 
 # Copies of the parameters a run holds: the params, Adam's two moments, the gradients, and

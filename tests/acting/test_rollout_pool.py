@@ -22,7 +22,7 @@ from tests.tiny_runs import expert_data, hopper_cfg, hopper_expert, metrics_with
 
 REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.slow  # every test here starts worker or train.py processes
+pytestmark = pytest.mark.slow  # every test here runs whole rollouts or starts train.py processes
 
 
 def _task(k: int = 0, env_name: str = "Hopper-v5", seed: int = 3, rng: bool = True, kind: str = "collect",
